@@ -1,0 +1,43 @@
+# Every target builds its own virtualenv from pyproject.toml; nothing installed by hand is used.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install sandbox-tools demo demo-live test lint run clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# bubblewrap isolates strategy code; installed when we can (root with apt), optional otherwise.
+sandbox-tools:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1)) \
+	    && echo "installed bubblewrap" || echo "bubblewrap not installed: sandbox uses rlimits only"; \
+	  else echo "bubblewrap not available: sandbox uses rlimits only"; fi; }
+
+demo: install sandbox-tools
+	$(BIN)/python manage.py demo
+
+test: install sandbox-tools
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+run: install sandbox-tools
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py rebuild_registry
+	$(BIN)/honcho start -f Procfile
+
+clean:
+	rm -rf $(VENV) .var

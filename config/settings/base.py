@@ -1,0 +1,168 @@
+"""Settings shared by every environment; everything variable comes from the environment."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import environ
+
+from config.embedded import ensure_embedded_redis
+from config.redis_urls import broker_url_for, with_redis_db
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = BASE_DIR / ".var"
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="insecure-dev-only-key-change-me")
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "django_celery_beat",
+    "strategies",
+    "subscriptions",
+    "execution",
+    "trades",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # Worker processes and the web process write concurrently: WAL lets readers run beside the
+    # writer, IMMEDIATE takes the write lock up front (no deadlocking lock upgrades) and the
+    # timeout makes a writer wait for the lock instead of failing with 'database is locked'.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 60,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+# --- Redis and Celery -----------------------------------------------------------------------
+REDIS_URL = env("REDIS_URL", default="") or ensure_embedded_redis(VAR_DIR)
+# App data (registry, locks, events) and the broker live in separate logical databases so
+# that clearing one never drops the other's queues.
+REDIS_APP_URL = env("REDIS_APP_URL", default="") or with_redis_db(REDIS_URL, 1)
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="") or broker_url_for(REDIS_URL)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+# A task is acknowledged only after it ran, and re-queued if its worker dies: every task is
+# idempotent, and the database constraints make a redelivery harmless.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_S", default=600),
+}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- Platform -------------------------------------------------------------------------------
+MARKET_DATA_DIR = Path(env("MARKET_DATA_DIR", default=str(BASE_DIR.parent / "shared" / "data")))
+STRATEGY_TIMEOUT_S = env.float("STRATEGY_TIMEOUT_S", default=30.0)
+STRATEGY_MAX_TIMEOUT_S = env.float("STRATEGY_MAX_TIMEOUT_S", default=60.0)
+STRATEGY_MEMORY_MB = env.int("STRATEGY_MEMORY_MB", default=512)
+STRATEGY_DEFAULT_LOOKBACK = 100
+STRATEGY_SANDBOX_REQUIRE_ISOLATION = env.bool("STRATEGY_SANDBOX_REQUIRE_ISOLATION", default=False)
+# Beat and stream triggers older than this are stale: the execution is skipped, not run late.
+EXECUTION_MAX_DRIFT_S = env.float("EXECUTION_MAX_DRIFT_S", default=120.0)
+FANOUT_CHUNK_SIZE = env.int("FANOUT_CHUNK_SIZE", default=1)
+MAX_LEVERAGE = env.int("MAX_LEVERAGE", default=20)
+PAPER_FEE_BPS = Decimal(env.str("PAPER_FEE_BPS", default="10"))
+PAPER_SLIPPAGE_BPS = Decimal(env.str("PAPER_SLIPPAGE_BPS", default="5"))
+# Fernet keys, newest first; rotate by prepending a new key (MultiFernet).
+CREDENTIALS_ENCRYPTION_KEYS = env.list(
+    "CREDENTIALS_ENCRYPTION_KEYS",
+    default=["3q2-7u-q1B2lBRsFc3y6vYt9P7yOg6Tz1H5jPRx8dQ0="],
+)
+
+# --- API ------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Strategy execution platform API",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+}

@@ -1,0 +1,15 @@
+from config.redis_urls import broker_url_for, with_redis_db
+from config.settings.base import *  # noqa: F403
+from config.settings.base import DATABASES, REDIS_URL, VAR_DIR, env
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Tests keep off the logical databases a developer's running stack uses.
+REDIS_APP_URL = with_redis_db(REDIS_URL, env.int("TEST_REDIS_APP_DB", default=14))
+CELERY_BROKER_URL = broker_url_for(
+    with_redis_db(REDIS_URL, env.int("TEST_REDIS_BROKER_DB", default=15))
+)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 30}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Worker processes started by the tests must open the same test database: a file, not memory.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_db.sqlite3")}
+STRATEGY_TIMEOUT_S = 10.0

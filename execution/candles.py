@@ -1,0 +1,103 @@
+"""The candle store: idempotent imports of ccxt OHLCV rows and reads of closed candles."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from execution.models import Candle
+from execution.time_utils import (
+    ms_to_datetime,
+    normalize_resolution,
+    resolution_to_timedelta,
+    round_to_interval_boundary,
+)
+
+BATCH_SIZE = 2000
+OhlcvRow = Sequence[float | int | str]
+
+
+class CandleDataError(ValueError):
+    """Candle input that cannot be stored as it is."""
+
+
+def _candle_from_row(row: OhlcvRow, *, exchange: str, symbol: str, resolution: str) -> Candle:
+    if not isinstance(row, list | tuple) or len(row) < 6:
+        raise CandleDataError(
+            f"expected [open_time_ms, open, high, low, close, volume], got {row!r}"
+        )
+    try:
+        open_time = ms_to_datetime(int(row[0]))
+        values = [Decimal(str(v)) for v in row[1:6]]
+    except (TypeError, ValueError, InvalidOperation) as exc:
+        raise CandleDataError(f"bad candle row {row!r}: {exc}") from exc
+    if round_to_interval_boundary(open_time, resolution) != open_time:
+        raise CandleDataError(
+            f"open time {open_time.isoformat()} is not on a {resolution} boundary"
+        )
+    if any(not v.is_finite() or v < 0 for v in values):
+        raise CandleDataError(f"bad candle values {row!r}: prices and volume must be finite, >= 0")
+    o, h, low, c, v = values
+    return Candle(
+        exchange=exchange,
+        symbol=symbol,
+        resolution=resolution,
+        open_time=open_time,
+        open=o,
+        high=h,
+        low=low,
+        close=c,
+        volume=v,
+    )
+
+
+def candles_import(*, exchange: str, symbol: str, resolution: str, rows: Iterable[OhlcvRow]) -> int:
+    """Store OHLCV rows; rows already stored are left as they are. Returns rows new to the store."""
+    resolution = normalize_resolution(resolution)
+    candles = [
+        _candle_from_row(r, exchange=exchange, symbol=symbol, resolution=resolution) for r in rows
+    ]
+    existing = Candle.objects.filter(
+        exchange=exchange, symbol=symbol, resolution=resolution
+    ).count()
+    for start in range(0, len(candles), BATCH_SIZE):
+        Candle.objects.bulk_create(candles[start : start + BATCH_SIZE], ignore_conflicts=True)
+    return (
+        Candle.objects.filter(exchange=exchange, symbol=symbol, resolution=resolution).count()
+        - existing
+    )
+
+
+def candles_import_file(*, path: Path, exchange: str, symbol: str, resolution: str) -> int:
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CandleDataError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(rows, list):
+        raise CandleDataError(f"{path} must hold a JSON array of OHLCV rows")
+    return candles_import(exchange=exchange, symbol=symbol, resolution=resolution, rows=rows)
+
+
+def candles_closed_window(
+    *, exchange: str, symbol: str, resolution: str, close_time: datetime, limit: int
+) -> list[list[float]]:
+    """The last ``limit`` candles closed at or before ``close_time``, oldest first.
+
+    A candle that opened at ``close_time - resolution`` closes exactly at ``close_time``; any
+    later candle had not closed and is never returned (no look-ahead).
+    """
+    last_open = close_time - resolution_to_timedelta(resolution)
+    rows = (
+        Candle.objects.filter(
+            exchange=exchange, symbol=symbol, resolution=resolution, open_time__lte=last_open
+        )
+        .order_by("-open_time")
+        .values_list("open_time", "open", "high", "low", "close", "volume")[:limit]
+    )
+    return [
+        [int(t.timestamp() * 1000), float(o), float(h), float(lo), float(c), float(v)]
+        for t, o, h, lo, c, v in reversed(rows)
+    ]

@@ -1,0 +1,86 @@
+"""Typed platform events, delivered in process and published on Redis pub/sub.
+
+Events are emitted after the surrounding transaction commits, so no listener ever sees a
+state change that is later rolled back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+
+from execution.redis_client import get_redis
+
+logger = logging.getLogger(__name__)
+
+CHANNEL_PREFIX = "events:"
+
+
+class EventType(StrEnum):
+    CANDLE_CLOSE = "candle.close"
+    EXECUTION_START = "strategy.execution.start"
+    EXECUTION_COMPLETE = "strategy.execution.complete"
+    EXECUTION_ERROR = "strategy.execution.error"
+    STRATEGY_SETTINGS_CHANGED = "strategy.settings.changed"
+    SUBSCRIPTION_CREATED = "subscription.created"
+    SUBSCRIPTION_CANCELLED = "subscription.cancelled"
+    SUBSCRIPTION_PAUSED = "subscription.paused"
+    SUBSCRIPTION_RESUMED = "subscription.resumed"
+    TRADE_CREATED = "trade.created"
+    TRADE_FILLED = "trade.filled"
+    TRADE_CLOSED = "trade.closed"
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    payload: dict[str, Any]
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def to_json(self) -> str:
+        body = {
+            "id": self.id,
+            "type": str(self.type),
+            "occurred_at": self.occurred_at.isoformat(),
+            "payload": self.payload,
+        }
+        return json.dumps(body, cls=DjangoJSONEncoder)
+
+
+Handler = Callable[[Event], None]
+_handlers: dict[EventType, list[Handler]] = defaultdict(list)
+
+
+def event_subscribe(*, event_type: EventType, handler: Handler) -> Callable[[], None]:
+    """Register an in-process handler; returns a function that removes it."""
+    _handlers[event_type].append(handler)
+    return lambda: _handlers[event_type].remove(handler)
+
+
+def _deliver(event: Event) -> None:
+    for handler in list(_handlers[event.type]):
+        try:
+            handler(event)
+        except Exception:  # a listener's bug must never break the platform's work
+            logger.exception("event handler failed for %s", event.type)
+    try:
+        get_redis().publish(f"{CHANNEL_PREFIX}{event.type}", event.to_json())
+    except Exception:  # pub/sub is best effort; the database holds the truth
+        logger.warning("could not publish %s to redis", event.type, exc_info=True)
+
+
+def event_emit(event_type: EventType, **payload: Any) -> Event:
+    event = Event(type=event_type, payload=payload)
+    transaction.on_commit(lambda: _deliver(event))
+    return event

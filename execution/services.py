@@ -1,0 +1,317 @@
+"""One execution per (strategy, candle): claim, run the strategy once, record, fan out."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from execution.candles import candles_closed_window
+from execution.events import EventType, event_emit
+from execution.locks import redis_lock, strategy_run_lock_key
+from execution.models import StrategyExecution
+from execution.registry import registry_strategy_ids_for_resolution
+from execution.signal_validation import InvalidSignal, Signal, signal_parse
+from execution.time_utils import (
+    compute_lock_ttl,
+    format_interval_key,
+    resolution_to_timedelta,
+    round_to_interval_boundary,
+    validate_execution_timing,
+)
+from strategies.models import Strategy
+from strategies.sandbox import run_strategy
+
+logger = logging.getLogger(__name__)
+
+Status = StrategyExecution.Status
+Trigger = StrategyExecution.Trigger
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    outcome: str  # ran | duplicate | locked | not_closed | inactive
+    execution_id: int | None = None
+    detail: str = ""
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _claim_row(
+    *, strategy: Strategy, interval_start: datetime, trigger: str, scheduled_at: datetime | None
+) -> tuple[StrategyExecution, bool]:
+    """Insert the execution row; the unique constraint picks one winner per candle."""
+    now = timezone.now()
+    interval_end = interval_start + resolution_to_timedelta(strategy.resolution)
+    try:
+        with transaction.atomic():
+            row = StrategyExecution.objects.create(
+                strategy=strategy,
+                interval_start=interval_start,
+                interval_end=interval_end,
+                trigger=trigger,
+                scheduled_at=scheduled_at,
+                started_at=now,
+                drift_ms=(now - interval_end).total_seconds() * 1000,
+                worker_id=_worker_id(),
+                settings_version=strategy.settings_version,
+                code_version=strategy.code_version,
+            )
+        return row, True
+    except IntegrityError:
+        return StrategyExecution.objects.get(
+            strategy=strategy, interval_start=interval_start
+        ), False
+
+
+def _take_over(execution: StrategyExecution) -> bool:
+    """Resume a row left ``running`` by a worker that died (we hold the lock it lost)."""
+    return bool(
+        StrategyExecution.objects.filter(pk=execution.pk, status=Status.RUNNING).update(
+            worker_id=_worker_id(), attempts=execution.attempts + 1, started_at=timezone.now()
+        )
+    )
+
+
+def _finish(
+    execution: StrategyExecution, *, status: str, error: str = "", **fields: object
+) -> None:
+    finished = timezone.now()
+    execution.status, execution.error, execution.finished_at = status, error, finished
+    execution.duration_ms = (finished - execution.started_at).total_seconds() * 1000
+    for name, value in fields.items():
+        setattr(execution, name, value)
+    execution.save()
+    if status == Status.FAILED:
+        event_emit(
+            EventType.EXECUTION_ERROR,
+            execution_id=execution.pk,
+            strategy_id=execution.strategy_id,
+            error=error[:500],
+        )
+    else:
+        event_emit(
+            EventType.EXECUTION_COMPLETE,
+            execution_id=execution.pk,
+            strategy_id=execution.strategy_id,
+            status=status,
+            signal=execution.signal,
+        )
+
+
+def _strategy_settings(strategy: Strategy) -> dict:
+    # Only the strategy's own settings reach its code: never subscriber data or secrets.
+    return dict(strategy.settings or {})
+
+
+def _check_stops(execution: StrategyExecution, candle: list[float]) -> None:
+    from trades.services import trades_check_stops  # trades depend on execution, not back
+
+    try:
+        trades_check_stops(
+            execution=execution, high=Decimal(str(candle[2])), low=Decimal(str(candle[3]))
+        )
+    except Exception:  # stop checks must never stop the strategy from running
+        logger.exception("stop checks failed for execution %s", execution.pk)
+
+
+def _run(execution: StrategyExecution, strategy: Strategy) -> None:
+    event_emit(
+        EventType.EXECUTION_START,
+        execution_id=execution.pk,
+        strategy_id=strategy.pk,
+        interval_start=execution.interval_start.isoformat(),
+    )
+    candles = candles_closed_window(
+        exchange=strategy.exchange,
+        symbol=strategy.symbol,
+        resolution=strategy.resolution,
+        close_time=execution.interval_end,
+        limit=strategy.lookback,
+    )
+    if not candles or candles[-1][0] != int(execution.interval_start.timestamp() * 1000):
+        _finish(
+            execution,
+            status=Status.SKIPPED,
+            error="the closed candle for this interval is not in the candle store",
+        )
+        return
+    last = candles[-1]
+    execution.close_price = Decimal(str(last[4]))
+    execution.data_available_at = timezone.now()
+    execution.candles_used = len(candles)
+    _check_stops(execution, last)
+    timeout = min(strategy.timeout_s, settings.STRATEGY_MAX_TIMEOUT_S)
+    result = run_strategy(
+        code=strategy.code,
+        candles=candles,
+        settings=_strategy_settings(strategy),
+        timeout_s=timeout,
+        memory_mb=settings.STRATEGY_MEMORY_MB,
+        lookback=strategy.lookback,
+    )
+    execution.logs = result.logs
+    if not result.ok:
+        _finish(execution, status=Status.FAILED, error=result.error)
+        return
+    try:
+        signal = signal_parse(result.value, fallback_price=execution.close_price)
+    except InvalidSignal as exc:
+        _finish(execution, status=Status.FAILED, error=f"invalid signal: {exc}")
+        return
+    status = Status.NO_SIGNAL if signal.type == "HOLD" else Status.SUCCESS
+    _finish(execution, status=status, signal=signal.to_json())
+
+
+def _fanout_targets(execution: StrategyExecution) -> list[int]:
+    from subscriptions.models import StrategySubscription
+    from trades.models import Trade
+
+    signal = Signal.from_json(execution.signal or {"signal": "HOLD"})
+    if signal.type.is_entry:
+        active = StrategySubscription.objects.filter(
+            strategy_id=execution.strategy_id, status=StrategySubscription.Status.ACTIVE
+        )
+        return list(active.order_by("id").values_list("id", flat=True))
+    if signal.type.is_exit:
+        # Exits reach every subscriber still holding that side, paused ones included:
+        # pausing stops new entries, it must not strand an open position.
+        side = "long" if signal.type == "EXIT_LONG" else "short"
+        holders = Trade.objects.filter(
+            execution__strategy_id=execution.strategy_id, status=Trade.Status.OPEN, side=side
+        )
+        return sorted(set(holders.values_list("subscription_id", flat=True)))
+    return []
+
+
+def execution_dispatch_fanout(*, execution: StrategyExecution) -> int:
+    """Queue the fan-out of an actionable signal; safe to call again after a crash."""
+    from execution.tasks import fanout_orders
+
+    if execution.status != Status.SUCCESS or execution.fanout_dispatched_at is not None:
+        return 0
+    targets = _fanout_targets(execution)
+    size = max(1, settings.FANOUT_CHUNK_SIZE)
+    chunks = [targets[i : i + size] for i in range(0, len(targets), size)]
+    StrategyExecution.objects.filter(pk=execution.pk).update(
+        fanout_total=len(targets), subscriber_count=len(targets)
+    )
+    for chunk in chunks:
+        fanout_orders.delay(execution_id=execution.pk, subscription_ids=chunk)
+    # Marked after sending: a crash in between re-sends, and the fan-out is idempotent.
+    StrategyExecution.objects.filter(pk=execution.pk).update(fanout_dispatched_at=timezone.now())
+    return len(targets)
+
+
+def _timing_gate(*, strategy: Strategy, interval_end: datetime, trigger: str) -> RunOutcome | None:
+    if trigger not in (Trigger.BEAT, Trigger.STREAM):
+        return None  # operators and replays run past candles on purpose
+    ok, drift, reason = validate_execution_timing(
+        interval_end,
+        timezone.now(),
+        strategy.resolution,
+        max_drift_s=settings.EXECUTION_MAX_DRIFT_S,
+    )
+    if not ok and drift < 0:
+        return RunOutcome("not_closed", detail=reason)
+    return None if ok else RunOutcome("stale", detail=reason)
+
+
+def execution_run(
+    *,
+    strategy_id: int,
+    interval_start: datetime,
+    trigger: str = Trigger.BEAT,
+    scheduled_at: datetime | None = None,
+) -> RunOutcome:
+    """Run a strategy once for the candle that opened at ``interval_start``."""
+    strategy = Strategy.objects.get(pk=strategy_id)
+    if round_to_interval_boundary(interval_start, strategy.resolution) != interval_start:
+        raise ValueError(f"{interval_start.isoformat()} is not a {strategy.resolution} boundary")
+    interval_end = interval_start + resolution_to_timedelta(strategy.resolution)
+    gate = _timing_gate(strategy=strategy, interval_end=interval_end, trigger=trigger)
+    if gate is not None and gate.outcome == "not_closed":
+        return gate
+    if strategy.status != Strategy.Status.ACTIVE or strategy.subscriber_count == 0:
+        return RunOutcome("inactive", detail="strategy has no active subscribers")
+    key = strategy_run_lock_key(
+        strategy_id=strategy.pk,
+        interval_key=format_interval_key(interval_start, strategy.resolution),
+    )
+    ttl = compute_lock_ttl(strategy.resolution, execution_timeout_s=strategy.timeout_s)
+    with redis_lock(key=key, ttl_s=ttl) as token:
+        if token is None:
+            return RunOutcome("locked", detail="another worker is running this candle")
+        return _run_locked(
+            strategy=strategy,
+            interval_start=interval_start,
+            trigger=trigger,
+            scheduled_at=scheduled_at,
+            stale=gate,
+        )
+
+
+def _run_locked(
+    *,
+    strategy: Strategy,
+    interval_start: datetime,
+    trigger: str,
+    scheduled_at: datetime | None,
+    stale: RunOutcome | None,
+) -> RunOutcome:
+    execution, created = _claim_row(
+        strategy=strategy, interval_start=interval_start, trigger=trigger, scheduled_at=scheduled_at
+    )
+    if not created and not (execution.status == Status.RUNNING and _take_over(execution)):
+        execution_dispatch_fanout(execution=execution)  # finishes a fan-out cut short by a crash
+        return RunOutcome("duplicate", execution.pk, "this candle was executed already")
+    if stale is not None:
+        _finish(execution, status=Status.SKIPPED, error=f"stale trigger: {stale.detail}")
+        return RunOutcome("ran", execution.pk, stale.detail)
+    try:
+        _run(execution, strategy)
+    except Exception as exc:  # record every failure on the execution, never leave it running
+        logger.exception("execution %s failed", execution.pk)
+        _finish(
+            execution, status=Status.FAILED, error=f"internal error: {type(exc).__name__}: {exc}"
+        )
+    execution_dispatch_fanout(execution=execution)
+    return RunOutcome("ran", execution.pk)
+
+
+def candle_close_dispatch(
+    *, resolution: str, close_time: datetime | None = None, trigger: str = Trigger.BEAT
+) -> list[int]:
+    """Queue one execution per strategy registered on ``resolution`` for the candle just closed."""
+    from execution.tasks import execute_strategy
+
+    close_time = round_to_interval_boundary(close_time or timezone.now(), resolution)
+    interval_start = close_time - resolution_to_timedelta(resolution)
+    strategy_ids = registry_strategy_ids_for_resolution(resolution=resolution)
+    event_emit(
+        EventType.CANDLE_CLOSE,
+        resolution=resolution,
+        interval_start=interval_start.isoformat(),
+        close_time=close_time.isoformat(),
+    )
+    for strategy_id in strategy_ids:
+        execute_strategy.delay(
+            strategy_id=strategy_id,
+            interval_start=interval_start.isoformat(),
+            trigger=trigger,
+            scheduled_at=close_time.isoformat(),
+        )
+    return strategy_ids
+
+
+def interval_start_for_close(*, close_time: datetime, resolution: str) -> datetime:
+    return round_to_interval_boundary(close_time, resolution) - resolution_to_timedelta(resolution)

@@ -1,0 +1,53 @@
+"""Celery tasks: thin, id-taking, idempotent wrappers around the execution services."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import redis
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from execution.services import candle_close_dispatch, execution_run
+from trades.services import fanout_process
+
+# Infrastructure hiccups are retried; everything else is recorded by the services themselves.
+TRANSIENT = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError)
+RETRY = {
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": True,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+@shared_task(**RETRY)
+def candle_close(resolution: str, close_time: str | None = None, trigger: str = "beat") -> int:
+    return len(
+        candle_close_dispatch(resolution=resolution, close_time=_parse(close_time), trigger=trigger)
+    )
+
+
+@shared_task(**RETRY)
+def execute_strategy(
+    strategy_id: int, interval_start: str, trigger: str = "beat", scheduled_at: str | None = None
+) -> str:
+    start = _parse(interval_start)
+    assert start is not None
+    outcome = execution_run(
+        strategy_id=strategy_id,
+        interval_start=start,
+        trigger=trigger,
+        scheduled_at=_parse(scheduled_at),
+    )
+    return outcome.outcome
+
+
+@shared_task(**RETRY)
+def fanout_orders(execution_id: int, subscription_ids: list[int]) -> int:
+    return fanout_process(execution_id=execution_id, subscription_ids=subscription_ids).opened

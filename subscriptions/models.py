@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from strategies.models import Strategy
+
+MONEY = {"max_digits": 24, "decimal_places": 8}
+
+
+class BrokerCredential(models.Model):
+    """A user's exchange API keys. Only ciphertext is stored (see subscriptions.crypto)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credentials"
+    )
+    exchange = models.CharField(max_length=50)
+    label = models.CharField(max_length=100)
+    api_key_encrypted = models.TextField()
+    secret_encrypted = models.TextField()
+    passphrase_encrypted = models.TextField(blank=True)
+    # Shown to humans instead of the key itself.
+    api_key_last4 = models.CharField(max_length=4)
+    is_sandbox = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        constraints = [
+            models.UniqueConstraint(fields=("user", "label"), name="uniq_credential_label")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.exchange}, …{self.api_key_last4})"
+
+    @property
+    def masked_api_key(self) -> str:
+        return f"****{self.api_key_last4}"
+
+
+class StrategySubscription(models.Model):
+    class Mode(models.TextChoices):
+        PAPER = "paper", "Paper"
+        LIVE = "live", "Live"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        CANCELLED = "cancelled", "Cancelled"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="subscriptions"
+    )
+    strategy = models.ForeignKey(Strategy, on_delete=models.PROTECT, related_name="subscriptions")
+    credential = models.ForeignKey(
+        BrokerCredential,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="subscriptions",
+    )
+    mode = models.CharField(max_length=5, choices=Mode.choices, default=Mode.PAPER)
+    capital = models.DecimalField(**MONEY)
+    risk_per_trade = models.DecimalField(
+        max_digits=6, decimal_places=5, help_text="Fraction of capital risked per trade."
+    )
+    leverage = models.DecimalField(max_digits=6, decimal_places=2, default=Decimal("1"))
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    settings = models.JSONField(default=dict, blank=True)
+    realized_pnl = models.DecimalField(**MONEY, default=Decimal("0"))
+    fees_paid = models.DecimalField(**MONEY, default=Decimal("0"))
+    status_reason = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        constraints = [
+            # One subscription per (user, strategy) that is not cancelled.
+            models.UniqueConstraint(
+                fields=("user", "strategy"),
+                condition=~Q(status="cancelled"),
+                name="uniq_open_subscription",
+            ),
+            models.CheckConstraint(condition=Q(capital__gt=0), name="capital_positive"),
+            models.CheckConstraint(
+                condition=Q(risk_per_trade__gt=0) & Q(risk_per_trade__lte=1),
+                name="risk_per_trade_fraction",
+            ),
+            models.CheckConstraint(condition=Q(leverage__gte=1), name="leverage_at_least_one"),
+            models.CheckConstraint(
+                condition=Q(mode="paper") | Q(credential__isnull=False),
+                name="live_needs_credential",
+            ),
+        ]
+        indexes = [models.Index(fields=("strategy", "status"))]
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.strategy_id} ({self.mode}, {self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE

@@ -1,0 +1,210 @@
+"""Writes on subscriptions and credentials. Every change keeps subscriber_count exact."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from execution.events import EventType, event_emit
+from strategies.models import Strategy
+from strategies.services import strategy_registry_sync
+from subscriptions.crypto import encrypt_secret
+from subscriptions.models import BrokerCredential, StrategySubscription
+
+Status = StrategySubscription.Status
+MAX_RISK_PER_TRADE = Decimal("0.1")
+
+
+def _validate_sizing(*, capital: Decimal, risk_per_trade: Decimal, leverage: Decimal) -> None:
+    errors: dict[str, str] = {}
+    if capital <= 0:
+        errors["capital"] = "capital must be greater than 0"
+    if not Decimal(0) < risk_per_trade <= MAX_RISK_PER_TRADE:
+        errors["risk_per_trade"] = f"risk_per_trade must be in (0, {MAX_RISK_PER_TRADE}]"
+    if not 1 <= leverage <= django_settings.MAX_LEVERAGE:
+        errors["leverage"] = f"leverage must be between 1 and {django_settings.MAX_LEVERAGE}"
+    if errors:
+        raise ValidationError(errors)
+
+
+def _validate_credential(
+    *, user: AbstractBaseUser, strategy: Strategy, mode: str, credential: BrokerCredential | None
+) -> None:
+    if mode == StrategySubscription.Mode.PAPER:
+        return
+    if credential is None:
+        raise ValidationError({"credential_id": "a live subscription needs a credential"})
+    if credential.user_id != user.pk:
+        raise ValidationError({"credential_id": "unknown credential"})
+    if credential.exchange != strategy.exchange:
+        raise ValidationError(
+            {
+                "credential_id": f"credential is for {credential.exchange}, "
+                f"the strategy trades on {strategy.exchange}"
+            }
+        )
+
+
+def _refresh_subscriber_count(strategy_id: int) -> int:
+    """Recount under the strategy's row lock; the caller holds it."""
+    count = StrategySubscription.objects.filter(
+        strategy_id=strategy_id, status=Status.ACTIVE
+    ).count()
+    Strategy.objects.filter(pk=strategy_id).update(subscriber_count=count)
+    transaction.on_commit(lambda: strategy_registry_sync(strategy_id=strategy_id))
+    return count
+
+
+def _lock_strategy(strategy_id: int) -> Strategy:
+    # Serialises every subscribe/cancel/pause of one strategy, so the recount is exact.
+    return Strategy.objects.select_for_update().get(pk=strategy_id)
+
+
+@transaction.atomic
+def subscription_create(
+    *,
+    user: AbstractBaseUser,
+    strategy: Strategy,
+    capital: Decimal,
+    risk_per_trade: Decimal,
+    leverage: Decimal = Decimal("1"),
+    mode: str = StrategySubscription.Mode.PAPER,
+    credential: BrokerCredential | None = None,
+    settings: dict[str, Any] | None = None,
+) -> StrategySubscription:
+    _validate_sizing(capital=capital, risk_per_trade=risk_per_trade, leverage=leverage)
+    _validate_credential(user=user, strategy=strategy, mode=mode, credential=credential)
+    strategy = _lock_strategy(strategy.pk)
+    if strategy.status != Strategy.Status.ACTIVE:
+        raise ValidationError(
+            {"strategy": f"strategy is {strategy.status}, not open to subscribers"}
+        )
+    if (
+        StrategySubscription.objects.filter(user=user, strategy=strategy)
+        .exclude(status=Status.CANCELLED)
+        .exists()
+    ):
+        raise ValidationError({"strategy": "you are already subscribed to this strategy"})
+    subscription = StrategySubscription.objects.create(
+        user=user,
+        strategy=strategy,
+        capital=capital,
+        risk_per_trade=risk_per_trade,
+        leverage=leverage,
+        mode=mode,
+        credential=credential if mode == "live" else None,
+        settings=settings or {},
+    )
+    _refresh_subscriber_count(strategy.pk)
+    event_emit(
+        EventType.SUBSCRIPTION_CREATED,
+        subscription_id=subscription.pk,
+        strategy_id=strategy.pk,
+        user_id=user.pk,
+    )
+    return subscription
+
+
+def _set_status(
+    *, subscription: StrategySubscription, status: str, reason: str = ""
+) -> StrategySubscription:
+    _lock_strategy(subscription.strategy_id)
+    locked = StrategySubscription.objects.select_for_update().get(pk=subscription.pk)
+    if locked.status == Status.CANCELLED:
+        raise ValidationError({"status": "subscription is cancelled"})
+    locked.status, locked.status_reason = status, reason
+    if status == Status.CANCELLED:
+        locked.cancelled_at = timezone.now()
+    locked.save(update_fields=["status", "status_reason", "cancelled_at", "updated_at"])
+    _refresh_subscriber_count(locked.strategy_id)
+    return locked
+
+
+@transaction.atomic
+def subscription_cancel(*, subscription: StrategySubscription) -> StrategySubscription:
+    cancelled = _set_status(subscription=subscription, status=Status.CANCELLED)
+    event_emit(
+        EventType.SUBSCRIPTION_CANCELLED,
+        subscription_id=cancelled.pk,
+        strategy_id=cancelled.strategy_id,
+        user_id=cancelled.user_id,
+    )
+    return cancelled
+
+
+@transaction.atomic
+def subscription_pause(
+    *, subscription: StrategySubscription, reason: str = ""
+) -> StrategySubscription:
+    paused = _set_status(subscription=subscription, status=Status.PAUSED, reason=reason)
+    event_emit(
+        EventType.SUBSCRIPTION_PAUSED,
+        subscription_id=paused.pk,
+        strategy_id=paused.strategy_id,
+        reason=reason,
+    )
+    return paused
+
+
+@transaction.atomic
+def subscription_resume(*, subscription: StrategySubscription) -> StrategySubscription:
+    if subscription.strategy.status != Strategy.Status.ACTIVE:
+        raise ValidationError({"status": "the strategy is not active"})
+    resumed = _set_status(subscription=subscription, status=Status.ACTIVE)
+    event_emit(
+        EventType.SUBSCRIPTION_RESUMED, subscription_id=resumed.pk, strategy_id=resumed.strategy_id
+    )
+    return resumed
+
+
+@transaction.atomic
+def subscription_update_settings(
+    *,
+    subscription: StrategySubscription,
+    capital: Decimal | None = None,
+    risk_per_trade: Decimal | None = None,
+    leverage: Decimal | None = None,
+    settings: dict[str, Any] | None = None,
+) -> StrategySubscription:
+    locked = StrategySubscription.objects.select_for_update().get(pk=subscription.pk)
+    if locked.status == Status.CANCELLED:
+        raise ValidationError({"status": "subscription is cancelled"})
+    locked.capital = capital if capital is not None else locked.capital
+    locked.risk_per_trade = risk_per_trade if risk_per_trade is not None else locked.risk_per_trade
+    locked.leverage = leverage if leverage is not None else locked.leverage
+    locked.settings = settings if settings is not None else locked.settings
+    _validate_sizing(
+        capital=locked.capital, risk_per_trade=locked.risk_per_trade, leverage=locked.leverage
+    )
+    locked.save(update_fields=["capital", "risk_per_trade", "leverage", "settings", "updated_at"])
+    return locked
+
+
+def credential_create(
+    *,
+    user: AbstractBaseUser,
+    exchange: str,
+    label: str,
+    api_key: str,
+    secret: str,
+    passphrase: str = "",
+    is_sandbox: bool = False,
+) -> BrokerCredential:
+    if BrokerCredential.objects.filter(user=user, label=label).exists():
+        raise ValidationError({"label": "you already have a credential with this label"})
+    return BrokerCredential.objects.create(
+        user=user,
+        exchange=exchange,
+        label=label,
+        is_sandbox=is_sandbox,
+        api_key_encrypted=encrypt_secret(api_key),
+        secret_encrypted=encrypt_secret(secret),
+        passphrase_encrypted=encrypt_secret(passphrase) if passphrase else "",
+        api_key_last4=api_key[-4:],
+    )

@@ -1,0 +1,37 @@
+"""Paper broker: fills market orders at the signal candle's close, with fee and slippage."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from trades.brokers.base import OrderRequest, OrderResult
+
+BPS = Decimal("10000")
+PRICE_STEP = Decimal("0.000000000001")
+
+
+class PaperBroker:
+    def __init__(self, *, fee_bps: Decimal, slippage_bps: Decimal) -> None:
+        self.fee_rate = fee_bps / BPS
+        self.slippage_rate = slippage_bps / BPS
+
+    def fill_price(self, order: OrderRequest) -> Decimal:
+        # Slippage always works against the trader: buys fill higher, sells lower.
+        direction = 1 if order.side == "buy" else -1
+        price = order.reference_price * (1 + direction * self.slippage_rate)
+        return price.quantize(PRICE_STEP)
+
+    def place_market_order(self, order: OrderRequest) -> OrderResult:
+        if order.quantity <= 0:
+            return OrderResult(filled=False, reason="quantity must be positive")
+        price = self.fill_price(order)
+        fee = (price * order.quantity * self.fee_rate).quantize(Decimal("0.00000001"))
+        return OrderResult(
+            filled=True,
+            quantity=order.quantity,
+            average_price=price,
+            fee=fee,
+            # Deterministic, like an exchange answering a repeated client order id.
+            exchange_order_id=f"paper-{order.client_order_id}",
+            filled_at=order.reference_time,
+        )
