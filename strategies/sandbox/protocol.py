@@ -1,0 +1,175 @@
+"""Parent-side helpers shared by the sandbox backends: request encoding, child environment,
+strict decoding of the child's result. No Django here."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import sysconfig
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import child
+
+SANDBOX_DIR = Path(__file__).resolve().parent
+CHILD_SCRIPT = SANDBOX_DIR / "child.py"
+MAX_LOG_BYTES = child.MAX_LOG_BYTES
+MAX_RESULT_BYTES = child.MAX_RESULT_BYTES
+READY_BYTE = child.READY_BYTE
+
+
+class RequestError(ValueError):
+    """The caller's arguments cannot be sent to the child."""
+
+
+@dataclass
+class RawOutcome:
+    """What a backend observed about one execution, before interpretation."""
+
+    result: bytes = b""
+    logs: bytearray = field(default_factory=bytearray)
+    dropped: int = 0
+    returncode: int | None = None  # >= 0 exit code, < 0 signal number, None unknown
+    timed_out: bool = False
+    error: str = ""  # backend failure (could not start, sandbox died, ...)
+    child_cpu_s: float = 0.0  # CPU of the sandboxed processes, when the backend knows it
+
+    def add_logs(self, data: bytes) -> None:
+        room = MAX_LOG_BYTES - len(self.logs)
+        if room > 0:
+            self.logs += data[:room]
+        self.dropped += max(0, len(data) - max(room, 0))
+
+
+def child_sys_path() -> list[str]:
+    """The interpreter's stdlib + site-packages, and nothing from the project or cwd: the child
+    runs with -I -S so it gets exactly this list."""
+    paths = sysconfig.get_paths()
+    wanted = {
+        os.path.realpath(p)
+        for key in ("stdlib", "platstdlib", "purelib", "platlib")
+        if (p := paths.get(key))
+    }
+    result = []
+    for entry in sys.path:
+        if not entry:
+            continue
+        real = os.path.realpath(entry)
+        if real in wanted or real.endswith(".zip") or real.endswith("lib-dynload"):
+            result.append(entry)
+    for p in sorted(wanted):
+        if p not in {os.path.realpath(e) for e in result}:
+            result.append(p)
+    return result
+
+
+def child_env(workdir: str) -> dict[str, str]:
+    """A minimal environment: no secrets, no Django settings, single-threaded BLAS."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": workdir,
+        "TMPDIR": workdir,
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "NUMEXPR_MAX_THREADS": "1",
+    }
+
+
+def pack_candles(candles: Any) -> bytes:
+    """ccxt OHLCV rows -> packed little-endian float64 (N x 6). Only the newest MAX_LOOKBACK
+    rows are sent: no strategy may look further back."""
+    try:
+        array = np.asarray(candles, dtype="<f8")
+    except (TypeError, ValueError) as exc:
+        raise RequestError(f"invalid candles: {exc}") from None
+    if array.size == 0:
+        return b""
+    if array.ndim != 2 or array.shape[1] != len(child.CANDLE_COLUMNS):
+        raise RequestError("invalid candles: expected rows of [time_ms, o, h, l, c, v]")
+    return np.ascontiguousarray(array[-child.MAX_LOOKBACK :]).tobytes()
+
+
+def build_request(
+    *,
+    code: str,
+    candles: Any,
+    settings: dict[str, Any],
+    timeout_s: float,
+    memory_mb: int,
+    lookback: int | None,
+) -> bytes:
+    if not isinstance(code, str):
+        raise RequestError("invalid code: expected str")
+    if not isinstance(settings, dict):
+        raise RequestError("invalid settings: expected a dict")
+    header = {
+        "code": code,
+        "settings": settings,
+        "lookback": lookback,
+        "timeout_s": float(timeout_s),
+        "memory_mb": int(memory_mb),
+        "sys_path": child_sys_path(),
+    }
+    packed = pack_candles(candles)
+    try:
+        return child.encode_request(header, packed)
+    except (TypeError, ValueError) as exc:
+        raise RequestError(f"invalid settings: {exc}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError("non-finite number")
+
+
+def parse_result(raw: bytes) -> tuple[bool, dict[str, Any] | None, str, int]:
+    """Strictly parse the child's result frame -> (ok, value, error, dropped_log_bytes)."""
+    if len(raw) > MAX_RESULT_BYTES + 64 * 1024:
+        return False, None, "invalid result: result too large", 0
+    try:
+        frame = json.loads(raw, parse_constant=_reject_constant)
+    except ValueError as exc:
+        if "non-finite" in str(exc):
+            return False, None, "invalid result: non-finite number", 0
+        return False, None, "invalid result: malformed result frame", 0
+    if not isinstance(frame, dict) or not isinstance(frame.get("ok"), bool):
+        return False, None, "invalid result: malformed result frame", 0
+    dropped = frame.get("dropped", 0)
+    dropped = dropped if isinstance(dropped, int) and dropped >= 0 else 0
+    if not frame["ok"]:
+        error = frame.get("error")
+        return False, None, str(error) if error else "strategy failed", dropped
+    value = frame.get("value")
+    if value is not None and not isinstance(value, dict):
+        return False, None, "invalid result: expected a dict or None", dropped
+    return True, value, "", dropped
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "process ended before returning a result"
+    if returncode < 0:
+        sig = -returncode
+        if sig == signal.SIGXCPU:
+            return "cpu time limit exceeded"
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        return f"process killed by signal {name} before returning a result"
+    return f"process exited with code {returncode} before returning a result"
+
+
+def format_logs(outcome: RawOutcome, child_dropped: int) -> str:
+    text = outcome.logs.decode("utf-8", "replace")
+    dropped = outcome.dropped + child_dropped
+    if dropped:
+        text += f"\n[... {dropped} bytes dropped]"
+    return text

@@ -1,0 +1,24 @@
+"""Result types of the strategy sandbox (parent side, no Django)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    ok: bool  # True when the child returned one well-formed result
+    value: dict[str, Any] | None  # what generate_signal returned (None = HOLD)
+    error: str  # '' when ok, otherwise a readable message
+    logs: str  # the strategy's print()/stderr output, capped
+    duration_ms: float  # wall time of the whole call
+    isolation: str  # 'bwrap' or 'rlimit'
+
+
+@dataclass(frozen=True)
+class CodeCheck:
+    ok: bool
+    error: str  # '' when ok
+    lookback: int | None  # LOOKBACK when it is a literal int in 1..5000, else None
+    line: int | None = None  # line of the problem, when known
