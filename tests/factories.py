@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import factory
+from django.contrib.auth import get_user_model
+
+from execution.candles import candles_import
+from strategies.models import Strategy, StrategyVersion
+from subscriptions.models import StrategySubscription
+from subscriptions.services import subscription_create
+from tests.strategy_code import SCRIPTED
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
+    password = factory.PostGenerationMethodCall("set_password", "correct-horse-battery")
+
+
+class StrategyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Strategy
+
+    owner = factory.SubFactory(UserFactory)
+    name = factory.Sequence(lambda n: f"strategy {n}")
+    code = SCRIPTED
+    lookback = 5
+    timeout_s = 10.0
+    exchange = "binance"
+    symbol = "ETH/BTC"
+    resolution = "5m"
+
+    @factory.post_generation
+    def version(self, create: bool, extracted: object, **kwargs: object) -> None:
+        if create:
+            StrategyVersion.objects.create(strategy=self, version=1, code=self.code,
+                                           lookback=self.lookback)
+
+
+def subscribe(
+    strategy: Strategy,
+    *,
+    user=None,
+    capital: str = "1000",
+    risk: str = "0.01",
+    leverage: str = "1",
+) -> StrategySubscription:
+    """Subscribe through the service, as the API does, so counters and registry stay right."""
+    return subscription_create(
+        user=user or UserFactory(), strategy=strategy, capital=Decimal(capital),
+        risk_per_trade=Decimal(risk), leverage=Decimal(leverage),
+    )
+
+
+def flat_candles(*, start_ms: int, count: int, step_ms: int = 300_000, price: float = 0.05):
+    """Deterministic candles: a gentle ramp so prices differ row to row."""
+    rows = []
+    for i in range(count):
+        close = price * (1 + i * 0.001)
+        rows.append([start_ms + i * step_ms, close, close * 1.002, close * 0.998, close, 10.0 + i])
+    return rows
+
+
+def load_candles(*, exchange="binance", symbol="ETH/BTC", resolution="5m", rows) -> int:
+    return candles_import(exchange=exchange, symbol=symbol, resolution=resolution, rows=rows)
