@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 START_TIMEOUT_S = 10.0
+# Whether this process started the server, so that whoever started it can stop it.
+started_here = False
 
 
 def _socket_answers(path: Path) -> bool:
@@ -75,7 +77,9 @@ def ensure_embedded_redis(var_dir: Path) -> str:
     with open(var_dir / "redis.start.lock", "w") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         if not _socket_answers(sock):
+            global started_here
             _start_server(var_dir, sock)
+            started_here = True
     return f"unix://{sock}"
 
 

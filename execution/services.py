@@ -193,9 +193,13 @@ def _fanout_targets(execution: StrategyExecution) -> list[int]:
     return []
 
 
-def execution_dispatch_fanout(*, execution: StrategyExecution) -> int:
-    """Queue the fan-out of an actionable signal; safe to call again after a crash."""
+def execution_dispatch_fanout(*, execution: StrategyExecution, inline: bool = False) -> int:
+    """Queue the fan-out of an actionable signal; safe to call again after a crash.
+
+    ``inline`` runs it in this process instead (operators' one-off runs).
+    """
     from execution.tasks import fanout_orders
+    from trades.services import fanout_process
 
     if execution.status != Status.SUCCESS or execution.fanout_dispatched_at is not None:
         return 0
@@ -206,7 +210,10 @@ def execution_dispatch_fanout(*, execution: StrategyExecution) -> int:
         fanout_total=len(targets), subscriber_count=len(targets)
     )
     for chunk in chunks:
-        fanout_orders.delay(execution_id=execution.pk, subscription_ids=chunk)
+        if inline:
+            fanout_process(execution_id=execution.pk, subscription_ids=chunk)
+        else:
+            fanout_orders.delay(execution_id=execution.pk, subscription_ids=chunk)
     # Marked after sending: a crash in between re-sends, and the fan-out is idempotent.
     StrategyExecution.objects.filter(pk=execution.pk).update(fanout_dispatched_at=timezone.now())
     return len(targets)
@@ -232,6 +239,7 @@ def execution_run(
     interval_start: datetime,
     trigger: str = Trigger.BEAT,
     scheduled_at: datetime | None = None,
+    inline_fanout: bool = False,
 ) -> RunOutcome:
     """Run a strategy once for the candle that opened at ``interval_start``."""
     strategy = Strategy.objects.get(pk=strategy_id)
@@ -257,6 +265,7 @@ def execution_run(
             trigger=trigger,
             scheduled_at=scheduled_at,
             stale=gate,
+            inline_fanout=inline_fanout,
         )
 
 
@@ -267,12 +276,14 @@ def _run_locked(
     trigger: str,
     scheduled_at: datetime | None,
     stale: RunOutcome | None,
+    inline_fanout: bool,
 ) -> RunOutcome:
     execution, created = _claim_row(
         strategy=strategy, interval_start=interval_start, trigger=trigger, scheduled_at=scheduled_at
     )
     if not created and not (execution.status == Status.RUNNING and _take_over(execution)):
-        execution_dispatch_fanout(execution=execution)  # finishes a fan-out cut short by a crash
+        # Finishes a fan-out that a crash cut short; a no-op when it was dispatched.
+        execution_dispatch_fanout(execution=execution, inline=inline_fanout)
         return RunOutcome("duplicate", execution.pk, "this candle was executed already")
     if stale is not None:
         _finish(execution, status=Status.SKIPPED, error=f"stale trigger: {stale.detail}")
@@ -284,7 +295,7 @@ def _run_locked(
         _finish(
             execution, status=Status.FAILED, error=f"internal error: {type(exc).__name__}: {exc}"
         )
-    execution_dispatch_fanout(execution=execution)
+    execution_dispatch_fanout(execution=execution, inline=inline_fanout)
     return RunOutcome("ran", execution.pk)
 
 

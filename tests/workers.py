@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
+from typing import TypeVar
 
 from django.conf import settings
 from django.db import connection
 
-from config.celery_app import app
+from execution.processes import WorkerProcess, worker_env
 
-ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 def test_database_url() -> str:
@@ -28,66 +25,29 @@ def test_database_url() -> str:
 
 
 class WorkerPool:
-    """Starts ``count`` worker processes (each its own node) and stops them on exit."""
+    """``count`` worker nodes on the test database, started together and stopped together."""
 
     def __init__(self, count: int = 1, concurrency: int = 2) -> None:
         self.count, self.concurrency = count, concurrency
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs = ROOT / ".var" / "test-workers"
+        self.workers: list[WorkerProcess] = []
 
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            DJANGO_SETTINGS_MODULE="config.settings.test",
-            DATABASE_URL=test_database_url(),
-            REDIS_URL=settings.REDIS_URL,
-        )
-        return env
-
-    def start_one(self, index: int) -> subprocess.Popen[bytes]:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        log = open(self.logs / f"worker{index}.log", "ab")  # noqa: SIM115 - lives with the process
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker",
-             "--loglevel=INFO", f"--concurrency={self.concurrency}", "--pool=prefork",
-             "--without-gossip", "--without-mingle", "-n", f"test{index}-{os.getpid()}@%h"],
-            cwd=ROOT, env=self._env(), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.procs.append(proc)
-        return proc
+    def start_one(self) -> WorkerProcess:
+        env = worker_env(DJANGO_SETTINGS_MODULE="config.settings.test", DATABASE_URL=test_database_url())
+        worker = WorkerProcess(env=env, log_dir=settings.VAR_DIR / "test-workers",
+                               concurrency=self.concurrency).start()
+        self.workers.append(worker)
+        return worker
 
     def start(self) -> WorkerPool:
-        for index in range(self.count):
-            self.start_one(index)
-        self.wait_ready(self.count)
+        started = [self.start_one() for _ in range(self.count)]
+        for worker in started:
+            worker.wait_ready()
         return self
 
-    def wait_ready(self, expected: int, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            replies = app.control.ping(timeout=0.5) or []
-            mine = [r for r in replies if any(f"-{os.getpid()}@" in name for name in r)]
-            if len(mine) >= expected:
-                return
-            if any(p.poll() is not None for p in self.procs):
-                raise RuntimeError(f"a worker exited early; see {self.logs}")
-        raise TimeoutError(f"workers not ready after {timeout} s; see {self.logs}")
-
-    def kill(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
-        os.killpg(proc.pid, sig)
-        proc.wait(timeout=30)
-
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        self.procs.clear()
+        for worker in self.workers:
+            worker.stop()
+        self.workers.clear()
 
     def __enter__(self) -> WorkerPool:
         return self.start()
@@ -96,11 +56,11 @@ class WorkerPool:
         self.stop()
 
 
-def wait_for(predicate, *, timeout: float = 60.0, interval: float = 0.05, what: str = "condition"):
+def wait_for(predicate: Callable[[], T], *, timeout: float = 60.0, what: str = "condition") -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(interval)
+        time.sleep(0.05)
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}")

@@ -1,0 +1,193 @@
+"""The end-to-end demo: a real worker replays real candle closes through the candle-close task."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db.models import Sum
+
+from config import embedded
+from execution.market_data import market_data_load
+from execution.models import Candle, StrategyExecution
+from execution.processes import WorkerProcess, worker_env
+from execution.tasks import candle_close
+from execution.time_utils import resolution_to_timedelta
+from strategies.models import Strategy
+from strategies.services import strategy_create, strategy_retire
+from subscriptions.models import StrategySubscription
+from subscriptions.services import subscription_cancel, subscription_create
+from trades.models import Trade
+
+EXCHANGE, SYMBOL, RESOLUTION = "binance", "ETH/BTC", "5m"
+DEMO_AUTHOR = "demo-author"
+SUBSCRIBERS = (  # capital (in BTC, the quote currency), risk per trade, leverage
+    ("0.5", "0.01", "1"),
+    ("2", "0.02", "2"),
+    ("10", "0.005", "3"),
+)
+
+SMA_CROSSOVER = '''
+"""SMA crossover: long on a fast-over-slow cross, out when it crosses back."""
+LOOKBACK = 60
+
+
+def generate_signal(candles, settings):
+    close = candles["close"]
+    fast = close.rolling(int(settings.get("fast", 9))).mean()
+    slow = close.rolling(int(settings.get("slow", 21))).mean()
+    if len(close) < 2 or slow.isna().iloc[-2]:
+        return None
+    price = float(close.iloc[-1])
+    crossed_up = fast.iloc[-2] <= slow.iloc[-2] and fast.iloc[-1] > slow.iloc[-1]
+    crossed_down = fast.iloc[-2] >= slow.iloc[-2] and fast.iloc[-1] < slow.iloc[-1]
+    if crossed_up:
+        stop = price * (1 - settings.get("stop_pct", 0.01))
+        target = price * (1 + settings.get("target_pct", 0.02))
+        print(f"cross up at {price}")
+        return {"signal": "LONG", "price": price, "stopLoss": stop, "takeProfit": target,
+                "metadata": {"fast": float(fast.iloc[-1]), "slow": float(slow.iloc[-1])}}
+    if crossed_down:
+        return {"signal": "EXIT_LONG", "price": price, "metadata": {}}
+    return None
+'''
+
+
+@dataclass
+class DemoRun:
+    strategy: Strategy
+    subscriptions: list[StrategySubscription]
+    closes: list[datetime]
+    source: str
+    started: float = field(default_factory=time.monotonic)
+
+
+def _retire_previous_demos(author: object) -> None:
+    # A crashed earlier run may have left demo subscriptions active: they would run too.
+    for old in Strategy.objects.filter(owner=author).exclude(status=Strategy.Status.RETIRED):
+        strategy_retire(strategy=old)
+
+
+def demo_setup(*, closes: int) -> DemoRun:
+    loaded = market_data_load(
+        exchange=EXCHANGE, symbol=SYMBOL, resolution=RESOLUTION, count=closes + 200
+    )
+    author, _ = get_user_model().objects.get_or_create(username=DEMO_AUTHOR)
+    _retire_previous_demos(author)
+    strategy = strategy_create(
+        owner=author,
+        name=f"SMA crossover {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        code=SMA_CROSSOVER,
+        exchange=EXCHANGE,
+        symbol=SYMBOL,
+        resolution=RESOLUTION,
+        settings={"fast": 9, "slow": 21, "stop_pct": 0.01, "target_pct": 0.02},
+        description="Demo strategy",
+        is_public=True,
+    )
+    run_tag = strategy.pk
+    subscriptions = []
+    for index, (capital, risk, leverage) in enumerate(SUBSCRIBERS, start=1):
+        user, _ = get_user_model().objects.get_or_create(username=f"demo-sub{index}-{run_tag}")
+        subscriptions.append(
+            subscription_create(
+                user=user,
+                strategy=strategy,
+                capital=Decimal(capital),
+                risk_per_trade=Decimal(risk),
+                leverage=Decimal(leverage),
+            )
+        )
+    return DemoRun(
+        strategy, subscriptions, _replay_closes(closes, lookback=strategy.lookback), loaded.source
+    )
+
+
+def _replay_closes(count: int, *, lookback: int) -> list[datetime]:
+    opens = list(
+        Candle.objects.filter(exchange=EXCHANGE, symbol=SYMBOL, resolution=RESOLUTION)
+        .order_by("open_time")
+        .values_list("open_time", flat=True)[lookback : lookback + count]
+    )
+    step = resolution_to_timedelta(RESOLUTION)
+    return [open_time + step for open_time in opens]
+
+
+def _execution_settled(strategy: Strategy, interval_start: datetime) -> bool:
+    row = (
+        StrategyExecution.objects.filter(strategy=strategy, interval_start=interval_start)
+        .values("status", "fanout_dispatched_at", "fanout_total", "fanout_done")
+        .first()
+    )
+    if row is None or row["status"] == StrategyExecution.Status.RUNNING:
+        return False
+    if row["status"] != StrategyExecution.Status.SUCCESS:
+        return True
+    return row["fanout_dispatched_at"] is not None and row["fanout_done"] >= row["fanout_total"]
+
+
+def demo_replay(run: DemoRun, *, timeout_per_close: float = 60.0) -> None:
+    """Fire each close through the real candle-close task, one after the other, as time would."""
+    step = resolution_to_timedelta(RESOLUTION)
+    for close in run.closes:
+        candle_close.delay(resolution=RESOLUTION, close_time=close.isoformat(), trigger="replay")
+        deadline = time.monotonic() + timeout_per_close
+        while not _execution_settled(run.strategy, close - step):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"execution for the close at {close.isoformat()} did not finish")
+            time.sleep(0.01)
+
+
+def demo_report(run: DemoRun) -> list[str]:
+    """Every figure is read back from the database."""
+    executions = StrategyExecution.objects.filter(strategy=run.strategy)
+    by_status = Counter(executions.values_list("status", flat=True))
+    lines = [
+        f"market data: {run.source}; strategy #{run.strategy.pk} {run.strategy.name}",
+        "executions by status: " + ", ".join(f"{k} {v}" for k, v in sorted(by_status.items())),
+    ]
+    for sub in StrategySubscription.objects.filter(strategy=run.strategy).order_by("id"):
+        lines.append(_subscriber_line(sub))
+    trades = Trade.objects.filter(
+        subscription__strategy=run.strategy, status__in=[Trade.Status.OPEN, Trade.Status.CLOSED]
+    ).count()
+    elapsed = time.monotonic() - run.started
+    lines.append(
+        f"demo: {executions.count()} executions (success {by_status.get('success', 0)}, "
+        f"no_signal {by_status.get('no_signal', 0)}, failed {by_status.get('failed', 0)}), "
+        f"{trades} trades, {len(run.subscriptions)} subscribers, {elapsed:.1f} s"
+    )
+    return lines
+
+
+def _subscriber_line(sub: StrategySubscription) -> str:
+    trades = Trade.objects.filter(subscription=sub)
+    filled = trades.filter(status__in=[Trade.Status.OPEN, Trade.Status.CLOSED])
+    open_qty = filled.filter(status=Trade.Status.OPEN).aggregate(q=Sum("quantity"))["q"] or 0
+    closed = filled.filter(status=Trade.Status.CLOSED)
+    wins = closed.filter(pnl__gt=0).count()
+    return (
+        f"  {sub.user.username}: capital {sub.capital:.4f}, risk {sub.risk_per_trade}, "
+        f"leverage {sub.leverage}x | trades {filled.count()} (closed {closed.count()}, won {wins}), "
+        f"open position {open_qty:f} {SYMBOL.split('/')[0]}, realized PnL {sub.realized_pnl:+.8f} "
+        f"{SYMBOL.split('/')[1]}, fees {sub.fees_paid:.8f}"
+    )
+
+
+def demo_teardown(run: DemoRun | None, worker: WorkerProcess | None) -> None:
+    if worker is not None:
+        worker.stop()
+    if run is not None:
+        for sub in StrategySubscription.objects.filter(strategy=run.strategy, status="active"):
+            subscription_cancel(subscription=sub)
+    if embedded.started_here:
+        embedded.stop_embedded_redis(settings.VAR_DIR)
+
+
+def demo_start_worker() -> WorkerProcess:
+    return WorkerProcess(env=worker_env(), log_dir=settings.VAR_DIR / "demo", concurrency=2).start()
