@@ -25,6 +25,7 @@ class UserFactory(factory.django.DjangoModelFactory):
 class StrategyFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Strategy
+        skip_postgeneration_save = True
 
     owner = factory.SubFactory(UserFactory)
     name = factory.Sequence(lambda n: f"strategy {n}")
