@@ -173,7 +173,8 @@ def _subscriber_line(sub: StrategySubscription) -> str:
     wins = closed.filter(pnl__gt=0).count()
     return (
         f"  {sub.user.username}: capital {sub.capital:.4f}, risk {sub.risk_per_trade}, "
-        f"leverage {sub.leverage}x | trades {filled.count()} (closed {closed.count()}, won {wins}), "
+        f"leverage {sub.leverage}x | trades {filled.count()} "
+        f"(closed {closed.count()}, won {wins}), "
         f"open position {open_qty:f} {SYMBOL.split('/')[0]}, realized PnL {sub.realized_pnl:+.8f} "
         f"{SYMBOL.split('/')[1]}, fees {sub.fees_paid:.8f}"
     )

@@ -208,3 +208,46 @@ def credential_create(
         passphrase_encrypted=encrypt_secret(passphrase) if passphrase else "",
         api_key_last4=api_key[-4:],
     )
+
+
+class CredentialInUseError(Exception):
+    """The credential still backs a live subscription (the API answers 409)."""
+
+
+def _erase_credential(credential: BrokerCredential) -> None:
+    # Cancelled subscriptions keep pointing at the row (history; PROTECT and the
+    # live-needs-credential constraint), so the row stays but its secrets are destroyed, its
+    # label is freed for reuse, and selectors stop listing it.
+    credential.api_key_encrypted = ""
+    credential.secret_encrypted = ""
+    credential.passphrase_encrypted = ""
+    credential.label = f"(deleted #{credential.pk})"
+    credential.save(
+        update_fields=["api_key_encrypted", "secret_encrypted", "passphrase_encrypted", "label"]
+    )
+
+
+@transaction.atomic
+def credential_delete(*, credential: BrokerCredential) -> None:
+    """Delete a credential, refused while an active or paused subscription uses it."""
+    from django.db.models import ProtectedError
+
+    locked = BrokerCredential.objects.select_for_update().get(pk=credential.pk)
+    users = list(
+        locked.subscriptions.exclude(status=Status.CANCELLED)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    if users:
+        raise CredentialInUseError(
+            f"credential is used by live subscription(s) {', '.join(map(str, users))}; "
+            "cancel them first"
+        )
+    if locked.subscriptions.exists():
+        _erase_credential(locked)
+        return
+    try:
+        with transaction.atomic():
+            locked.delete()
+    except ProtectedError as exc:  # a subscription appeared since the check
+        raise CredentialInUseError("credential was just attached to a subscription") from exc

@@ -26,7 +26,7 @@ def other_user():
 
 @pytest.fixture(scope="session")
 def celery_workers(django_db_setup, django_db_blocker):
-    """A real worker process (two pool processes) on the test database, shared by the integration tests."""
+    """A real worker process (two pool processes) on the test database, shared by tests."""
     with django_db_blocker.unblock():
         pool = WorkerPool(count=1, concurrency=2).start()
     yield pool

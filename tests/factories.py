@@ -39,8 +39,9 @@ class StrategyFactory(factory.django.DjangoModelFactory):
     @factory.post_generation
     def version(self, create: bool, extracted: object, **kwargs: object) -> None:
         if create:
-            StrategyVersion.objects.create(strategy=self, version=1, code=self.code,
-                                           lookback=self.lookback)
+            StrategyVersion.objects.create(
+                strategy=self, version=1, code=self.code, lookback=self.lookback
+            )
 
 
 def subscribe(
@@ -53,8 +54,11 @@ def subscribe(
 ) -> StrategySubscription:
     """Subscribe through the service, as the API does, so counters and registry stay right."""
     return subscription_create(
-        user=user or UserFactory(), strategy=strategy, capital=Decimal(capital),
-        risk_per_trade=Decimal(risk), leverage=Decimal(leverage),
+        user=user or UserFactory(),
+        strategy=strategy,
+        capital=Decimal(capital),
+        risk_per_trade=Decimal(risk),
+        leverage=Decimal(leverage),
     )
 
 

@@ -32,9 +32,12 @@ class WorkerPool:
         self.workers: list[WorkerProcess] = []
 
     def start_one(self) -> WorkerProcess:
-        env = worker_env(DJANGO_SETTINGS_MODULE="config.settings.test", DATABASE_URL=test_database_url())
-        worker = WorkerProcess(env=env, log_dir=settings.VAR_DIR / "test-workers",
-                               concurrency=self.concurrency).start()
+        env = worker_env(
+            DJANGO_SETTINGS_MODULE="config.settings.test", DATABASE_URL=test_database_url()
+        )
+        worker = WorkerProcess(
+            env=env, log_dir=settings.VAR_DIR / "test-workers", concurrency=self.concurrency
+        ).start()
         self.workers.append(worker)
         return worker
 

@@ -33,7 +33,9 @@ def _settled(strategy_id: int, interval_start: datetime) -> StrategyExecution | 
     ).first()
     if row is None or not row.is_final:
         return None
-    if row.status == "success" and (row.fanout_dispatched_at is None or row.fanout_done < row.fanout_total):
+    if row.status == "success" and (
+        row.fanout_dispatched_at is None or row.fanout_done < row.fanout_total
+    ):
         return None
     return row
 
@@ -99,7 +101,9 @@ def test_paused_subscriber_gets_no_trade(celery_workers):
     execution = _close(strategy.pk, closes[5])
 
     # then only the active subscriber trades
-    assert list(Trade.objects.filter(execution=execution).values_list("subscription_id", flat=True)) == [active.pk]
+    assert list(
+        Trade.objects.filter(execution=execution).values_list("subscription_id", flat=True)
+    ) == [active.pk]
     assert not Trade.objects.filter(subscription=paused).exists()
 
 

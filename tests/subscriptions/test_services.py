@@ -78,9 +78,13 @@ def test_subscribing_twice_is_refused():
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     ("capital", "risk", "leverage", "field"),
-    [("0", "0.01", "1", "capital"), ("1", "0", "1", "risk_per_trade"),
-     ("1", "0.11", "1", "risk_per_trade"), ("1", "0.01", "0.5", "leverage"),
-     ("1", "0.01", "21", "leverage")],
+    [
+        ("0", "0.01", "1", "capital"),
+        ("1", "0", "1", "risk_per_trade"),
+        ("1", "0.11", "1", "risk_per_trade"),
+        ("1", "0.01", "0.5", "leverage"),
+        ("1", "0.01", "21", "leverage"),
+    ],
 )
 def test_bad_sizing_is_refused_with_field_errors(capital, risk, leverage, field):
     with pytest.raises(ValidationError) as error:
@@ -92,21 +96,34 @@ def test_bad_sizing_is_refused_with_field_errors(capital, risk, leverage, field)
 def test_live_needs_own_credential_for_the_strategy_exchange():
     strategy = StrategyFactory(exchange="binance")
     owner, stranger = UserFactory(), UserFactory()
-    theirs = credential_create(user=stranger, exchange="binance", label="x", api_key="k" * 8,
-                               secret="s" * 8)
-    wrong_exchange = credential_create(user=owner, exchange="kraken", label="y",
-                                       api_key="k" * 8, secret="s" * 8)
+    theirs = credential_create(
+        user=stranger, exchange="binance", label="x", api_key="k" * 8, secret="s" * 8
+    )
+    wrong_exchange = credential_create(
+        user=owner, exchange="kraken", label="y", api_key="k" * 8, secret="s" * 8
+    )
     for credential in (None, theirs, wrong_exchange):
         with pytest.raises(ValidationError) as error:
-            subscription_create(user=owner, strategy=strategy, capital=Decimal(1),
-                                risk_per_trade=Decimal("0.01"), mode="live", credential=credential)
+            subscription_create(
+                user=owner,
+                strategy=strategy,
+                capital=Decimal(1),
+                risk_per_trade=Decimal("0.01"),
+                mode="live",
+                credential=credential,
+            )
         assert "credential_id" in error.value.message_dict
 
 
 @pytest.mark.django_db
 def test_credentials_are_encrypted_at_rest():
-    credential = credential_create(user=UserFactory(), exchange="binance", label="main",
-                                   api_key="AKIAREALKEY1234", secret="super-secret-value")
+    credential = credential_create(
+        user=UserFactory(),
+        exchange="binance",
+        label="main",
+        api_key="AKIAREALKEY1234",
+        secret="super-secret-value",
+    )
     row = BrokerCredential.objects.values().get(pk=credential.pk)
     stored = " ".join(str(v) for v in row.values())
     assert "super-secret-value" not in stored and "AKIAREALKEY1234" not in stored
