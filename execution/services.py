@@ -75,9 +75,13 @@ def _claim_row(
 
 def _take_over(execution: StrategyExecution) -> bool:
     """Resume a row left ``running`` by a worker that died (we hold the lock it lost)."""
+    execution.worker_id, execution.started_at = _worker_id(), timezone.now()
+    execution.attempts += 1
     return bool(
         StrategyExecution.objects.filter(pk=execution.pk, status=Status.RUNNING).update(
-            worker_id=_worker_id(), attempts=execution.attempts + 1, started_at=timezone.now()
+            worker_id=execution.worker_id,
+            attempts=execution.attempts,
+            started_at=execution.started_at,
         )
     )
 

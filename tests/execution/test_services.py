@@ -1,0 +1,179 @@
+"""execution_run in process: the fence, the lock, timing, failures, and events."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from execution.events import EventType, event_subscribe
+from execution.locks import lock_acquire, strategy_run_lock_key
+from execution.models import StrategyExecution
+from execution.redis_client import get_redis
+from execution.services import execution_run
+from execution.time_utils import datetime_to_ms, format_interval_key, round_to_interval_boundary
+from strategies.services import strategy_update_settings
+from tests.factories import StrategyFactory, flat_candles, load_candles, subscribe
+from trades.models import Trade
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+START = datetime(2018, 1, 10, 5, 0, tzinfo=UTC)
+STEP = timedelta(minutes=5)
+
+
+@pytest.fixture
+def market():
+    load_candles(rows=flat_candles(start_ms=datetime_to_ms(START), count=20))
+
+
+def _run(strategy, index: int, **kwargs):
+    return execution_run(
+        strategy_id=strategy.pk,
+        interval_start=START + STEP * index,
+        trigger=kwargs.pop("trigger", "replay"),
+        inline_fanout=True,
+        **kwargs,
+    )
+
+
+def test_second_run_of_the_same_candle_is_a_duplicate(market):
+    # given an executed candle
+    strategy = StrategyFactory(settings={"signal": "LONG"})
+    subscribe(strategy)
+    first = _run(strategy, 8)
+    # when it is run again
+    again = _run(strategy, 8)
+    # then nothing new is recorded
+    assert first.outcome == "ran" and again.outcome == "duplicate"
+    assert again.execution_id == first.execution_id
+    assert StrategyExecution.objects.count() == 1 and Trade.objects.count() == 1
+
+
+def test_held_lock_means_another_worker_runs_it(market):
+    strategy = StrategyFactory()
+    subscribe(strategy)
+    key = strategy_run_lock_key(
+        strategy_id=strategy.pk, interval_key=format_interval_key(START + STEP * 3, "5m")
+    )
+    assert lock_acquire(key=key, ttl_s=60)
+    outcome = _run(strategy, 3)
+    assert outcome.outcome == "locked" and not StrategyExecution.objects.exists()
+
+
+def test_strategy_without_active_subscribers_does_not_run(market):
+    strategy = StrategyFactory()
+    assert _run(strategy, 3).outcome == "inactive"
+    assert not StrategyExecution.objects.exists()
+
+
+def test_row_left_running_by_a_dead_worker_is_taken_over(market):
+    # given a row a crashed worker left running (its lock has expired)
+    strategy = StrategyFactory(settings={"signal": "LONG"})
+    subscribe(strategy)
+    StrategyExecution.objects.create(
+        strategy=strategy,
+        interval_start=START + STEP * 6,
+        interval_end=START + STEP * 7,
+        started_at=timezone.now(),
+        status="running",
+        worker_id="dead:1",
+    )
+    # when the redelivered task runs
+    outcome = _run(strategy, 6)
+    # then the same row completes, once, with its fan-out
+    row = StrategyExecution.objects.get()
+    assert outcome.outcome == "ran" and row.status == "success" and row.attempts == 2
+    assert Trade.objects.filter(execution=row).count() == 1
+
+
+def test_failing_strategy_is_recorded_and_places_no_orders(market):
+    strategy = StrategyFactory(code="def generate_signal(candles, settings):\n    return 1 / 0\n")
+    subscribe(strategy)
+    outcome = _run(strategy, 5)
+    row = StrategyExecution.objects.get(pk=outcome.execution_id)
+    assert row.status == "failed" and "ZeroDivisionError" in row.error
+    assert not Trade.objects.exists()
+
+
+def test_invalid_signal_fails_the_execution(market):
+    strategy = StrategyFactory(
+        code="def generate_signal(c, s):\n    return {'signal': 'LONG', 'price': 1, 'stopLoss': 2}\n"
+    )
+    subscribe(strategy)
+    row = StrategyExecution.objects.get(pk=_run(strategy, 5).execution_id)
+    assert row.status == "failed" and "stopLoss" in row.error
+
+
+def test_missing_candle_is_skipped_with_the_reason(market):
+    strategy = StrategyFactory()
+    subscribe(strategy)
+    row = StrategyExecution.objects.get(pk=_run(strategy, 40).execution_id)
+    assert row.status == "skipped" and "not in the candle store" in row.error
+
+
+def test_beat_trigger_before_the_close_is_refused_and_a_stale_one_skipped():
+    strategy = StrategyFactory()
+    subscribe(strategy)
+    now = timezone.now()
+    current_open = round_to_interval_boundary(now, "5m")
+    # the candle still open has not closed: refused, no row
+    early = execution_run(strategy_id=strategy.pk, interval_start=current_open, trigger="beat")
+    assert early.outcome == "not_closed" and not StrategyExecution.objects.exists()
+    # a trigger for a candle closed an hour ago is stale: recorded as skipped
+    stale = execution_run(
+        strategy_id=strategy.pk, interval_start=current_open - 12 * STEP, trigger="beat"
+    )
+    row = StrategyExecution.objects.get(pk=stale.execution_id)
+    assert row.status == "skipped" and "stale" in row.error
+
+
+def test_events_are_delivered_in_process_and_on_redis(market):
+    # given an in-process listener and a Redis subscriber
+    seen: list[str] = []
+    unsubscribe = event_subscribe(
+        event_type=EventType.EXECUTION_COMPLETE, handler=lambda e: seen.append(e.payload["status"])
+    )
+    pubsub = get_redis().pubsub()
+    pubsub.subscribe("events:strategy.execution.complete")
+    pubsub.get_message(timeout=1)  # the subscribe confirmation
+    strategy = StrategyFactory(settings={"signal": "HOLD"})
+    subscribe(strategy)
+    try:
+        # when an execution completes
+        _run(strategy, 4)
+        message = pubsub.get_message(timeout=2)
+    finally:
+        unsubscribe()
+        pubsub.close()
+    # then both saw it
+    assert seen == ["no_signal"]
+    assert json.loads(message["data"])["payload"]["status"] == "no_signal"
+
+
+def test_settings_change_is_used_by_the_next_execution(market):
+    strategy = StrategyFactory(settings={"signal": "HOLD"})
+    subscribe(strategy)
+    first = StrategyExecution.objects.get(pk=_run(strategy, 4).execution_id)
+    strategy_update_settings(strategy=strategy, settings={"signal": "LONG"})
+    second = StrategyExecution.objects.get(pk=_run(strategy, 5).execution_id)
+    assert (first.status, first.settings_version) == ("no_signal", 1)
+    assert (second.status, second.settings_version) == ("success", 2)
+
+
+def test_stop_loss_touched_by_a_closed_candle_closes_the_trade(market):
+    # given an open long with a stop 0.05% under the entry
+    strategy = StrategyFactory(settings={"signal": "LONG", "stop_pct": 0.0005})
+    sub = subscribe(strategy)
+    _run(strategy, 4)
+    trade = Trade.objects.get()
+    # when the next candle's low (0.2% under its close) goes through the stop
+    strategy_update_settings(strategy=strategy, settings={"signal": "HOLD"})
+    _run(strategy, 5)
+    # then the trade is closed at the stop, with a loss net of fees
+    trade.refresh_from_db()
+    sub.refresh_from_db()
+    assert trade.status == "closed" and trade.metadata["exit_reason"] == "stop loss"
+    assert trade.pnl < 0 and sub.realized_pnl == trade.pnl
