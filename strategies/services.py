@@ -160,3 +160,14 @@ def registry_rebuild() -> int:
     registry_replace(entries=entries)
     schedule_sync(active_resolutions={key.rsplit(":", 1)[1] for _, key in entries})
     return len(entries)
+
+
+def strategy_deploy(*, owner: AbstractBaseUser, **fields: Any) -> Strategy:
+    """What ``POST /api/strategies/deploy`` calls: create the strategy, then the deploy checks.
+
+    ``strategy_create`` already compiles the code and checks its entry point. The dry run on
+    sample candles (issue 5) belongs here, after the create and inside the same transaction,
+    so a failed dry run leaves nothing behind.
+    """
+    with transaction.atomic():
+        return strategy_create(owner=owner, **fields)

@@ -143,15 +143,15 @@ CREDENTIALS_ENCRYPTION_KEYS = env.list(
 
 # --- API ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
-    ],
+    # Token only: the API is for programs; the admin keeps its own session login.
+    "DEFAULT_AUTHENTICATION_CLASSES": ["config.authentication.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "config.api.Pagination",
     "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "config.api.api_exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Strategy execution platform API",
@@ -165,4 +165,55 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+}
+
+# --- API (issue 4) --------------------------------------------------------------------------
+# Sign-up and token requests per client IP (config.api.AuthRateThrottle).
+API_AUTH_THROTTLE_RATE = env("API_AUTH_THROTTLE_RATE", default="20/minute")
+SPECTACULAR_SETTINGS.update(
+    {
+        "DESCRIPTION": (
+            "Client API. Authenticate with `Authorization: Bearer <token>` (the `Token <token>` "
+            "keyword is accepted too); get a token from `POST /api/auth/token`. Every error "
+            "answer has the shape `{detail, code, errors}`, `errors` mapping input fields to "
+            "messages. Decimals are accepted as JSON strings or numbers and returned as strings."
+        ),
+        "COMPONENT_SPLIT_REQUEST": True,
+        "SCHEMA_PATH_PREFIX": r"/api/",
+        "ENUM_NAME_OVERRIDES": {
+            "StrategyStatusEnum": "strategies.models.Strategy.Status",
+            "SubscriptionStatusEnum": "subscriptions.models.StrategySubscription.Status",
+            "ExecutionStatusEnum": "execution.models.StrategyExecution.Status",
+            "TradeStatusEnum": "trades.models.Trade.Status",
+        },
+    }
+)
+
+# --- Live trading (issue 6) -----------------------------------------------------------------
+# Point an exchange id at another base URL, e.g. the local simulator:
+#   EXCHANGE_URL_OVERRIDES=binance=http://127.0.0.1:8765
+# (run it with `python manage.py exchange_simulator --port 8765`). Every API URL of that ccxt
+# exchange keeps its path and gets the override's scheme, host and port.
+EXCHANGE_URL_OVERRIDES: dict[str, str] = env.dict("EXCHANGE_URL_OVERRIDES", default={})
+EXCHANGE_TIMEOUT_MS = env.int("EXCHANGE_TIMEOUT_MS", default=10_000)
+# Unknown outcomes (network errors, timeouts, 5xx, 429/418) are looked up by client order id
+# and retried this many times, with exponential backoff from EXCHANGE_RETRY_BACKOFF_S.
+EXCHANGE_ORDER_RETRIES = env.int("EXCHANGE_ORDER_RETRIES", default=4)
+EXCHANGE_RETRY_BACKOFF_S = env.float("EXCHANGE_RETRY_BACKOFF_S", default=0.25)
+EXCHANGE_POOL_MAX_INSTANCES = env.int("EXCHANGE_POOL_MAX_INSTANCES", default=5000)
+EXCHANGE_MARKETS_TTL_S = env.int("EXCHANGE_MARKETS_TTL_S", default=3600)
+# Orders per second, shared by every worker process through Redis.
+EXCHANGE_RATE_PER_CREDENTIAL = env.float("EXCHANGE_RATE_PER_CREDENTIAL", default=5.0)
+EXCHANGE_RATE_PER_EXCHANGE = env.float("EXCHANGE_RATE_PER_EXCHANGE", default=2000.0)
+# Entries only: a signal older than this (since its execution finished) or a price that moved
+# more than the band from the signal's close is skipped. Exits always execute.
+SIGNAL_MAX_AGE_S = env.float("SIGNAL_MAX_AGE_S", default=120.0)
+ENTRY_PRICE_BAND = Decimal(env.str("ENTRY_PRICE_BAND", default="0.02"))
+# Unfilled entry orders (limit entries, or market orders an exchange left open) are cancelled
+# after this long by trades.tasks.orders_cancel_stale.
+ENTRY_ORDER_TIMEOUT_S = env.float("ENTRY_ORDER_TIMEOUT_S", default=300.0)
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "trades-sync-open-orders": {"task": "trades.tasks.orders_sync_open", "schedule": 30.0},
+    "trades-cancel-stale-entries": {"task": "trades.tasks.orders_cancel_stale", "schedule": 60.0},
 }

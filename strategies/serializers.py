@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from config.api import JSONObjectField, StrictFieldsMixin
+from execution.models import StrategyExecution
+from execution.time_utils import CANONICAL_RESOLUTIONS
+from strategies.models import Strategy
+
+RESOLUTIONS = list(CANONICAL_RESOLUTIONS)
+
+
+class StrategyDeploySerializer(StrictFieldsMixin, serializers.Serializer):
+    name = serializers.CharField(max_length=120)
+    description = serializers.CharField(max_length=10_000, allow_blank=True, default="")
+    code = serializers.CharField(
+        max_length=200_000,
+        trim_whitespace=False,
+        help_text="Python source defining generate_signal(candles, settings).",
+    )
+    exchange = serializers.CharField(max_length=50, help_text="A ccxt exchange id, or 'paper'.")
+    symbol = serializers.CharField(max_length=50, help_text="ccxt unified symbol, e.g. ETH/BTC.")
+    resolution = serializers.ChoiceField(choices=RESOLUTIONS)
+    settings = JSONObjectField(default=dict)
+    is_public = serializers.BooleanField(default=False)
+    is_marketplace = serializers.BooleanField(default=False)
+
+
+class StrategySettingsSerializer(StrictFieldsMixin, serializers.Serializer):
+    settings = JSONObjectField(help_text="Replaces the strategy's settings as a whole.")
+
+
+class StrategySerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    is_owner = serializers.SerializerMethodField()
+    code = serializers.SerializerMethodField()
+    settings = JSONObjectField(read_only=True)
+
+    class Meta:
+        model = Strategy
+        fields = (
+            "id",
+            "owner",
+            "is_owner",
+            "name",
+            "description",
+            "code",
+            "code_version",
+            "lookback",
+            "exchange",
+            "symbol",
+            "resolution",
+            "settings",
+            "settings_version",
+            "is_public",
+            "is_marketplace",
+            "status",
+            "subscriber_count",
+            "created_at",
+            "updated_at",
+        )
+        read_only_fields = fields
+
+    def _viewer_id(self) -> int | None:
+        request = self.context.get("request")
+        return getattr(getattr(request, "user", None), "pk", None)
+
+    def get_is_owner(self, strategy: Strategy) -> bool:
+        return strategy.owner_id == self._viewer_id()
+
+    @extend_schema_field(
+        serializers.CharField(allow_null=True, help_text="Null unless you own the strategy.")
+    )
+    def get_code(self, strategy: Strategy) -> str | None:
+        # Another user's code is never shown, not even for a public strategy.
+        return strategy.code if self.get_is_owner(strategy) else None
+
+
+class ExecutionSerializer(serializers.ModelSerializer):
+    signal = serializers.JSONField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = StrategyExecution
+        fields = (
+            "id",
+            "interval_start",
+            "interval_end",
+            "trigger",
+            "status",
+            "signal",
+            "error",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "drift_ms",
+            "attempts",
+            "settings_version",
+            "code_version",
+            "candles_used",
+            "close_price",
+            "subscriber_count",
+            "trades_generated",
+        )
+        read_only_fields = fields
+
+
+class StrategyStatsSerializer(serializers.Serializer):
+    strategy_id = serializers.IntegerField()
+    executions_total = serializers.IntegerField()
+    executions_by_status = serializers.DictField(child=serializers.IntegerField())
+    average_duration_ms = serializers.FloatField(allow_null=True)
+    drift_p50_ms = serializers.FloatField(allow_null=True)
+    drift_p95_ms = serializers.FloatField(allow_null=True)
+    drift_sample_size = serializers.IntegerField(
+        help_text="Executions the percentiles are computed over (the most recent ones)."
+    )
+    active_subscribers = serializers.IntegerField()
+    paused_subscribers = serializers.IntegerField()
+    trades_generated = serializers.IntegerField()
+    subscribers_realized_pnl = serializers.DecimalField(max_digits=40, decimal_places=8)
+    subscribers_fees = serializers.DecimalField(max_digits=40, decimal_places=8)

@@ -1,0 +1,127 @@
+"""Strategy endpoints: thin views over strategies.selectors and strategies.services."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.api import error_responses
+from execution.models import StrategyExecution
+from strategies.filters import ExecutionFilter, StrategyFilter
+from strategies.models import Strategy
+from strategies.selectors import (
+    strategy_execution_list,
+    strategy_get_owned,
+    strategy_get_visible,
+    strategy_list_visible,
+    strategy_stats,
+)
+from strategies.serializers import (
+    ExecutionSerializer,
+    StrategyDeploySerializer,
+    StrategySerializer,
+    StrategySettingsSerializer,
+    StrategyStatsSerializer,
+)
+from strategies.services import strategy_deploy, strategy_update_settings
+
+TAGS = ["strategies"]
+
+
+class StrategyListView(generics.ListAPIView):
+    serializer_class = StrategySerializer
+    filterset_class = StrategyFilter
+
+    def get_queryset(self) -> QuerySet[Strategy]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no user
+            return Strategy.objects.none()
+        return strategy_list_visible(user=self.request.user)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Your strategies and everyone's public ones",
+        responses={200: StrategySerializer(many=True), **error_responses(400, 401)},
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class StrategyDeployView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        summary="Deploy a new strategy",
+        request=StrategyDeploySerializer,
+        responses={201: StrategySerializer, **error_responses(400, 401)},
+    )
+    def post(self, request: Request) -> Response:
+        data = StrategyDeploySerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        strategy = strategy_deploy(owner=request.user, **data.validated_data)
+        body = StrategySerializer(strategy, context={"request": request}).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class StrategyDetailView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        summary="One strategy (its code only if it is yours)",
+        responses={200: StrategySerializer, **error_responses(401, 404)},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        strategy = strategy_get_visible(user=request.user, strategy_id=pk)
+        return Response(StrategySerializer(strategy, context={"request": request}).data)
+
+
+class StrategySettingsView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        summary="Replace the settings (owner only)",
+        description=(
+            "Replaces `settings`, bumps `settings_version` and publishes "
+            "`strategy.settings.changed` on Redis pub/sub. The next execution runs with the "
+            "new settings and records their version."
+        ),
+        request=StrategySettingsSerializer,
+        responses={200: StrategySerializer, **error_responses(400, 401, 403, 404)},
+    )
+    def put(self, request: Request, pk: int) -> Response:
+        strategy = strategy_get_owned(user=request.user, strategy_id=pk)
+        data = StrategySettingsSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        strategy = strategy_update_settings(strategy=strategy, **data.validated_data)
+        return Response(StrategySerializer(strategy, context={"request": request}).data)
+
+
+class StrategyStatsView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        summary="Execution, subscriber and PnL statistics",
+        description="Readable by whoever can see the strategy; figures are aggregates only.",
+        responses={200: StrategyStatsSerializer, **error_responses(401, 404)},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        strategy = strategy_get_visible(user=request.user, strategy_id=pk)
+        return Response(StrategyStatsSerializer(strategy_stats(strategy=strategy)).data)
+
+
+class StrategyExecutionListView(generics.ListAPIView):
+    serializer_class = ExecutionSerializer
+    filterset_class = ExecutionFilter
+
+    def get_queryset(self) -> QuerySet[StrategyExecution]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no request user
+            return StrategyExecution.objects.none()
+        strategy = strategy_get_owned(user=self.request.user, strategy_id=self.kwargs["pk"])
+        return strategy_execution_list(strategy=strategy)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Execution history (owner only)",
+        responses={200: ExecutionSerializer(many=True), **error_responses(400, 401, 403, 404)},
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)

@@ -1,0 +1,213 @@
+"""Subscription and credential endpoints: thin views over selectors and services."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.api import Conflict, error_responses
+from strategies.selectors import strategy_get_visible
+from subscriptions.filters import CredentialFilter, SubscriptionFilter
+from subscriptions.models import BrokerCredential, StrategySubscription
+from subscriptions.selectors import (
+    credential_get_for_user,
+    credential_list_for_user,
+    subscription_get_for_user,
+    subscription_list_for_user,
+)
+from subscriptions.serializers import (
+    CredentialCreateSerializer,
+    CredentialSerializer,
+    SubscribeSerializer,
+    SubscriptionSerializer,
+    SubscriptionStatsSerializer,
+    SubscriptionUpdateSerializer,
+)
+from subscriptions.services import (
+    CredentialInUseError,
+    credential_create,
+    credential_delete,
+    subscription_cancel,
+    subscription_create,
+    subscription_pause,
+    subscription_resume,
+    subscription_update_settings,
+)
+from trades.selectors import subscription_stats
+
+TAGS = ["subscriptions"]
+
+
+def _own_credential(request: Request, credential_id: int | None) -> BrokerCredential | None:
+    """The caller's credential; someone else's is as unknown as a missing one (no 404 leak)."""
+    from django.core.exceptions import ValidationError
+    from django.http import Http404
+
+    if credential_id is None:
+        return None
+    try:
+        return credential_get_for_user(user=request.user, credential_id=credential_id)
+    except Http404:
+        raise ValidationError({"credential_id": "unknown credential"}) from None
+
+
+class SubscribeView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        summary="Subscribe to a strategy",
+        request=SubscribeSerializer,
+        responses={201: SubscriptionSerializer, **error_responses(400, 401, 404, 409)},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        strategy = strategy_get_visible(user=request.user, strategy_id=pk)
+        data = SubscribeSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        credential = _own_credential(request, fields.pop("credential_id", None))
+        subscription = subscription_create(
+            user=request.user, strategy=strategy, credential=credential, **fields
+        )
+        return Response(SubscriptionSerializer(subscription).data, status=status.HTTP_201_CREATED)
+
+
+class SubscriptionListView(generics.ListAPIView):
+    serializer_class = SubscriptionSerializer
+    filterset_class = SubscriptionFilter
+
+    def get_queryset(self) -> QuerySet[StrategySubscription]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no user
+            return StrategySubscription.objects.none()
+        return subscription_list_for_user(user=self.request.user)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Your subscriptions",
+        responses={200: SubscriptionSerializer(many=True), **error_responses(400, 401)},
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class SubscriptionDetailView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        summary="One of your subscriptions",
+        responses={200: SubscriptionSerializer, **error_responses(401, 404)},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        subscription = subscription_get_for_user(user=request.user, subscription_id=pk)
+        return Response(SubscriptionSerializer(subscription).data)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Change the sizing (capital, risk_per_trade, leverage)",
+        request=SubscriptionUpdateSerializer,
+        responses={200: SubscriptionSerializer, **error_responses(400, 401, 404)},
+    )
+    def put(self, request: Request, pk: int) -> Response:
+        subscription = subscription_get_for_user(user=request.user, subscription_id=pk)
+        data = SubscriptionUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        subscription = subscription_update_settings(
+            subscription=subscription, **data.validated_data
+        )
+        return Response(SubscriptionSerializer(subscription).data)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Cancel the subscription",
+        description="The subscription is kept, with status `cancelled`; it is returned.",
+        responses={200: SubscriptionSerializer, **error_responses(400, 401, 404)},
+    )
+    def delete(self, request: Request, pk: int) -> Response:
+        subscription = subscription_get_for_user(user=request.user, subscription_id=pk)
+        subscription = subscription_cancel(subscription=subscription)
+        return Response(SubscriptionSerializer(subscription).data)
+
+
+class SubscriptionPauseView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        summary="Pause: no new trades until resumed",
+        request=None,
+        responses={200: SubscriptionSerializer, **error_responses(400, 401, 404)},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        subscription = subscription_get_for_user(user=request.user, subscription_id=pk)
+        subscription = subscription_pause(subscription=subscription, reason="paused by user")
+        return Response(SubscriptionSerializer(subscription).data)
+
+
+class SubscriptionResumeView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        summary="Resume a paused subscription",
+        request=None,
+        responses={200: SubscriptionSerializer, **error_responses(400, 401, 404)},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        subscription = subscription_get_for_user(user=request.user, subscription_id=pk)
+        subscription = subscription_resume(subscription=subscription)
+        return Response(SubscriptionSerializer(subscription).data)
+
+
+class SubscriptionStatsView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        summary="Performance of one of your subscriptions",
+        responses={200: SubscriptionStatsSerializer, **error_responses(401, 404)},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        subscription = subscription_get_for_user(user=request.user, subscription_id=pk)
+        stats = subscription_stats(subscription=subscription)
+        return Response(SubscriptionStatsSerializer(stats).data)
+
+
+class CredentialListCreateView(generics.ListAPIView):
+    serializer_class = CredentialSerializer
+    filterset_class = CredentialFilter
+
+    def get_queryset(self) -> QuerySet[BrokerCredential]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no user
+            return BrokerCredential.objects.none()
+        return credential_list_for_user(user=self.request.user)
+
+    @extend_schema(
+        tags=["credentials"],
+        summary="Your exchange credentials (masked)",
+        responses={200: CredentialSerializer(many=True), **error_responses(400, 401)},
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        tags=["credentials"],
+        summary="Store exchange credentials (encrypted at rest)",
+        request=CredentialCreateSerializer,
+        responses={201: CredentialSerializer, **error_responses(400, 401, 409)},
+    )
+    def post(self, request: Request) -> Response:
+        data = CredentialCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        credential = credential_create(user=request.user, **data.validated_data)
+        return Response(CredentialSerializer(credential).data, status=status.HTTP_201_CREATED)
+
+
+class CredentialDetailView(APIView):
+    @extend_schema(
+        tags=["credentials"],
+        summary="Delete a credential",
+        description="Refused with 409 while an active or paused subscription uses it.",
+        responses={204: None, **error_responses(401, 404, 409)},
+    )
+    def delete(self, request: Request, pk: int) -> Response:
+        credential = credential_get_for_user(user=request.user, credential_id=pk)
+        try:
+            credential_delete(credential=credential)
+        except CredentialInUseError as exc:
+            raise Conflict(str(exc)) from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)

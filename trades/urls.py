@@ -1,0 +1,13 @@
+"""Mounted at ``api/strategies/`` by config.urls."""
+
+from django.urls import path
+
+from trades import views
+
+urlpatterns = [
+    path(
+        "subscriptions/<int:pk>/trades",
+        views.SubscriptionTradeListView.as_view(),
+        name="subscription-trades",
+    ),
+]
