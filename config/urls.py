@@ -5,6 +5,7 @@ from django.views import defaults
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.auth_views import RegisterView, TokenView
+from config.health import health
 from strategies.views import StrategyListView
 from subscriptions.urls import credential_urlpatterns
 from subscriptions.views import CredentialListCreateView
@@ -28,6 +29,7 @@ api_patterns = [
 ]
 
 urlpatterns = [
+    path("health/", health, name="health"),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
 ]
