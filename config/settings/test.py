@@ -11,5 +11,7 @@ CELERY_BROKER_URL = broker_url_for(
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 30}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Worker processes started by the tests must open the same test database: a file, not memory.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_db.sqlite3")}
+    # TEST_SQLITE_NAME lets concurrent test runs in one checkout keep to their own files.
+    _name = env.str("TEST_SQLITE_NAME", default="test_db")
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"{_name}.sqlite3")}
 STRATEGY_TIMEOUT_S = 10.0
