@@ -98,10 +98,13 @@ def test_failing_strategy_is_recorded_and_places_no_orders(market):
     assert not Trade.objects.exists()
 
 
+INVERTED_STOP = (
+    "def generate_signal(c, s):\n    return {'signal': 'LONG', 'price': 1, 'stopLoss': 2}\n"
+)
+
+
 def test_invalid_signal_fails_the_execution(market):
-    strategy = StrategyFactory(
-        code="def generate_signal(c, s):\n    return {'signal': 'LONG', 'price': 1, 'stopLoss': 2}\n"
-    )
+    strategy = StrategyFactory(code=INVERTED_STOP)
     subscribe(strategy)
     row = StrategyExecution.objects.get(pk=_run(strategy, 5).execution_id)
     assert row.status == "failed" and "stopLoss" in row.error
