@@ -197,6 +197,14 @@ def _fanout_targets(execution: StrategyExecution) -> list[int]:
     return []
 
 
+def _fanout_chunk_size(count: int) -> int:
+    """Subscribers per fan-out task: a batch pays its fixed costs (task, queries, one round
+    of concurrent exchange calls) once, so a large fan-out is cut into about
+    FANOUT_TARGET_TASKS batches, each between FANOUT_CHUNK_SIZE and FANOUT_CHUNK_MAX."""
+    wanted = -(-count // max(1, settings.FANOUT_TARGET_TASKS))
+    return max(1, settings.FANOUT_CHUNK_SIZE, min(wanted, settings.FANOUT_CHUNK_MAX))
+
+
 def execution_dispatch_fanout(*, execution: StrategyExecution, inline: bool = False) -> int:
     """Queue the fan-out of an actionable signal; safe to call again after a crash.
 
@@ -208,7 +216,7 @@ def execution_dispatch_fanout(*, execution: StrategyExecution, inline: bool = Fa
     if execution.status != Status.SUCCESS or execution.fanout_dispatched_at is not None:
         return 0
     targets = _fanout_targets(execution)
-    size = max(1, settings.FANOUT_CHUNK_SIZE)
+    size = _fanout_chunk_size(len(targets))
     chunks = [targets[i : i + size] for i in range(0, len(targets), size)]
     StrategyExecution.objects.filter(pk=execution.pk).update(
         fanout_total=len(targets), subscriber_count=len(targets)
@@ -217,7 +225,10 @@ def execution_dispatch_fanout(*, execution: StrategyExecution, inline: bool = Fa
         if inline:
             fanout_process(execution_id=execution.pk, subscription_ids=chunk)
         else:
-            fanout_orders.delay(execution_id=execution.pk, subscription_ids=chunk)
+            fanout_orders.apply_async(
+                kwargs={"execution_id": execution.pk, "subscription_ids": chunk},
+                queue=settings.FANOUT_QUEUE,
+            )
     # Marked after sending: a crash in between re-sends, and the fan-out is idempotent.
     StrategyExecution.objects.filter(pk=execution.pk).update(fanout_dispatched_at=timezone.now())
     return len(targets)

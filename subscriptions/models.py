@@ -51,6 +51,22 @@ class StrategySubscription(models.Model):
         PAUSED = "paused", "Paused"
         CANCELLED = "cancelled", "Cancelled"
 
+    class MinOrderPolicy(models.TextChoices):
+        SKIP = "skip", "Skip"
+        BUMP_TO_MINIMUM = "bump_to_minimum", "Bump to minimum"
+
+    class JoinPolicy(models.TextChoices):
+        NEXT_SIGNAL = "next_signal", "Next signal"
+        JOIN_NOW = "join_now", "Join now"
+
+    class EntryOrderType(models.TextChoices):
+        MARKET = "market", "Market"
+        LIMIT = "limit", "Limit"
+
+    class MarginMode(models.TextChoices):
+        ISOLATED = "isolated", "Isolated"
+        CROSS = "cross", "Cross"
+
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="subscriptions"
     )
@@ -76,6 +92,33 @@ class StrategySubscription(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
+    # Live trading (issue 6).
+    min_order_policy = models.CharField(
+        max_length=16,
+        choices=MinOrderPolicy.choices,
+        default=MinOrderPolicy.SKIP,
+        help_text="An order below the market's minimum: skip it, or bump it to the minimum "
+        "when that stays within capital x leverage.",
+    )
+    join_policy = models.CharField(
+        max_length=12,
+        choices=JoinPolicy.choices,
+        default=JoinPolicy.NEXT_SIGNAL,
+        help_text="Joining while the strategy holds a position: wait for its next entry "
+        "signal, or enter at the next candle close.",
+    )
+    entry_order_type = models.CharField(
+        max_length=6,
+        choices=EntryOrderType.choices,
+        default=EntryOrderType.MARKET,
+        help_text="Entries at market, or as a limit order at the signal's price.",
+    )
+    margin_mode = models.CharField(
+        max_length=8,
+        choices=MarginMode.choices,
+        blank=True,
+        help_text="Derivatives only; blank keeps the account's setting.",
+    )
 
     class Meta:
         ordering = ("-created_at", "-id")

@@ -25,6 +25,7 @@ class Trade(models.Model):
         REJECTED = "rejected", "Rejected"  # the broker refused the order
         SKIPPED = "skipped", "Skipped"  # nothing sent, reason in `error`
         FAILED = "failed", "Failed"  # an error on our side, reason in `error`
+        CANCELLED = "cancelled", "Cancelled"  # its entry order was cancelled unfilled
 
     subscription = models.ForeignKey(
         StrategySubscription, on_delete=models.PROTECT, related_name="trades"
@@ -78,3 +79,108 @@ class Trade(models.Model):
     @property
     def fees(self) -> Decimal:
         return self.entry_fee + self.exit_fee
+
+
+class Order(models.Model):
+    """An order intent, written before anything is sent, then the order's life on the exchange.
+
+    Unique per (execution, subscription, purpose), with a deterministic client order id: a
+    retried or redelivered fan-out finds the intent, looks the order up by that id before
+    sending anything again, and so never places it twice.
+    """
+
+    ENTRY = "entry"  # purpose of an entry; an exit's is "exit:<trade id>" (one per trade)
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"  # intent written; not known to the exchange yet
+        UNKNOWN = "unknown", "Unknown"  # sent, the answer was lost; reconciled by the sync
+        OPEN = "open", "Open"
+        PARTIALLY_FILLED = "partially_filled", "Partially filled"
+        FILLED = "filled", "Filled"
+        CANCELLED = "cancelled", "Cancelled"
+        REJECTED = "rejected", "Rejected"
+        EXPIRED = "expired", "Expired"
+        SKIPPED = "skipped", "Skipped"  # never sent, reason in `error`
+
+    ACTIVE_STATUSES = ("pending", "unknown", "open", "partially_filled")
+
+    subscription = models.ForeignKey(
+        StrategySubscription, on_delete=models.PROTECT, related_name="orders"
+    )
+    execution = models.ForeignKey(
+        StrategyExecution, on_delete=models.PROTECT, related_name="orders"
+    )
+    trade = models.ForeignKey(Trade, on_delete=models.PROTECT, related_name="orders")
+    purpose = models.CharField(max_length=32)  # "entry" or "exit:<trade id>"
+    client_order_id = models.CharField(max_length=64, unique=True)
+    symbol = models.CharField(max_length=50)
+    side = models.CharField(max_length=4)  # buy | sell
+    type = models.CharField(max_length=10, default="market")
+    amount = models.DecimalField(**QUANTITY, default=Decimal("0"))
+    price = models.DecimalField(**PRICE, null=True, blank=True)
+    reduce_only = models.BooleanField(default=False)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    filled = models.DecimalField(**QUANTITY, default=Decimal("0"))
+    average_price = models.DecimalField(**PRICE, null=True, blank=True)
+    fee = models.DecimalField(**MONEY, default=Decimal("0"))
+    fee_currency = models.CharField(max_length=20, blank=True)
+    exchange_order_id = models.CharField(max_length=100, blank=True)
+    error = models.TextField(blank=True)
+    # Counted up before each send: above zero, the exchange may know the order, so it is
+    # looked up by client order id before anything is sent again.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # Set by the worker sending it: two workers never send one intent at once (a claim older
+    # than ORDER_SEND_LEASE_S belongs to a worker presumed dead and may be taken over).
+    send_token = models.CharField(max_length=32, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        constraints = [
+            models.UniqueConstraint(
+                fields=("execution", "subscription", "purpose"), name="uniq_order_intent"
+            ),
+        ]
+        indexes = [models.Index(fields=("status", "created_at"))]
+
+    def __str__(self) -> str:
+        return f"{self.client_order_id} {self.side} {self.amount} {self.symbol} ({self.status})"
+
+
+class Position(models.Model):
+    """A subscriber's net position on its strategy's symbol, kept in step with fills."""
+
+    class Side(models.TextChoices):
+        FLAT = "flat", "Flat"
+        LONG = "long", "Long"
+        SHORT = "short", "Short"
+
+    subscription = models.OneToOneField(
+        StrategySubscription, on_delete=models.CASCADE, related_name="position"
+    )
+    symbol = models.CharField(max_length=50)
+    side = models.CharField(max_length=5, choices=Side.choices, default=Side.FLAT)
+    quantity = models.DecimalField(**QUANTITY, default=Decimal("0"))
+    average_entry_price = models.DecimalField(**PRICE, null=True, blank=True)
+    open_fees = models.DecimalField(**MONEY, default=Decimal("0"))
+    realized_pnl = models.DecimalField(**MONEY, default=Decimal("0"), help_text="Net of fees.")
+    unrealized_pnl = models.DecimalField(
+        **MONEY, default=Decimal("0"), help_text="At the mark price, net of the entry fees."
+    )
+    fees_paid = models.DecimalField(**MONEY, default=Decimal("0"))
+    mark_price = models.DecimalField(**PRICE, null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(quantity__gte=0), name="position_quantity_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.quantity} {self.symbol}"

@@ -1,41 +1,122 @@
-"""Per-subscriber order work: entries, exits, stops, and the fan-out that drives them.
+"""Per-subscriber order work, in batches: entries, exits, stops, joins, and the order sync.
 
-Exactly-once rests on the database: an entry is a Trade unique per (execution, subscription),
-written as a pending intent before any order is sent, with a client order id derived from
-both ids; an exit is claimed with a conditional UPDATE before its order is sent. A retry or a
-redelivered task finds the intent and carries on with the same client order id.
+Paper and live subscriptions go through the same steps; only the broker call differs.
+
+Exactly-once rests on the database:
+
+* an entry is a ``Trade`` unique per (execution, subscription), and each order an ``Order``
+  intent unique per (execution, subscription, purpose), both written before anything is sent,
+  with a client order id derived from those ids;
+* an exit is claimed on its trade (a conditional UPDATE) before its intent is written;
+* a worker *claims* an intent (a token and a counted attempt, one UPDATE for the batch) before
+  sending it, so two workers never send one intent at once; an intent with an earlier attempt
+  is looked up by client order id before it is sent again (the broker does that);
+* results are recorded only on rows still in the state the claim saw.
+
+A batch costs a fixed number of queries whatever its size: per-subscriber work in Python,
+reads and writes in bulk, and for live orders one round trip to this process's exchange hub,
+where the orders go out concurrently.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+import redis
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import Case, DecimalField, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from execution.events import EventType, event_emit
 from execution.models import StrategyExecution
 from execution.signal_validation import Signal, SignalType
-from subscriptions.models import StrategySubscription
-from trades.brokers import BrokerUnavailable, OrderRequest, broker_for
-from trades.models import Trade
+from subscriptions.models import MONEY, StrategySubscription
+from trades.brokers import OrderRequest, OrderResult, OrderStatus, paper_broker
+from trades.models import Order, Trade
+from trades.positions import positions_refresh
 from trades.sizing import position_quantity, realized_pnl
+
+if TYPE_CHECKING:
+    from trades.brokers.hub import CredentialRef
 
 logger = logging.getLogger(__name__)
 
+# Infrastructure hiccups: the task is retried (see execution.tasks.RETRY).
+TRANSIENT = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError)
 ENTRY_SIDE = {SignalType.LONG: Trade.Side.LONG, SignalType.SHORT: Trade.Side.SHORT}
 EXIT_SIDE = {SignalType.EXIT_LONG: Trade.Side.LONG, SignalType.EXIT_SHORT: Trade.Side.SHORT}
 OPPOSITE = {Trade.Side.LONG: Trade.Side.SHORT, Trade.Side.SHORT: Trade.Side.LONG}
+ORDER_STATUS = {
+    OrderStatus.FILLED: Order.Status.FILLED,
+    OrderStatus.PARTIALLY_FILLED: Order.Status.PARTIALLY_FILLED,
+    OrderStatus.OPEN: Order.Status.OPEN,
+    OrderStatus.CANCELLED: Order.Status.CANCELLED,
+    OrderStatus.EXPIRED: Order.Status.EXPIRED,
+    OrderStatus.REJECTED: Order.Status.REJECTED,
+    OrderStatus.SKIPPED: Order.Status.SKIPPED,
+    OrderStatus.UNKNOWN: Order.Status.UNKNOWN,
+}
+FINAL_ORDER = {
+    Order.Status.FILLED,
+    Order.Status.CANCELLED,
+    Order.Status.EXPIRED,
+    Order.Status.REJECTED,
+    Order.Status.SKIPPED,
+}
+ORDER_FIELDS = [
+    "status",
+    "amount",
+    "filled",
+    "average_price",
+    "fee",
+    "fee_currency",
+    "exchange_order_id",
+    "error",
+    "send_token",
+    "acknowledged_at",
+    "closed_at",
+    "updated_at",
+]
+ENTRY_FIELDS = [
+    "status",
+    "quantity",
+    "entry_price",
+    "entry_time",
+    "entry_fee",
+    "exchange_order_id",
+    "error",
+    "updated_at",
+]
+EXIT_FIELDS = [
+    "status",
+    "exit_price",
+    "exit_time",
+    "exit_fee",
+    "exit_exchange_order_id",
+    "pnl",
+    "exit_execution",
+    "error",
+    "metadata",
+    "updated_at",
+]
 
 
 def client_order_id(*, execution_id: int, subscription_id: int, purpose: str) -> str:
     """Deterministic, so a resent order is recognised by the exchange as the same order."""
     return f"sf-{execution_id}-{subscription_id}-{purpose}"
+
+
+def exit_purpose(trade_id: int) -> str:
+    return f"exit:{trade_id}"
 
 
 @dataclass(frozen=True)
@@ -46,130 +127,636 @@ class FanoutOutcome:
     failed: int
 
 
-def _open_trades(subscription: StrategySubscription, side: str | None = None) -> list[Trade]:
-    trades = Trade.objects.filter(subscription=subscription, status=Trade.Status.OPEN)
-    return list(trades.filter(side=side) if side else trades)
+@dataclass
+class _Leg:
+    """One order for one subscriber: its trade, its intent, what to send, what came back."""
+
+    subscription: StrategySubscription
+    trade: Trade
+    order: Order
+    request: OrderRequest
+    result: OrderResult | None = None
+    exit_reason: str = ""
 
 
-def _entry_intent(
-    *, execution: StrategyExecution, subscription: StrategySubscription, signal: Signal
-) -> tuple[Trade, bool]:
-    try:
-        with transaction.atomic():
-            trade = Trade.objects.create(
-                subscription=subscription,
-                execution=execution,
-                symbol=execution.strategy.symbol,
-                side=ENTRY_SIDE[signal.type],
-                stop_loss=signal.stop_loss,
-                take_profit=signal.take_profit,
-                client_order_id=client_order_id(
-                    execution_id=execution.pk, subscription_id=subscription.pk, purpose="e"
-                ),
-                metadata={"signal": signal.metadata} if signal.metadata else {},
-            )
-        return trade, True
-    except IntegrityError:  # a redelivery: the intent exists already
-        return Trade.objects.get(execution=execution, subscription=subscription), False
+@dataclass
+class _Tally:
+    opened: int = 0
+    closed: int = 0
+    failed: int = 0
+    pause: dict[int, str] = field(default_factory=dict)  # subscription id -> reason
 
 
-def _finish_unsent(trade: Trade, *, status: str, reason: str) -> None:
-    Trade.objects.filter(pk=trade.pk, status=Trade.Status.PENDING).update(
-        status=status, error=reason, updated_at=timezone.now()
+# --- sending --------------------------------------------------------------------------------
+def _claim(legs: Sequence[_Leg]) -> list[_Leg]:
+    """Claim the intents to send (one UPDATE); the legs of intents claimed elsewhere drop out."""
+    if not legs:
+        return []
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    lease = now - timedelta(seconds=settings.ORDER_SEND_LEASE_S)
+    ids = [leg.order.pk for leg in legs]
+    Order.objects.filter(
+        pk__in=ids, status__in=(Order.Status.PENDING, Order.Status.UNKNOWN)
+    ).filter(Q(send_token="") | Q(sent_at__lt=lease)).update(
+        send_token=token, attempts=F("attempts") + 1, sent_at=now, updated_at=now
     )
+    attempts = dict(
+        Order.objects.filter(pk__in=ids, send_token=token).values_list("pk", "attempts")
+    )
+    claimed = []
+    for leg in legs:
+        if leg.order.pk in attempts:
+            leg.order.send_token, leg.order.attempts = token, attempts[leg.order.pk]
+            # A second attempt: the first may have reached the exchange, look it up first.
+            leg.request = replace(leg.request, lookup_first=attempts[leg.order.pk] > 1)
+            claimed.append(leg)
+    return claimed
+
+
+def _send(legs: Sequence[_Leg]) -> list[_Leg]:
+    """Claim and send; fills ``leg.result``. Returns the legs that were sent."""
+    from trades.brokers.live import credential_ref, live_place_many
+
+    claimed = _claim(legs)
+    paper = [leg for leg in claimed if leg.subscription.mode != StrategySubscription.Mode.LIVE]
+    live = [leg for leg in claimed if leg.subscription.mode == StrategySubscription.Mode.LIVE]
+    broker = paper_broker()
+    for leg in paper:
+        leg.result = broker.place_market_order(leg.request)
+    refs = {}
+    items = []
+    for leg in live:
+        credential = leg.subscription.credential
+        assert credential is not None  # the live_needs_credential constraint
+        if credential.pk not in refs:
+            refs[credential.pk] = credential_ref(credential)
+        items.append((refs[credential.pk], leg.request))
+    for leg, result in zip(live, live_place_many(items), strict=True):
+        leg.result = result
+    return claimed
+
+
+# --- recording ------------------------------------------------------------------------------
+def _apply_to_order(order: Order, result: OrderResult, now: datetime) -> None:
+    order.status = ORDER_STATUS[result.status]
+    if result.amount is not None:
+        order.amount = result.amount
+    order.filled = result.quantity
+    order.average_price = result.average_price
+    order.fee = result.fee
+    order.fee_currency = result.fee_currency
+    order.exchange_order_id = result.exchange_order_id or order.exchange_order_id
+    order.error = result.reason
+    order.send_token = ""  # released: the sync may look it up from now on
+    order.acknowledged_at = result.acknowledged_at or order.acknowledged_at
+    order.closed_at = now if order.status in FINAL_ORDER else None
+    order.updated_at = now
+
+
+def _apply_to_entry(trade: Trade, result: OrderResult, now: datetime) -> bool:
+    """Returns True when the trade opened now."""
+    was_pending = trade.status == Trade.Status.PENDING
+    trade.updated_at = now
+    if result.has_fill:
+        trade.status = Trade.Status.OPEN
+        trade.quantity = result.quantity
+        trade.entry_price = result.average_price
+        trade.entry_fee = result.fee
+        trade.entry_time = trade.entry_time or result.filled_at or now
+        trade.exchange_order_id = result.exchange_order_id
+        trade.error = ""
+        return was_pending
+    if result.status in (OrderStatus.REJECTED, OrderStatus.SKIPPED):
+        trade.status = Trade.Status(result.status.value)
+        trade.error = result.reason
+    elif result.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED):
+        trade.status = Trade.Status.CANCELLED
+        trade.error = result.reason or f"entry order {result.status} unfilled"
+    else:  # open and unfilled, or unknown: the sync follows it up
+        trade.exchange_order_id = result.exchange_order_id or trade.exchange_order_id
+        trade.error = result.reason
+    return False
+
+
+def _apply_to_exit(trade: Trade, result: OrderResult, reason: str, now: datetime) -> bool:
+    """Returns True when the trade closed now."""
+    trade.updated_at = now
+    if result.status == OrderStatus.FILLED and result.average_price is not None:
+        assert trade.entry_price is not None
+        trade.status = Trade.Status.CLOSED
+        trade.exit_price = result.average_price
+        trade.exit_time = result.filled_at or now
+        trade.exit_fee = result.fee
+        trade.exit_exchange_order_id = result.exchange_order_id
+        trade.pnl = realized_pnl(
+            side=trade.side,
+            quantity=trade.quantity,
+            entry_price=trade.entry_price,
+            exit_price=result.average_price,
+            fees=trade.entry_fee + result.fee,
+        ).quantize(Decimal("0.00000001"))
+        trade.metadata = {**trade.metadata, "exit_reason": reason}
+        trade.error = ""
+        return True
+    if result.status in (
+        OrderStatus.REJECTED,
+        OrderStatus.SKIPPED,
+        OrderStatus.CANCELLED,
+        OrderStatus.EXPIRED,
+    ):
+        # Release the claim: the next exit signal or stop check tries again.
+        trade.exit_execution = None
+    trade.error = result.reason
+    return False
+
+
+def _record(legs: Sequence[_Leg], tally: _Tally) -> None:
+    """Write the results of sent legs; only rows still held by this claim are touched."""
+    legs = [leg for leg in legs if leg.result is not None]
+    if not legs:
+        return
+    now = timezone.now()
+    closed_pnl: dict[int, tuple[Decimal, Decimal]] = defaultdict(lambda: (Decimal(0), Decimal(0)))
+    with transaction.atomic():
+        held = set(
+            Order.objects.select_for_update()
+            .filter(pk__in=[leg.order.pk for leg in legs])
+            .filter(send_token__in={leg.order.send_token for leg in legs})
+            .values_list("pk", "send_token")
+        )
+        legs = [leg for leg in legs if (leg.order.pk, leg.order.send_token) in held]
+        live_trades = _live_trades(legs)
+        entries, exits, orders = [], [], []
+        for leg in legs:
+            assert leg.result is not None
+            _apply_to_order(leg.order, leg.result, now)
+            orders.append(leg.order)
+            if leg.result.auth_failed:
+                tally.pause[leg.subscription.pk] = leg.result.reason
+            if leg.trade.pk not in live_trades:
+                continue
+            if leg.order.purpose == Order.ENTRY:
+                if _apply_to_entry(leg.trade, leg.result, now):
+                    tally.opened += 1
+                    _emit_filled(leg)
+                entries.append(leg.trade)
+            else:
+                if _apply_to_exit(leg.trade, leg.result, leg.exit_reason, now):
+                    tally.closed += 1
+                    pnl, fees = closed_pnl[leg.trade.subscription_id]
+                    closed_pnl[leg.trade.subscription_id] = (
+                        pnl + (leg.trade.pnl or 0),
+                        fees + leg.trade.fees,
+                    )
+                    _emit_closed(leg)
+                exits.append(leg.trade)
+            if leg.result.status in (OrderStatus.REJECTED, OrderStatus.UNKNOWN):
+                tally.failed += 1
+        Order.objects.bulk_update(orders, ORDER_FIELDS)
+        if entries:
+            Trade.objects.bulk_update(entries, ENTRY_FIELDS)
+        if exits:
+            Trade.objects.bulk_update(exits, EXIT_FIELDS)
+        _add_realized(closed_pnl)
+
+
+def _live_trades(legs: Sequence[_Leg]) -> set[int]:
+    """Trades still in the state their leg expects (locked until the batch is recorded)."""
+    entry_ids = [leg.trade.pk for leg in legs if leg.order.purpose == Order.ENTRY]
+    exits = {
+        leg.trade.pk: leg.order.execution_id for leg in legs if leg.order.purpose != Order.ENTRY
+    }
+    live: set[int] = set()
+    if entry_ids:
+        live |= set(
+            Trade.objects.select_for_update()
+            .filter(pk__in=entry_ids, status__in=(Trade.Status.PENDING, Trade.Status.OPEN))
+            .filter(exit_execution__isnull=True)
+            .values_list("pk", flat=True)
+        )
+    if exits:
+        # An exit is recorded only while its execution still holds the trade's exit claim.
+        claims = (
+            Trade.objects.select_for_update()
+            .filter(pk__in=list(exits), status=Trade.Status.OPEN)
+            .values_list("pk", "exit_execution_id")
+        )
+        live |= {pk for pk, holder in claims if holder == exits[pk]}
+    return live
+
+
+def _add_realized(closed: dict[int, tuple[Decimal, Decimal]]) -> None:
+    """Add realized PnL and fees to the subscriptions, in the database, in one statement."""
+    if not closed:
+        return
+    money = DecimalField(**MONEY)
+    pnl = Case(
+        *[When(pk=k, then=Value(v[0])) for k, v in closed.items()],
+        default=Value(Decimal(0)),
+        output_field=money,
+    )
+    fees = Case(
+        *[When(pk=k, then=Value(v[1])) for k, v in closed.items()],
+        default=Value(Decimal(0)),
+        output_field=money,
+    )
+    StrategySubscription.objects.filter(pk__in=list(closed)).update(
+        realized_pnl=F("realized_pnl") + pnl, fees_paid=F("fees_paid") + fees
+    )
+
+
+def _emit_filled(leg: _Leg) -> None:
+    event_emit(
+        EventType.TRADE_FILLED,
+        trade_id=leg.trade.pk,
+        subscription_id=leg.subscription.pk,
+        side=leg.trade.side,
+        quantity=str(leg.trade.quantity),
+        price=str(leg.trade.entry_price),
+    )
+
+
+def _emit_closed(leg: _Leg) -> None:
+    event_emit(
+        EventType.TRADE_CLOSED,
+        trade_id=leg.trade.pk,
+        subscription_id=leg.subscription.pk,
+        pnl=str(leg.trade.pnl),
+        reason=leg.exit_reason,
+    )
+
+
+def _pause(tally: _Tally) -> None:
+    """Bad keys or missing permissions: stop trading for that subscriber until it's fixed."""
+    from subscriptions.services import subscription_pause
+
+    for subscription in StrategySubscription.objects.filter(
+        pk__in=list(tally.pause), status=StrategySubscription.Status.ACTIVE
+    ):
+        try:
+            subscription_pause(
+                subscription=subscription,
+                reason=f"exchange refused the credential: {tally.pause[subscription.pk]}"[:255],
+            )
+        except Exception:  # recorded on its trade already; pausing is best effort
+            logger.exception("could not pause subscription %s", subscription.pk)
+
+
+def _settle(legs: Sequence[_Leg], tally: _Tally, *, symbol: str) -> None:
+    sent = _send(legs)
+    _record(sent, tally)
+    _pause(tally)
+    positions_refresh(subscription_ids={leg.subscription.pk for leg in legs}, symbol=symbol)
+
+
+# --- intents --------------------------------------------------------------------------------
+def _order_intents(
+    execution: StrategyExecution, specs: Sequence[tuple[Trade, str, OrderRequest]]
+) -> dict[tuple[int, str], Order]:
+    """Get or create the intents for (trade, purpose, request), in two queries."""
+    if not specs:
+        return {}
+    Order.objects.bulk_create(
+        [
+            Order(
+                subscription_id=trade.subscription_id,
+                execution=execution,
+                trade=trade,
+                purpose=purpose,
+                client_order_id=request.client_order_id,
+                symbol=request.symbol,
+                side=request.side,
+                type=request.type,
+                amount=request.quantity,
+                price=request.price,
+                reduce_only=request.reduce_only,
+            )
+            for trade, purpose, request in specs
+        ],
+        ignore_conflicts=True,
+    )
+    orders = Order.objects.filter(
+        execution=execution,
+        subscription_id__in={trade.subscription_id for trade, _, _ in specs},
+        purpose__in={purpose for _, purpose, _ in specs},
+    )
+    return {(o.subscription_id, o.purpose): o for o in orders}
+
+
+def _request_from_intent(order: Order, request: OrderRequest) -> OrderRequest:
+    """An existing intent wins: a resend must be the order that may already be out there."""
+    return replace(
+        request,
+        quantity=order.amount,
+        type=order.type,
+        price=order.price,
+        side="buy" if order.side == "buy" else "sell",
+    )
+
+
+# --- entries --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _EntryContext:
+    execution: StrategyExecution  # the execution the intents belong to
+    signal: Signal
+    price: Decimal  # sizing and paper fills
+    time: datetime
+    fresh_only: bool  # apply the signal's max age and the price band
+
+
+def _entry_intents(ctx: _EntryContext, subs: Sequence[StrategySubscription]) -> dict[int, Trade]:
+    side = ENTRY_SIDE[ctx.signal.type]
+    Trade.objects.bulk_create(
+        [
+            Trade(
+                subscription=sub,
+                execution=ctx.execution,
+                symbol=ctx.execution.strategy.symbol,
+                side=side,
+                stop_loss=ctx.signal.stop_loss,
+                take_profit=ctx.signal.take_profit,
+                client_order_id=client_order_id(
+                    execution_id=ctx.execution.pk, subscription_id=sub.pk, purpose="e"
+                ),
+                metadata={"signal": ctx.signal.metadata} if ctx.signal.metadata else {},
+            )
+            for sub in subs
+        ],
+        ignore_conflicts=True,  # a redelivery: the intents exist already
+    )
+    trades = Trade.objects.filter(execution=ctx.execution, subscription__in=subs)
+    return {t.subscription_id: t for t in trades}
+
+
+def _entry_request(ctx: _EntryContext, sub: StrategySubscription, trade: Trade) -> OrderRequest:
+    quantity = position_quantity(
+        capital=sub.capital,
+        risk_per_trade=sub.risk_per_trade,
+        leverage=sub.leverage,
+        price=ctx.price,
+        stop_loss=ctx.signal.stop_loss,
+    )
+    limit = sub.entry_order_type == StrategySubscription.EntryOrderType.LIMIT
+    bump = sub.min_order_policy == StrategySubscription.MinOrderPolicy.BUMP_TO_MINIMUM
+    return OrderRequest(
+        symbol=trade.symbol,
+        side="buy" if trade.side == Trade.Side.LONG else "sell",
+        quantity=quantity,
+        client_order_id=trade.client_order_id,
+        reference_price=ctx.price,
+        reference_time=ctx.time,
+        type="limit" if limit else "market",
+        price=(ctx.signal.price or ctx.price) if limit else None,
+        leverage=sub.leverage,
+        margin_mode=sub.margin_mode,
+        bump_max_notional=sub.capital * sub.leverage if bump else None,
+    )
+
+
+def _skip_reason(
+    ctx: _EntryContext,
+    sub: StrategySubscription,
+    trade: Trade,
+    *,
+    holding: set[int],
+    moved: dict[tuple[str, bool], str],
+) -> str:
+    if sub.status != StrategySubscription.Status.ACTIVE:
+        return f"subscription {sub.status}"
+    if sub.pk in holding:
+        return f"a {trade.side} position is already open"
+    if not ctx.fresh_only:
+        return ""
+    age = (timezone.now() - (ctx.execution.finished_at or timezone.now())).total_seconds()
+    if age > settings.SIGNAL_MAX_AGE_S:
+        return f"signal is {age:.0f} s old (max {settings.SIGNAL_MAX_AGE_S:g} s)"
+    if sub.mode == StrategySubscription.Mode.LIVE and sub.credential is not None:
+        return moved.get((sub.credential.exchange, sub.credential.is_sandbox), "")
+    return ""
+
+
+def _price_band(
+    ctx: _EntryContext, subs: Iterable[StrategySubscription]
+) -> dict[tuple[str, bool], str]:
+    """Skip reasons per (exchange, sandbox) whose market moved beyond the band."""
+    from trades.brokers.live import live_last_price
+
+    reference = ctx.signal.price or ctx.price
+    venues = {
+        (s.credential.exchange, s.credential.is_sandbox)
+        for s in subs
+        if s.mode == StrategySubscription.Mode.LIVE and s.credential is not None
+    }
+    moved = {}
+    for exchange, sandbox in venues:
+        last = live_last_price(
+            exchange=exchange, sandbox=sandbox, symbol=ctx.execution.strategy.symbol
+        )
+        if last is None or reference <= 0:
+            continue  # no price to compare: the exchange's own checks still apply
+        change = abs(last - reference) / reference
+        if change > settings.ENTRY_PRICE_BAND:
+            moved[(exchange, sandbox)] = (
+                f"price moved {change:.2%} from the signal's {reference} to {last} "
+                f"(band {settings.ENTRY_PRICE_BAND:.2%})"
+            )
+    return moved
+
+
+def _enter(ctx: _EntryContext, subs: Sequence[StrategySubscription], tally: _Tally) -> None:
+    if not subs:
+        return
+    side = ENTRY_SIDE[ctx.signal.type]
+    opposite = Trade.objects.filter(
+        subscription__in=subs, status=Trade.Status.OPEN, side=OPPOSITE[side]
+    ).select_related("subscription__credential")
+    _exit(ctx.execution, list(opposite), reason="reversed by an opposite signal", tally=tally)
+    trades = _entry_intents(ctx, subs)
+    pending = [s for s in subs if trades[s.pk].status == Trade.Status.PENDING]
+    if not pending:
+        return
+    holding = set(
+        Trade.objects.filter(subscription__in=pending, status=Trade.Status.OPEN, side=side)
+        .exclude(execution=ctx.execution)
+        .values_list("subscription_id", flat=True)
+    )
+    moved = _price_band(ctx, pending) if ctx.fresh_only else {}
+    skipped: list[Trade] = []
+    specs: list[tuple[Trade, str, OrderRequest]] = []
+    now = timezone.now()
+    for sub in pending:
+        trade = trades[sub.pk]
+        try:
+            reason = _skip_reason(ctx, sub, trade, holding=holding, moved=moved)
+            request = None if reason else _entry_request(ctx, sub, trade)
+            if request is not None and request.quantity <= 0:
+                reason = "position size rounds to zero"
+        except Exception as exc:  # one subscriber's bad data stops nobody else
+            logger.exception("entry preparation failed for subscription %s", sub.pk)
+            trade.status, trade.error = Trade.Status.FAILED, f"{type(exc).__name__}: {exc}"
+            trade.updated_at = now
+            skipped.append(trade)
+            tally.failed += 1
+            continue
+        if reason:
+            trade.status, trade.error, trade.updated_at = Trade.Status.SKIPPED, reason, now
+            skipped.append(trade)
+        else:
+            assert request is not None
+            specs.append((trade, Order.ENTRY, request))
+    if skipped:
+        still = _still_pending(skipped)
+        Trade.objects.bulk_update(
+            [t for t in skipped if t.pk in still], ["status", "error", "updated_at"]
+        )
+    intents = _order_intents(ctx.execution, specs)
+    by_sub = {s.pk: s for s in pending}
+    legs = []
+    for trade, purpose, request in specs:
+        order = intents[(trade.subscription_id, purpose)]
+        legs.append(
+            _Leg(by_sub[trade.subscription_id], trade, order, _request_from_intent(order, request))
+        )
+    _settle(legs, tally, symbol=ctx.execution.strategy.symbol)
+
+
+def _still_pending(trades: Sequence[Trade]) -> set[int]:
+    return set(
+        Trade.objects.filter(
+            pk__in=[t.pk for t in trades], status=Trade.Status.PENDING
+        ).values_list("pk", flat=True)
+    )
+
+
+# --- exits ----------------------------------------------------------------------------------
+def _exit(
+    execution: StrategyExecution,
+    trades: Sequence[Trade],
+    *,
+    reason: str,
+    tally: _Tally,
+    reasons: dict[int, str] | None = None,
+    prices: dict[int, Decimal] | None = None,
+) -> None:
+    """Close these open trades at market (paper: at ``prices`` or the execution's close)."""
+    if not trades:
+        return
+    ids = [t.pk for t in trades]
+    Trade.objects.filter(pk__in=ids, status=Trade.Status.OPEN).filter(
+        Q(exit_execution__isnull=True) | Q(exit_execution=execution)
+    ).update(exit_execution=execution)
+    claimed = list(
+        Trade.objects.filter(pk__in=ids, status=Trade.Status.OPEN, exit_execution=execution)
+        .select_related("subscription__credential")
+        .order_by("pk")
+    )
+    if not claimed:
+        return
+    reference_default = execution.close_price
+    specs = []
+    for trade in claimed:
+        cid = client_order_id(
+            execution_id=execution.pk,
+            subscription_id=trade.subscription_id,
+            purpose=f"x{trade.pk}",
+        )
+        trade.exit_client_order_id = cid
+        trade.metadata = {**trade.metadata, "exit_reason": (reasons or {}).get(trade.pk, reason)}
+        reference = (prices or {}).get(trade.pk) or reference_default or trade.entry_price
+        assert reference is not None
+        request = OrderRequest(
+            symbol=trade.symbol,
+            side="sell" if trade.side == Trade.Side.LONG else "buy",
+            quantity=trade.quantity,
+            client_order_id=cid,
+            reference_price=reference,
+            reference_time=execution.interval_end,
+            reduce_only=True,
+        )
+        specs.append((trade, exit_purpose(trade.pk), request))
+    Trade.objects.bulk_update(claimed, ["exit_client_order_id", "metadata"])
+    intents = _order_intents(execution, specs)
+    legs = []
+    for trade, purpose, request in specs:
+        order = intents[(trade.subscription_id, purpose)]
+        leg = _Leg(trade.subscription, trade, order, _request_from_intent(order, request))
+        leg.exit_reason = (reasons or {}).get(trade.pk, reason)
+        legs.append(leg)
+    _settle(legs, tally, symbol=claimed[0].symbol)
+
+
+# --- the fan-out ----------------------------------------------------------------------------
+def fanout_process(*, execution_id: int, subscription_ids: list[int]) -> FanoutOutcome:
+    """Carry one execution's signal to these subscribers, in one batch."""
+    execution = StrategyExecution.objects.select_related("strategy").get(pk=execution_id)
+    signal = Signal.from_json(execution.signal or {"signal": "HOLD"})
+    subs = list(
+        StrategySubscription.objects.filter(pk__in=subscription_ids)
+        .select_related("credential")
+        .order_by("pk")
+    )
+    tally = _Tally()
+    try:
+        if signal.type.is_entry:
+            price = execution.close_price or signal.price
+            assert price is not None  # an entry signal always carries a price
+            ctx = _EntryContext(execution, signal, price, execution.interval_end, fresh_only=True)
+            _enter(ctx, subs, tally)
+        elif signal.type.is_exit:
+            held = Trade.objects.filter(
+                subscription__in=subs, status=Trade.Status.OPEN, side=EXIT_SIDE[signal.type]
+            ).select_related("subscription__credential")
+            _exit(execution, list(held), reason="exit signal", tally=tally)
+    except TRANSIENT:
+        raise  # the task retries; every step above is idempotent
+    except Exception as exc:  # a bug: leave its trace on the trades, let the others go on
+        logger.exception("fan-out batch failed for execution %s", execution_id)
+        tally.failed += _record_batch_failure(execution, subscription_ids, exc)
+    now = timezone.now()
+    StrategyExecution.objects.filter(pk=execution_id).update(
+        fanout_done=F("fanout_done") + len(subscription_ids),
+        trades_generated=F("trades_generated") + tally.opened,
+        first_order_at=Coalesce(F("first_order_at"), now),
+        last_order_at=now,
+    )
+    return FanoutOutcome(
+        processed=len(subscription_ids),
+        opened=tally.opened,
+        closed=tally.closed,
+        failed=tally.failed,
+    )
+
+
+def _record_batch_failure(
+    execution: StrategyExecution, subscription_ids: list[int], exc: Exception
+) -> int:
+    """Fail what was not sent; what may have been sent is left to the order sync."""
+    reason = f"{type(exc).__name__}: {exc}"[:2000]
+    sent = Order.objects.filter(execution=execution, attempts__gt=0).values("trade_id")
+    failed = (
+        Trade.objects.filter(
+            execution=execution, subscription_id__in=subscription_ids, status=Trade.Status.PENDING
+        )
+        .exclude(pk__in=sent)
+        .update(status=Trade.Status.FAILED, error=reason, updated_at=timezone.now())
+    )
+    Trade.objects.filter(
+        subscription_id__in=subscription_ids, exit_execution=execution, status=Trade.Status.OPEN
+    ).exclude(pk__in=sent).update(exit_execution=None, error=reason)
+    return failed
 
 
 def trade_enter(
     *, execution: StrategyExecution, subscription: StrategySubscription, signal: Signal
 ) -> bool:
-    """Open this subscriber's position for an entry signal. Returns True when it opened now."""
-    side = ENTRY_SIDE[signal.type]
-    for opposite in _open_trades(subscription, OPPOSITE[side]):
-        trade_exit(execution=execution, trade=opposite, reason="reversed by an opposite signal")
-    trade, _ = _entry_intent(execution=execution, subscription=subscription, signal=signal)
-    if trade.status != Trade.Status.PENDING:
-        return False
-    if subscription.status != StrategySubscription.Status.ACTIVE:
-        _finish_unsent(
-            trade, status=Trade.Status.SKIPPED, reason=f"subscription {subscription.status}"
-        )
-        return False
-    if any(t.pk != trade.pk for t in _open_trades(subscription, side)):
-        _finish_unsent(
-            trade, status=Trade.Status.SKIPPED, reason=f"a {side} position is already open"
-        )
-        return False
-    return _send_entry(execution=execution, subscription=subscription, signal=signal, trade=trade)
-
-
-def _send_entry(
-    *,
-    execution: StrategyExecution,
-    subscription: StrategySubscription,
-    signal: Signal,
-    trade: Trade,
-) -> bool:
+    """One subscriber's entry (the fan-out does the same in batches). True when it opened."""
     price = execution.close_price or signal.price
-    assert price is not None  # an entry signal always carries a price
-    quantity = position_quantity(
-        capital=subscription.capital,
-        risk_per_trade=subscription.risk_per_trade,
-        leverage=subscription.leverage,
-        price=price,
-        stop_loss=signal.stop_loss,
-    )
-    if quantity <= 0:
-        _finish_unsent(trade, status=Trade.Status.SKIPPED, reason="position size rounds to zero")
-        return False
-    try:
-        broker = broker_for(subscription)
-    except BrokerUnavailable as exc:
-        _finish_unsent(trade, status=Trade.Status.REJECTED, reason=str(exc))
-        return False
-    result = broker.place_market_order(
-        OrderRequest(
-            symbol=trade.symbol,
-            side="buy" if trade.side == Trade.Side.LONG else "sell",
-            quantity=quantity,
-            client_order_id=trade.client_order_id,
-            reference_price=price,
-            reference_time=execution.interval_end,
-        )
-    )
-    if not result.filled:
-        _finish_unsent(trade, status=Trade.Status.REJECTED, reason=result.reason)
-        return False
-    Trade.objects.filter(pk=trade.pk, status=Trade.Status.PENDING).update(
-        status=Trade.Status.OPEN,
-        quantity=result.quantity,
-        entry_price=result.average_price,
-        entry_time=result.filled_at,
-        entry_fee=result.fee,
-        exchange_order_id=result.exchange_order_id,
-        updated_at=timezone.now(),
-    )
-    event_emit(
-        EventType.TRADE_FILLED,
-        trade_id=trade.pk,
-        subscription_id=subscription.pk,
-        side=trade.side,
-        quantity=str(result.quantity),
-        price=str(result.average_price),
-    )
-    return True
-
-
-def _claim_exit(*, trade: Trade, execution: StrategyExecution) -> str | None:
-    """Claim the exit for this execution; None when another execution owns it or it is closed."""
-    cid = client_order_id(
-        execution_id=execution.pk, subscription_id=trade.subscription_id, purpose=f"x{trade.pk}"
-    )
-    claimed = (
-        Trade.objects.filter(pk=trade.pk, status=Trade.Status.OPEN)
-        .filter(Q(exit_execution__isnull=True) | Q(exit_execution=execution))
-        .update(exit_execution=execution, exit_client_order_id=cid)
-    )
-    return cid if claimed else None
+    assert price is not None
+    tally = _Tally()
+    ctx = _EntryContext(execution, signal, price, execution.interval_end, fresh_only=True)
+    _enter(ctx, [subscription], tally)
+    return tally.opened > 0
 
 
 def trade_exit(
@@ -179,166 +766,48 @@ def trade_exit(
     reason: str,
     price: Decimal | None = None,
 ) -> bool:
-    """Close an open trade at market (or at ``price``, e.g. its stop). True when closed now."""
-    cid = _claim_exit(trade=trade, execution=execution)
-    if cid is None:
-        return False
-    subscription = trade.subscription
-    reference = price or execution.close_price
-    assert reference is not None
-    result = broker_for(subscription).place_market_order(
-        OrderRequest(
-            symbol=trade.symbol,
-            side="sell" if trade.side == Trade.Side.LONG else "buy",
-            quantity=trade.quantity,
-            client_order_id=cid,
-            reference_price=reference,
-            reference_time=execution.interval_end,
-            reduce_only=True,
-        )
+    """Close an open trade at market (paper: at ``price``, e.g. its stop). True when closed."""
+    tally = _Tally()
+    _exit(
+        execution, [trade], reason=reason, tally=tally, prices={trade.pk: price} if price else None
     )
-    if not result.filled:
-        # Release the claim so the next exit signal or stop check tries again.
-        Trade.objects.filter(pk=trade.pk).update(exit_execution=None, error=result.reason)
-        return False
-    _record_exit(
-        trade=trade,
-        result_price=result.average_price,
-        fee=result.fee,
-        filled_at=result.filled_at,
-        order_id=result.exchange_order_id,
-        reason=reason,
-    )
-    return True
+    return tally.closed > 0
 
 
-@transaction.atomic
-def _record_exit(
-    *,
-    trade: Trade,
-    result_price: Decimal | None,
-    fee: Decimal,
-    filled_at: datetime | None,
-    order_id: str,
-    reason: str,
-) -> None:
-    assert result_price is not None and trade.entry_price is not None
-    fees = trade.entry_fee + fee
-    pnl = realized_pnl(
-        side=trade.side,
-        quantity=trade.quantity,
-        entry_price=trade.entry_price,
-        exit_price=result_price,
-        fees=fees,
-    )
-    updated = Trade.objects.filter(pk=trade.pk, status=Trade.Status.OPEN).update(
-        status=Trade.Status.CLOSED,
-        exit_price=result_price,
-        exit_time=filled_at,
-        exit_fee=fee,
-        exit_exchange_order_id=order_id,
-        pnl=pnl,
-        updated_at=timezone.now(),
-        metadata={**trade.metadata, "exit_reason": reason},
-    )
-    if not updated:
-        return
-    # Realized PnL and fees accumulate in the database, never in a Python read-modify-write.
-    StrategySubscription.objects.filter(pk=trade.subscription_id).update(
-        realized_pnl=F("realized_pnl") + pnl, fees_paid=F("fees_paid") + fees
-    )
-    event_emit(
-        EventType.TRADE_CLOSED,
-        trade_id=trade.pk,
-        subscription_id=trade.subscription_id,
-        pnl=str(pnl),
-        reason=reason,
-    )
-
-
-def trade_exit_side(
-    *, execution: StrategyExecution, subscription: StrategySubscription, side: str
-) -> int:
-    return sum(
-        trade_exit(execution=execution, trade=t, reason="exit signal")
-        for t in _open_trades(subscription, side)
-    )
-
-
-def _record_failure(
-    *,
-    execution: StrategyExecution,
-    subscription: StrategySubscription,
-    signal: Signal,
-    exc: Exception,
-) -> None:
-    """Leave a trace on the subscriber's trade: one subscriber's failure stops nobody else."""
-    reason = f"{type(exc).__name__}: {exc}"[:2000]
-    if not signal.type.is_entry:
-        Trade.objects.filter(
-            subscription=subscription, exit_execution=execution, status=Trade.Status.OPEN
-        ).update(exit_execution=None, error=reason)
-        return
-    trade, _ = _entry_intent(execution=execution, subscription=subscription, signal=signal)
-    _finish_unsent(trade, status=Trade.Status.FAILED, reason=reason)
-
-
-def _process_one(
-    *, execution: StrategyExecution, subscription: StrategySubscription, signal: Signal
-) -> tuple[int, int]:
-    if signal.type.is_entry:
-        return int(trade_enter(execution=execution, subscription=subscription, signal=signal)), 0
-    side = EXIT_SIDE[signal.type]
-    return 0, trade_exit_side(execution=execution, subscription=subscription, side=side)
-
-
-def fanout_process(*, execution_id: int, subscription_ids: list[int]) -> FanoutOutcome:
-    """Carry one execution's signal to these subscribers, each isolated from the others."""
-    execution = StrategyExecution.objects.select_related("strategy").get(pk=execution_id)
-    signal = Signal.from_json(execution.signal or {"signal": "HOLD"})
-    subscriptions = StrategySubscription.objects.filter(pk__in=subscription_ids).select_related(
-        "credential"
-    )
-    opened = closed = failed = 0
-    for subscription in subscriptions:
-        try:
-            o, c = _process_one(execution=execution, subscription=subscription, signal=signal)
-            opened, closed = opened + o, closed + c
-        except Exception as exc:
-            failed += 1
-            logger.exception("fan-out failed for subscription %s", subscription.pk)
-            _record_failure(execution=execution, subscription=subscription, signal=signal, exc=exc)
-    now = timezone.now()
-    StrategyExecution.objects.filter(pk=execution_id).update(
-        fanout_done=F("fanout_done") + len(subscription_ids),
-        trades_generated=F("trades_generated") + opened,
-        first_order_at=Coalesce(F("first_order_at"), now),
-        last_order_at=now,
-    )
-    return FanoutOutcome(
-        processed=len(subscription_ids), opened=opened, closed=closed, failed=failed
-    )
-
-
+# --- at every candle close ------------------------------------------------------------------
 def trades_check_stops(*, execution: StrategyExecution, high: Decimal, low: Decimal) -> int:
-    """Close open trades whose stop loss or take profit the closed candle touched.
+    """Candle-close housekeeping for one strategy, paper and live alike.
 
-    When one candle touches both, the stop is assumed first: the conservative reading.
+    Closes open trades whose stop loss or take profit the closed candle touched (when one
+    candle touches both, the stop is assumed first: the conservative reading), values open
+    positions at the close, and enters ``join_now`` subscribers who joined while the strategy
+    holds a position.
     """
     open_trades = (
         Trade.objects.filter(
             subscription__strategy_id=execution.strategy_id, status=Trade.Status.OPEN
         )
         .filter(Q(stop_loss__isnull=False) | Q(take_profit__isnull=False))
-        .select_related("subscription")
+        .select_related("subscription__credential")
     )
-    closed = 0
+    hits: dict[int, tuple[str, Decimal]] = {}
+    by_id = {}
     for trade in open_trades:
         hit = _stop_hit(trade, high=high, low=low)
         if hit is not None:
-            reason, price = hit
-            closed += trade_exit(execution=execution, trade=trade, reason=reason, price=price)
-    return closed
+            hits[trade.pk], by_id[trade.pk] = hit, trade
+    tally = _Tally()
+    _exit(
+        execution,
+        list(by_id.values()),
+        reason="stop",
+        tally=tally,
+        reasons={pk: hit[0] for pk, hit in hits.items()},
+        prices={pk: hit[1] for pk, hit in hits.items()},
+    )
+    _mark_positions(execution)
+    _join_now(execution, tally)
+    return tally.closed
 
 
 def _stop_hit(trade: Trade, *, high: Decimal, low: Decimal) -> tuple[str, Decimal] | None:
@@ -352,3 +821,210 @@ def _stop_hit(trade: Trade, *, high: Decimal, low: Decimal) -> tuple[str, Decima
     ):
         return "take profit", trade.take_profit
     return None
+
+
+def _mark_positions(execution: StrategyExecution) -> None:
+    if execution.close_price is None:
+        return
+    holders = Trade.objects.filter(
+        subscription__strategy_id=execution.strategy_id, status=Trade.Status.OPEN
+    ).values_list("subscription_id", flat=True)
+    positions_refresh(
+        subscription_ids=set(holders),
+        symbol=execution.strategy.symbol,
+        mark_price=execution.close_price,
+    )
+
+
+def _join_now(execution: StrategyExecution, tally: _Tally) -> None:
+    """Enter subscribers with ``join_now`` who subscribed after the strategy's open entry."""
+    entry = _open_strategy_entry(execution)
+    if entry is None or execution.close_price is None:
+        return
+    signal = Signal.from_json(entry.signal or {})
+    joiners = list(
+        StrategySubscription.objects.filter(
+            strategy_id=execution.strategy_id,
+            status=StrategySubscription.Status.ACTIVE,
+            join_policy=StrategySubscription.JoinPolicy.JOIN_NOW,
+            created_at__gt=entry.finished_at,
+        )
+        .exclude(trades__execution=entry)
+        .exclude(trades__status=Trade.Status.OPEN)
+        .select_related("credential")
+    )
+    if not joiners:
+        return
+    if signal.stop_loss is not None and (
+        (signal.type == SignalType.LONG and signal.stop_loss >= execution.close_price)
+        or (signal.type == SignalType.SHORT and signal.stop_loss <= execution.close_price)
+    ):
+        return  # the market went through the strategy's stop: nothing left to join
+    ctx = _EntryContext(
+        entry, signal, execution.close_price, execution.interval_end, fresh_only=False
+    )
+    _enter(ctx, joiners, tally)
+
+
+def _open_strategy_entry(execution: StrategyExecution) -> StrategyExecution | None:
+    """The strategy's last entry signal, when no exit or opposite entry followed it."""
+    last = (
+        StrategyExecution.objects.filter(
+            strategy_id=execution.strategy_id,
+            status=StrategyExecution.Status.SUCCESS,
+            interval_start__lt=execution.interval_start,
+        )
+        .select_related("strategy")
+        .order_by("-interval_start")
+        .first()
+    )
+    if last is None or not last.signal or last.finished_at is None:
+        return None
+    return last if SignalType(last.signal["signal"]).is_entry else None
+
+
+# --- the order sync -------------------------------------------------------------------------
+def orders_sync_open(*, limit: int = 500) -> int:
+    """Bring live orders whose state is open or unknown in line with the exchange.
+
+    Open orders get their fills; unknown ones (sent, no definite answer) and ones whose
+    sender died are looked up by client order id: found → recorded, absent → an exit is
+    resent (exits always execute), an entry too while its signal is fresh, else rejected.
+    """
+    from trades.brokers.live import credential_ref, live_lookup_many
+
+    lease = timezone.now() - timedelta(seconds=settings.ORDER_SEND_LEASE_S)
+    orders = list(
+        Order.objects.filter(subscription__mode=StrategySubscription.Mode.LIVE)
+        .filter(
+            Q(status__in=(Order.Status.OPEN, Order.Status.PARTIALLY_FILLED))
+            | Q(status=Order.Status.UNKNOWN, send_token="")
+            | Q(status__in=(Order.Status.PENDING, Order.Status.UNKNOWN), sent_at__lt=lease)
+        )
+        .select_related("subscription__credential", "trade", "execution__strategy")
+        .order_by("pk")[:limit]
+    )
+    if not orders:
+        return 0
+    legs = [_leg_for(order) for order in orders]
+    refs: dict[int, CredentialRef] = {}
+    items = []
+    for leg in legs:
+        credential = leg.subscription.credential
+        assert credential is not None
+        if credential.pk not in refs:
+            refs[credential.pk] = credential_ref(credential)
+        items.append((refs[credential.pk], leg.request))
+    found, resend = [], []
+    for leg, result in zip(legs, live_lookup_many(items), strict=True):
+        if result.status == OrderStatus.NOT_FOUND:
+            if leg.order.status in (Order.Status.OPEN, Order.Status.PARTIALLY_FILLED):
+                continue  # we saw it on the exchange once: a lookup glitch, try next time
+            resend.append(leg)
+        elif result.status != OrderStatus.UNKNOWN:
+            leg.result = result
+            found.append(leg)
+    tally = _Tally()
+    _record(_reclaim(found), tally)
+    _resend(resend, tally)
+    positions_refresh(
+        subscription_ids={leg.subscription.pk for leg in legs}, symbol=legs[0].trade.symbol
+    )
+    return len(found) + len(resend)
+
+
+def _leg_for(order: Order) -> _Leg:
+    trade = order.trade
+    request = OrderRequest(
+        symbol=order.symbol,
+        side="buy" if order.side == "buy" else "sell",
+        quantity=order.amount,
+        client_order_id=order.client_order_id,
+        reference_price=order.price or trade.entry_price or Decimal(1),
+        reference_time=order.created_at,
+        reduce_only=order.reduce_only,
+        type=order.type,
+        price=order.price,
+        lookup_first=True,
+    )
+    reason = (trade.metadata or {}).get("exit_reason", "exit signal")
+    return _Leg(order.subscription, trade, order, request, exit_reason=reason)
+
+
+def _reclaim(legs: Sequence[_Leg]) -> list[_Leg]:
+    """Claim looked-up orders so a fan-out sending them right now is not overwritten."""
+    results = {leg.order.pk: leg.result for leg in legs}
+    open_ids = [
+        leg.order.pk
+        for leg in legs
+        if leg.order.status in (Order.Status.OPEN, Order.Status.PARTIALLY_FILLED)
+    ]
+    token = uuid.uuid4().hex
+    Order.objects.filter(pk__in=open_ids, send_token="").update(send_token=token)
+    claimed = _claim([leg for leg in legs if leg.order.pk not in open_ids])
+    for leg in legs:
+        if leg.order.pk in open_ids:
+            leg.order.send_token = token
+    out = [leg for leg in legs if leg.order.pk in open_ids] + claimed
+    for leg in out:
+        leg.result = results[leg.order.pk]
+    return out
+
+
+def _resend(legs: Sequence[_Leg], tally: _Tally) -> None:
+    """Intents the exchange never got: exits go out again; entries only while fresh."""
+    now = timezone.now()
+    go: list[_Leg] = []
+    drop: list[_Leg] = []
+    for leg in legs:
+        finished = leg.order.execution.finished_at or leg.order.created_at
+        fresh = (now - finished).total_seconds() <= settings.SIGNAL_MAX_AGE_S
+        (go if leg.order.purpose != Order.ENTRY or fresh else drop).append(leg)
+    for leg in drop:
+        leg.result = OrderResult(
+            status=OrderStatus.REJECTED,
+            reason="never reached the exchange, and the signal is too old to send it now",
+        )
+    _record(_claim(drop), tally)
+    _record(_send(go), tally)
+    _pause(tally)
+
+
+def orders_cancel_stale(*, limit: int = 500) -> int:
+    """Cancel live entry orders still unfilled (or partly filled) past ENTRY_ORDER_TIMEOUT_S."""
+    from trades.brokers.live import credential_ref, live_cancel_many
+
+    cutoff = timezone.now() - timedelta(seconds=settings.ENTRY_ORDER_TIMEOUT_S)
+    orders = list(
+        Order.objects.filter(
+            subscription__mode=StrategySubscription.Mode.LIVE,
+            purpose=Order.ENTRY,
+            status__in=(Order.Status.OPEN, Order.Status.PARTIALLY_FILLED),
+            created_at__lt=cutoff,
+            send_token="",
+        )
+        .select_related("subscription__credential", "trade", "execution__strategy")
+        .order_by("pk")[:limit]
+    )
+    if not orders:
+        return 0
+    legs = [_leg_for(order) for order in orders]
+    refs: dict[int, CredentialRef] = {}
+    items = []
+    for leg in legs:
+        credential = leg.subscription.credential
+        assert credential is not None
+        if credential.pk not in refs:
+            refs[credential.pk] = credential_ref(credential)
+        items.append((refs[credential.pk], leg.request, leg.order.exchange_order_id))
+    done = []
+    for leg, result in zip(legs, live_cancel_many(items), strict=True):
+        if result.status != OrderStatus.UNKNOWN:
+            leg.result = result
+            done.append(leg)
+    tally = _Tally()
+    _record(_reclaim(done), tally)
+    positions_refresh(
+        subscription_ids={leg.subscription.pk for leg in legs}, symbol=legs[0].trade.symbol
+    )
+    return len(done)

@@ -189,10 +189,10 @@ SPECTACULAR_SETTINGS.update(
     }
 )
 
-# --- Live trading (issue 6) -----------------------------------------------------------------
+# --- live trading (issue 6) ---------------------------------------------------------------
 # Point an exchange id at another base URL, e.g. the local simulator:
 #   EXCHANGE_URL_OVERRIDES=binance=http://127.0.0.1:8765
-# (run it with `python manage.py exchange_simulator --port 8765`). Every API URL of that ccxt
+# (run it with `python manage.py exchange_simulator --port 8765`). Every REST URL of that ccxt
 # exchange keeps its path and gets the override's scheme, host and port.
 EXCHANGE_URL_OVERRIDES: dict[str, str] = env.dict("EXCHANGE_URL_OVERRIDES", default={})
 EXCHANGE_TIMEOUT_MS = env.int("EXCHANGE_TIMEOUT_MS", default=10_000)
@@ -200,18 +200,32 @@ EXCHANGE_TIMEOUT_MS = env.int("EXCHANGE_TIMEOUT_MS", default=10_000)
 # and retried this many times, with exponential backoff from EXCHANGE_RETRY_BACKOFF_S.
 EXCHANGE_ORDER_RETRIES = env.int("EXCHANGE_ORDER_RETRIES", default=4)
 EXCHANGE_RETRY_BACKOFF_S = env.float("EXCHANGE_RETRY_BACKOFF_S", default=0.25)
+# Per-credential ccxt instances kept alive per worker process (least recently used evicted).
 EXCHANGE_POOL_MAX_INSTANCES = env.int("EXCHANGE_POOL_MAX_INSTANCES", default=5000)
+# Orders in flight at once per worker process, across all credentials.
+EXCHANGE_CONCURRENCY = env.int("EXCHANGE_CONCURRENCY", default=200)
 EXCHANGE_MARKETS_TTL_S = env.int("EXCHANGE_MARKETS_TTL_S", default=3600)
-# Orders per second, shared by every worker process through Redis.
-EXCHANGE_RATE_PER_CREDENTIAL = env.float("EXCHANGE_RATE_PER_CREDENTIAL", default=5.0)
-EXCHANGE_RATE_PER_EXCHANGE = env.float("EXCHANGE_RATE_PER_EXCHANGE", default=2000.0)
-# Entries only: a signal older than this (since its execution finished) or a price that moved
-# more than the band from the signal's close is skipped. Exits always execute.
+# Requests per second, shared by every worker process through Redis (ccxt's own limiter is
+# per instance, so it is switched off).
+EXCHANGE_RATE_PER_CREDENTIAL = env.float("EXCHANGE_RATE_PER_CREDENTIAL", default=10.0)
+EXCHANGE_RATE_PER_EXCHANGE = env.float("EXCHANGE_RATE_PER_EXCHANGE", default=5000.0)
+# Entries only: a signal older than this (since its execution finished) or a market price
+# more than this fraction away from the signal's price is skipped. Exits always execute.
 SIGNAL_MAX_AGE_S = env.float("SIGNAL_MAX_AGE_S", default=120.0)
 ENTRY_PRICE_BAND = Decimal(env.str("ENTRY_PRICE_BAND", default="0.02"))
-# Unfilled entry orders (limit entries, or market orders an exchange left open) are cancelled
-# after this long by trades.tasks.orders_cancel_stale.
+# Unfilled entry orders (limit entries, or orders an exchange left open) are cancelled after
+# this long by trades.tasks.orders_cancel_stale.
 ENTRY_ORDER_TIMEOUT_S = env.float("ENTRY_ORDER_TIMEOUT_S", default=300.0)
+# A worker claims an order before sending it; a claim older than this belongs to a worker
+# presumed dead, and the order is looked up by client order id (then resent if absent).
+# Keep it above EXCHANGE_TIMEOUT_MS x (EXCHANGE_ORDER_RETRIES + 1) plus the backoffs.
+ORDER_SEND_LEASE_S = env.float("ORDER_SEND_LEASE_S", default=120.0)
+# Fan-out batching: subscribers per task grow from FANOUT_CHUNK_SIZE up to FANOUT_CHUNK_MAX so
+# that a large fan-out is split into about FANOUT_TARGET_TASKS tasks (per-task costs are paid
+# once per batch). FANOUT_QUEUE routes fan-out tasks to a dedicated queue (workers: -Q).
+FANOUT_TARGET_TASKS = env.int("FANOUT_TARGET_TASKS", default=8)
+FANOUT_CHUNK_MAX = env.int("FANOUT_CHUNK_MAX", default=250)
+FANOUT_QUEUE = env.str("FANOUT_QUEUE", default="") or None
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
     "trades-sync-open-orders": {"task": "trades.tasks.orders_sync_open", "schedule": 30.0},

@@ -1,10 +1,11 @@
-"""The interface every broker implements (paper now; ccxt for live trading)."""
+"""What every broker takes and gives back (paper in process, live through ccxt)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Literal, Protocol
 
 OrderSide = Literal["buy", "sell"]
@@ -16,20 +17,52 @@ class OrderRequest:
     side: OrderSide
     quantity: Decimal
     client_order_id: str
-    reference_price: Decimal
+    reference_price: Decimal  # the signal's price: paper fills here, minimum costs use it
     reference_time: datetime
     reduce_only: bool = False
+    type: str = "market"  # market | limit
+    price: Decimal | None = None  # the limit price
+    leverage: Decimal = Decimal("1")
+    margin_mode: str = ""
+    # Set for the bump_to_minimum policy: the largest notional the subscriber can carry.
+    bump_max_notional: Decimal | None = None
+    # An earlier attempt may have reached the exchange: look it up before sending again.
+    lookup_first: bool = False
+
+
+class OrderStatus(StrEnum):
+    FILLED = "filled"
+    PARTIALLY_FILLED = "partially_filled"
+    OPEN = "open"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    REJECTED = "rejected"  # the exchange (or a check before sending) refused it
+    SKIPPED = "skipped"  # never sent, e.g. below the market's minimum
+    UNKNOWN = "unknown"  # sent, but whether the exchange has it is not known yet
+    NOT_FOUND = "not_found"  # a lookup only: the exchange has no such order
 
 
 @dataclass(frozen=True)
 class OrderResult:
-    filled: bool
-    quantity: Decimal = Decimal("0")
+    status: OrderStatus
+    quantity: Decimal = Decimal("0")  # filled quantity
+    amount: Decimal | None = None  # what was (or would have been) sent, after precision
     average_price: Decimal | None = None
-    fee: Decimal = Decimal("0")
+    fee: Decimal = Decimal("0")  # in the quote currency
+    fee_currency: str = ""
     exchange_order_id: str = ""
     filled_at: datetime | None = None
+    acknowledged_at: datetime | None = None
     reason: str = ""
+    auth_failed: bool = False  # bad keys or missing permissions: pause the subscription
+
+    @property
+    def filled(self) -> bool:
+        return self.status == OrderStatus.FILLED
+
+    @property
+    def has_fill(self) -> bool:
+        return self.quantity > 0 and self.average_price is not None
 
 
 class Broker(Protocol):
@@ -37,4 +70,4 @@ class Broker(Protocol):
 
 
 class BrokerUnavailable(RuntimeError):
-    """No broker can serve this subscription (e.g. live trading not configured)."""
+    """No broker can serve this subscription (e.g. an unknown exchange)."""

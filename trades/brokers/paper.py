@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from trades.brokers.base import OrderRequest, OrderResult
+from django.utils import timezone
+
+from trades.brokers.base import OrderRequest, OrderResult, OrderStatus
 
 BPS = Decimal("10000")
 PRICE_STEP = Decimal("0.000000000001")
@@ -16,6 +18,8 @@ class PaperBroker:
         self.slippage_rate = slippage_bps / BPS
 
     def fill_price(self, order: OrderRequest) -> Decimal:
+        if order.type == "limit" and order.price is not None:
+            return order.price  # a limit at the signal's price fills at it, no slippage
         # Slippage always works against the trader: buys fill higher, sells lower.
         direction = 1 if order.side == "buy" else -1
         price = order.reference_price * (1 + direction * self.slippage_rate)
@@ -23,15 +27,17 @@ class PaperBroker:
 
     def place_market_order(self, order: OrderRequest) -> OrderResult:
         if order.quantity <= 0:
-            return OrderResult(filled=False, reason="quantity must be positive")
+            return OrderResult(status=OrderStatus.REJECTED, reason="quantity must be positive")
         price = self.fill_price(order)
         fee = (price * order.quantity * self.fee_rate).quantize(Decimal("0.00000001"))
         return OrderResult(
-            filled=True,
+            status=OrderStatus.FILLED,
             quantity=order.quantity,
+            amount=order.quantity,
             average_price=price,
             fee=fee,
             # Deterministic, like an exchange answering a repeated client order id.
             exchange_order_id=f"paper-{order.client_order_id}",
             filled_at=order.reference_time,
+            acknowledged_at=timezone.now(),
         )

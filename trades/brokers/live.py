@@ -1,0 +1,494 @@
+"""Live orders through ccxt: precision and minimums, idempotent sends, ccxt's error classes.
+
+A send never duplicates an order: the client order id is deterministic, and whenever the
+outcome of an earlier send is unknown (a timeout, a 5xx, a 429, a dropped connection, or an
+earlier attempt by a worker that died) the order is looked up by that id before it is sent
+again. Each ccxt error class maps to one outcome:
+
+* ``OperationFailed`` and its ``NetworkError`` family (``RequestTimeout``,
+  ``ExchangeNotAvailable``, ``DDoSProtection``, ``RateLimitExceeded``): unknown → look up,
+  back off, resend, a bounded number of times; still unknown → left to the open-order sync;
+* ``AuthenticationError`` / ``PermissionDenied`` / ``AccountSuspended``: rejected, and the
+  caller pauses the subscription;
+* ``InsufficientFunds``, ``InvalidOrder``, ``BadSymbol`` and every other ``ExchangeError``:
+  rejected with the exchange's reason, never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from typing import Any
+
+import ccxt
+from ccxt.base.decimal_to_precision import TICK_SIZE
+from django.conf import settings
+from django.utils import timezone
+
+from subscriptions.crypto import decrypt_secret
+from subscriptions.models import BrokerCredential
+from trades.brokers.base import OrderRequest, OrderResult, OrderStatus
+from trades.brokers.hub import (
+    CredentialRef,
+    Exchange,
+    ExchangeUnsupported,
+    Hub,
+    Keys,
+    fingerprint,
+    get_hub,
+)
+
+AUTH_ERRORS = (ccxt.AuthenticationError,)  # PermissionDenied, AccountSuspended are subclasses
+UNKNOWN_OUTCOME = (ccxt.OperationFailed,)  # NetworkError and every subclass, and -1001 & co.
+SCAN_METHODS = (
+    ("fetch_open_orders", "fetchOpenOrders"),
+    ("fetch_closed_orders", "fetchClosedOrders"),
+    ("fetch_orders", "fetchOrders"),
+)
+CCXT_STATUS = {
+    "closed": OrderStatus.FILLED,
+    "canceled": OrderStatus.CANCELLED,
+    "cancelled": OrderStatus.CANCELLED,
+    "expired": OrderStatus.EXPIRED,
+    "rejected": OrderStatus.REJECTED,
+}
+
+
+def credential_ref(credential: BrokerCredential) -> CredentialRef:
+    """Decrypts the keys only when this process's pool does not hold the credential yet."""
+    fp = fingerprint(
+        credential.api_key_encrypted, credential.secret_encrypted, credential.passphrase_encrypted
+    )
+    keys = None
+    if not get_hub().is_pooled(credential.pk, fp):
+        keys = Keys(
+            api_key=decrypt_secret(credential.api_key_encrypted),
+            secret=decrypt_secret(credential.secret_encrypted),
+            passphrase=(
+                decrypt_secret(credential.passphrase_encrypted)
+                if credential.passphrase_encrypted
+                else ""
+            ),
+        )
+    return CredentialRef(
+        id=credential.pk,
+        exchange=credential.exchange,
+        is_sandbox=credential.is_sandbox,
+        fingerprint=fp,
+        keys=keys,
+    )
+
+
+# --- sync entry points (called from worker threads) -----------------------------------------
+def _batch_timeout(count: int) -> float:
+    per_order = settings.EXCHANGE_TIMEOUT_MS / 1000 * (settings.EXCHANGE_ORDER_RETRIES + 2)
+    return per_order * 2 + 60 + count * 0.05
+
+
+def live_place_many(items: Sequence[tuple[CredentialRef, OrderRequest]]) -> list[OrderResult]:
+    if not items:
+        return []
+    hub = get_hub()
+    return hub.run(_gather(hub, [place(hub, c, r) for c, r in items]), _batch_timeout(len(items)))
+
+
+def live_lookup_many(items: Sequence[tuple[CredentialRef, OrderRequest]]) -> list[OrderResult]:
+    """The exchange's view of these orders (``NOT_FOUND`` / ``UNKNOWN`` when it has none)."""
+    if not items:
+        return []
+    hub = get_hub()
+    return hub.run(_gather(hub, [lookup(hub, c, r) for c, r in items]), _batch_timeout(len(items)))
+
+
+def live_cancel_many(
+    items: Sequence[tuple[CredentialRef, OrderRequest, str]],
+) -> list[OrderResult]:
+    if not items:
+        return []
+    hub = get_hub()
+    coros = [cancel(hub, c, r, order_id) for c, r, order_id in items]
+    return hub.run(_gather(hub, coros), _batch_timeout(len(items)))
+
+
+def live_last_price(*, exchange: str, sandbox: bool, symbol: str) -> Decimal | None:
+    """The market's last price (for the entry price band); None when it cannot be had."""
+    hub = get_hub()
+    return hub.run(_last_price(hub, exchange, sandbox, symbol), settings.EXCHANGE_TIMEOUT_MS / 500)
+
+
+async def _gather(hub: Hub, coros: list[Any]) -> list[OrderResult]:
+    return list(await asyncio.gather(*coros))
+
+
+async def _last_price(hub: Hub, exchange_id: str, sandbox: bool, symbol: str) -> Decimal | None:
+    try:
+        template = await hub.template(exchange_id, sandbox)
+        ticker = await template.fetch_ticker(symbol)
+    except (ccxt.BaseError, ExchangeUnsupported):
+        return None
+    last = ticker.get("last") or ticker.get("close")
+    return _dec(last)
+
+
+# --- one order ------------------------------------------------------------------------------
+async def place(hub: Hub, credential: CredentialRef, request: OrderRequest) -> OrderResult:
+    async with hub.semaphore:
+        try:
+            exchange = await hub.instance(credential)
+            market = exchange.market(request.symbol)
+        except ExchangeUnsupported as exc:
+            return _rejected(str(exc))
+        except ccxt.BadSymbol as exc:
+            return _rejected(f"BadSymbol: {exc}")
+        except UNKNOWN_OUTCOME as exc:  # markets could not be loaded: nothing was sent
+            return _rejected(f"markets unavailable: {_describe(exc)}")
+        prepared = _prepare(exchange, market, request)
+        if isinstance(prepared, OrderResult):
+            return prepared
+        amount, price, params = prepared
+        if market.get("contract") and not request.reduce_only:
+            failure = await _configure(hub, credential, exchange, market, request)
+            if failure is not None:
+                return failure
+        try:
+            return await _send(hub, credential, exchange, market, request, amount, price, params)
+        except Exception as exc:  # a bug must not lose an order that may have been sent
+            return OrderResult(
+                status=OrderStatus.UNKNOWN, amount=amount, reason=f"internal: {_describe(exc)}"
+            )
+
+
+async def _send(
+    hub: Hub,
+    credential: CredentialRef,
+    exchange: Exchange,
+    market: dict[str, Any],
+    request: OrderRequest,
+    amount: Decimal,
+    price: Decimal | None,
+    params: dict[str, Any],
+) -> OrderResult:
+    retries = max(0, settings.EXCHANGE_ORDER_RETRIES)
+    delay = settings.EXCHANGE_RETRY_BACKOFF_S
+    last_error = ""
+    for attempt in range(retries + 1):
+        if attempt or request.lookup_first:
+            found = await _find(hub, credential, exchange, market, request)
+            if isinstance(found, OrderResult):
+                return found
+            if found is not None:  # the lookup itself failed: unknown still
+                last_error = found
+                await _sleep(delay)
+                delay *= 2
+                continue
+        try:
+            await hub.limiter.acquire(*hub.buckets(credential))
+            order = await exchange.create_order(
+                request.symbol,
+                request.type,
+                request.side,
+                float(amount),
+                float(price) if price is not None else None,
+                params,
+            )
+            return _from_order(order, market, amount=amount)
+        except AUTH_ERRORS as exc:
+            return _rejected(_describe(exc), amount=amount, auth_failed=True)
+        except UNKNOWN_OUTCOME as exc:
+            last_error = _describe(exc)
+            # A 429 / 418 asks for more patience than a dropped connection.
+            await _sleep(delay * (4 if isinstance(exc, ccxt.DDoSProtection) else 1))
+            delay *= 2
+        except ccxt.InvalidOrder as exc:
+            if "duplicate" not in str(exc).lower():
+                return _rejected(_describe(exc), amount=amount)
+            # The exchange has this client order id already: an earlier send went through.
+            last_error = _describe(exc)
+            request = _with_lookup(request)
+        except ccxt.ExchangeError as exc:
+            return _rejected(_describe(exc), amount=amount)
+    return OrderResult(
+        status=OrderStatus.UNKNOWN,
+        amount=amount,
+        reason=f"no definite answer after {retries + 1} attempts: {last_error}",
+    )
+
+
+def _with_lookup(request: OrderRequest) -> OrderRequest:
+    from dataclasses import replace
+
+    return replace(request, lookup_first=True)
+
+
+async def _sleep(delay: float) -> None:
+    await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))  # jitter: don't retry in step
+
+
+async def _find(
+    hub: Hub,
+    credential: CredentialRef,
+    exchange: Exchange,
+    market: dict[str, Any],
+    request: OrderRequest,
+) -> OrderResult | str | None:
+    """The order by client order id: a result, None when the exchange has none, or the error."""
+    try:
+        await hub.limiter.acquire(*hub.buckets(credential))
+        order = await _fetch_by_client_id(exchange, request)
+        if order is None:
+            return None
+        result = _from_order(order, market, amount=None)
+        if result.quantity > 0 and not _has_fee(order):
+            result = await _with_trade_fees(exchange, market, order, result)
+        return result
+    except UNKNOWN_OUTCOME as exc:
+        return _describe(exc)
+
+
+async def _fetch_by_client_id(exchange: Exchange, request: OrderRequest) -> dict | None:
+    cid = request.client_order_id
+    try:
+        return await exchange.fetch_order(None, request.symbol, {"clientOrderId": cid})
+    except ccxt.OrderNotFound:
+        return None
+    except (ccxt.NotSupported, ccxt.ArgumentsRequired, ccxt.BadRequest):
+        pass  # this exchange can't fetch by client id: scan its recent orders instead
+    for method, capability in SCAN_METHODS:
+        if not exchange.has.get(capability):
+            continue
+        try:
+            orders = await getattr(exchange, method)(request.symbol)
+        except (ccxt.NotSupported, ccxt.ArgumentsRequired):
+            continue
+        for order in orders:
+            if order.get("clientOrderId") == cid:
+                return order
+    return None
+
+
+async def _with_trade_fees(
+    exchange: Exchange, market: dict[str, Any], order: dict, result: OrderResult
+) -> OrderResult:
+    from dataclasses import replace
+
+    try:
+        trades = await exchange.fetch_my_trades(market["symbol"], params={"orderId": order["id"]})
+    except ccxt.BaseError:
+        return result  # fees stay unknown (0); the fill itself is certain
+    mine = [t for t in trades if str(t.get("order")) == str(order["id"])]
+    fee = _fees_in_quote(mine, market, result.average_price)
+    return replace(result, fee=fee, fee_currency=market["quote"])
+
+
+async def lookup(hub: Hub, credential: CredentialRef, request: OrderRequest) -> OrderResult:
+    async with hub.semaphore:
+        try:
+            exchange = await hub.instance(credential)
+            market = exchange.market(request.symbol)
+        except (ExchangeUnsupported, ccxt.BaseError) as exc:
+            return OrderResult(status=OrderStatus.UNKNOWN, reason=_describe(exc))
+        found = await _find(hub, credential, exchange, market, request)
+        if isinstance(found, OrderResult):
+            return found
+        if found is None:
+            return OrderResult(
+                status=OrderStatus.NOT_FOUND, reason="the exchange has no such order"
+            )
+        return OrderResult(status=OrderStatus.UNKNOWN, reason=found)
+
+
+async def cancel(
+    hub: Hub, credential: CredentialRef, request: OrderRequest, order_id: str
+) -> OrderResult:
+    async with hub.semaphore:
+        try:
+            exchange = await hub.instance(credential)
+            market = exchange.market(request.symbol)
+            await hub.limiter.acquire(*hub.buckets(credential))
+            await exchange.cancel_order(order_id, request.symbol)
+        except ccxt.OrderNotFound:
+            pass  # filled or cancelled meanwhile: the lookup below tells which
+        except AUTH_ERRORS as exc:
+            return _rejected(_describe(exc), auth_failed=True)
+        except (ExchangeUnsupported, ccxt.BaseError) as exc:
+            return OrderResult(status=OrderStatus.UNKNOWN, reason=_describe(exc))
+        found = await _find(hub, credential, exchange, market, request)
+        if isinstance(found, OrderResult):
+            return found
+        return OrderResult(status=OrderStatus.UNKNOWN, reason=found or "order vanished")
+
+
+# --- derivatives ----------------------------------------------------------------------------
+async def _configure(
+    hub: Hub,
+    credential: CredentialRef,
+    exchange: Exchange,
+    market: dict[str, Any],
+    request: OrderRequest,
+) -> OrderResult | None:
+    """Margin mode and leverage before an entry; once per (credential, market, values)."""
+    key = (credential.id, market["symbol"], str(request.leverage), request.margin_mode)
+    if key in hub.configured:
+        return None
+    try:
+        if request.margin_mode and exchange.has.get("setMarginMode"):
+            with contextlib.suppress(ccxt.MarginModeAlreadySet):
+                await exchange.set_margin_mode(request.margin_mode, market["symbol"])
+        if exchange.has.get("setLeverage"):
+            await exchange.set_leverage(int(request.leverage), market["symbol"])
+    except AUTH_ERRORS as exc:
+        return _rejected(_describe(exc), auth_failed=True)
+    except ccxt.BaseError as exc:
+        return _rejected(f"could not set leverage / margin mode: {_describe(exc)}")
+    hub.configured.add(key)
+    return None
+
+
+# --- precision and minimums -----------------------------------------------------------------
+def _prepare(
+    exchange: Exchange, market: dict[str, Any], request: OrderRequest
+) -> tuple[Decimal, Decimal | None, dict[str, Any]] | OrderResult:
+    symbol = market["symbol"]
+    price = None
+    if request.type == "limit" and request.price is not None:
+        price = Decimal(exchange.price_to_precision(symbol, float(request.price)))
+    reference = price or request.reference_price
+    amount = _amount_to_precision(exchange, symbol, request.quantity)
+    min_amount = _dec(((market.get("limits") or {}).get("amount") or {}).get("min"))
+    min_cost = _dec(((market.get("limits") or {}).get("cost") or {}).get("min"))
+    shortfall = _below_minimum(amount, reference, min_amount, min_cost)
+    if shortfall:
+        if request.bump_max_notional is None:
+            return OrderResult(
+                status=OrderStatus.SKIPPED,
+                amount=amount,
+                reason=f"below the market minimum: {shortfall} (policy skip)",
+            )
+        bumped = _bumped_amount(exchange, market, reference, min_amount, min_cost)
+        if bumped is None or bumped * reference > request.bump_max_notional:
+            return OrderResult(
+                status=OrderStatus.SKIPPED,
+                amount=amount,
+                reason=f"below the market minimum: {shortfall}; bumping to the minimum "
+                f"({bumped}) would exceed capital x leverage ({request.bump_max_notional})",
+            )
+        amount = bumped
+    params: dict[str, Any] = {"clientOrderId": request.client_order_id}
+    if request.reduce_only and market.get("contract"):
+        params["reduceOnly"] = True
+    return amount, price, params
+
+
+def _amount_to_precision(exchange: Exchange, symbol: str, quantity: Decimal) -> Decimal:
+    try:
+        return Decimal(exchange.amount_to_precision(symbol, float(quantity)))
+    except (ccxt.InvalidOrder, ccxt.ArgumentsRequired, InvalidOperation):
+        return Decimal("0")  # rounds to nothing at this market's precision
+
+
+def _below_minimum(
+    amount: Decimal, price: Decimal, min_amount: Decimal | None, min_cost: Decimal | None
+) -> str:
+    if amount <= 0:
+        return "the amount rounds to 0 at the market's precision"
+    if min_amount is not None and amount < min_amount:
+        return f"amount {amount} < minimum amount {min_amount}"
+    if min_cost is not None and amount * price < min_cost:
+        return f"notional {amount * price:f} < minimum notional {min_cost}"
+    return ""
+
+
+def _amount_step(exchange: Exchange, market: dict[str, Any]) -> Decimal | None:
+    precision = (market.get("precision") or {}).get("amount")
+    if precision is None:
+        return None
+    if exchange.precisionMode == TICK_SIZE:
+        return Decimal(str(precision))
+    return Decimal(1).scaleb(-int(precision))
+
+
+def _bumped_amount(
+    exchange: Exchange,
+    market: dict[str, Any],
+    price: Decimal,
+    min_amount: Decimal | None,
+    min_cost: Decimal | None,
+) -> Decimal | None:
+    step = _amount_step(exchange, market)
+    if step is None or step <= 0:
+        return None
+    needed = max(min_amount or Decimal(0), (min_cost / price) if min_cost else Decimal(0))
+    bumped = (needed / step).to_integral_value(rounding=ROUND_CEILING) * step
+    return bumped if bumped > 0 else step
+
+
+# --- reading ccxt's answers -----------------------------------------------------------------
+def _from_order(order: dict, market: dict[str, Any], *, amount: Decimal | None) -> OrderResult:
+    filled = _dec(order.get("filled")) or Decimal(0)
+    status = CCXT_STATUS.get(order.get("status") or "")
+    if status is None:  # open, or not said
+        status = OrderStatus.PARTIALLY_FILLED if filled > 0 else OrderStatus.OPEN
+    average = _dec(order.get("average"))
+    cost = _dec(order.get("cost"))
+    if average is None and cost and filled:
+        average = cost / filled
+    if average is None and filled:
+        average = _dec(order.get("price"))
+    fees = order.get("fees") or ([order["fee"]] if order.get("fee") else [])
+    timestamp = order.get("lastTradeTimestamp") or order.get("timestamp")
+    now = timezone.now()
+    return OrderResult(
+        status=status,
+        quantity=filled,
+        amount=amount if amount is not None else _dec(order.get("amount")),
+        average_price=average,
+        fee=_fees_in_quote(fees, market, average),
+        fee_currency=market["quote"],
+        exchange_order_id=str(order.get("id") or ""),
+        filled_at=datetime.fromtimestamp(timestamp / 1000, tz=UTC) if timestamp else now,
+        acknowledged_at=now,
+    )
+
+
+def _has_fee(order: dict) -> bool:
+    return bool(order.get("fee") and order["fee"].get("cost") is not None) or bool(
+        order.get("fees")
+    )
+
+
+def _fees_in_quote(items: list[Any], market: dict[str, Any], price: Decimal | None) -> Decimal:
+    """Fees converted to the quote currency; a fee in a third currency (e.g. BNB) counts 0."""
+    total = Decimal(0)
+    for item in items:
+        fee = item.get("fee", item) if isinstance(item, dict) else None
+        if not fee or fee.get("cost") is None:
+            continue
+        cost = _dec(fee["cost"]) or Decimal(0)
+        if fee.get("currency") == market["quote"]:
+            total += cost
+        elif fee.get("currency") == market["base"] and price is not None:
+            total += cost * price
+    return total.quantize(Decimal("0.00000001"))
+
+
+def _rejected(reason: str, *, amount: Decimal | None = None, auth_failed: bool = False):
+    return OrderResult(
+        status=OrderStatus.REJECTED, amount=amount, reason=reason[:2000], auth_failed=auth_failed
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def _dec(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None

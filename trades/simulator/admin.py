@@ -1,0 +1,106 @@
+"""The simulator's unsigned admin API (bind the server to loopback).
+
+``POST /sim/accounts`` (one or a list of ``{api_key, secret, balances, can_trade}``),
+``POST /sim/faults`` (rates, ``hold_s``, ``latency_ms``, ``next: {kind: count}``, ``keys``),
+``POST /sim/clock`` (``{now_ms}``; null for "newest candle"), ``POST /sim/refresh``,
+``POST /sim/reset``, ``GET /sim/orders``, ``GET /sim/stats``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from trades.simulator.server import Simulator
+
+
+class Admin:
+    def __init__(self, simulator: Simulator) -> None:
+        self.sim = simulator
+
+    async def accounts(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        accounts = body if isinstance(body, list) else [body]
+        for a in accounts:
+            self.sim.exchange.account_add(
+                api_key=a["api_key"], secret=a["secret"], balances=a.get("balances", {})
+            )
+            if "can_trade" in a:
+                self.sim.exchange.accounts[a["api_key"]].can_trade = bool(a["can_trade"])
+        return web.json_response({"accounts": len(self.sim.exchange.accounts)})
+
+    async def faults(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        f = self.sim.faults
+        for name in ("fail_rate", "timeout_after_accept_rate", "rate_limit_rate", "hold_s"):
+            if name in body:
+                setattr(f, name, float(body[name]))
+        if "latency_ms" in body:
+            self.sim.latency_s = float(body["latency_ms"]) / 1000
+        for kind, count in (body.get("next") or {}).items():
+            f.pending[kind] = int(count)
+        if "keys" in body:
+            f.keys = set(body["keys"] or [])
+        return web.json_response(
+            {
+                "fail_rate": f.fail_rate,
+                "timeout_after_accept_rate": f.timeout_after_accept_rate,
+                "rate_limit_rate": f.rate_limit_rate,
+                "hold_s": f.hold_s,
+                "latency_ms": self.sim.latency_s * 1000,
+                "pending": dict(f.pending),
+            }
+        )
+
+    async def clock(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.sim.feed.clock_ms = body.get("now_ms")
+        await self.sim.refresh()
+        return web.json_response({"now_ms": self.sim.feed.clock_ms})
+
+    async def refresh(self, request: web.Request) -> web.Response:
+        return web.json_response({"added": await self.sim.refresh()})
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.sim.reset()
+        await self.sim.refresh()
+        return web.json_response({"ok": True})
+
+    async def orders(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            [
+                {
+                    "order_id": o.order_id,
+                    "api_key": o.api_key,
+                    "client_order_id": o.client_order_id,
+                    "symbol": o.market.symbol,
+                    "side": o.side,
+                    "type": o.type,
+                    "quantity": str(o.orig_qty),
+                    "price": str(o.price),
+                    "status": o.status,
+                    "executed": str(o.executed_qty),
+                    "quote": str(o.quote_qty),
+                    "fee": str(sum(f.commission for f in o.fills)),
+                    "time_ms": o.time_ms,
+                }
+                for o in self.sim.exchange.orders.values()
+            ]
+        )
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response({**self.sim.stats, "orders": len(self.sim.exchange.orders)})
+
+
+def install(simulator: Simulator, app: web.Application) -> None:
+    admin = Admin(simulator)
+    r = app.router
+    r.add_post("/sim/accounts", admin.accounts)
+    r.add_post("/sim/faults", admin.faults)
+    r.add_post("/sim/clock", admin.clock)
+    r.add_post("/sim/refresh", admin.refresh)
+    r.add_post("/sim/reset", admin.reset)
+    r.add_get("/sim/orders", admin.orders)
+    r.add_get("/sim/stats", admin.stats)
