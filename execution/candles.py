@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from django.conf import settings
+
 from execution.models import Candle
 from execution.time_utils import (
+    datetime_to_ms,
     ms_to_datetime,
     normalize_resolution,
     resolution_to_timedelta,
     round_to_interval_boundary,
 )
+
+logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 2000
 OhlcvRow = Sequence[float | int | str]
@@ -101,3 +108,59 @@ def candles_closed_window(
         [int(t.timestamp() * 1000), float(o), float(h), float(lo), float(c), float(v)]
         for t, o, h, lo, c, v in reversed(rows)
     ]
+
+
+def _received_at(
+    *, exchange: str, symbol: str, resolution: str, open_time: datetime
+) -> datetime | None:
+    return (
+        Candle.objects.filter(
+            exchange=exchange, symbol=symbol, resolution=resolution, open_time=open_time
+        )
+        .values_list("received_at", flat=True)
+        .first()
+    )
+
+
+def candles_fetch_closed(*, exchange: str, symbol: str, resolution: str, since: datetime) -> int:
+    """Fetch candles from ``since`` over REST and store the closed ones (never a partial one)."""
+    from execution.exchange_data import closed_rows, exchange_public_client
+
+    client = exchange_public_client(exchange)
+    rows = client.fetch_ohlcv(symbol, resolution, since=datetime_to_ms(since), limit=500)
+    return candles_import(
+        exchange=exchange,
+        symbol=symbol,
+        resolution=resolution,
+        rows=closed_rows(rows, resolution=resolution),
+    )
+
+
+def _may_fetch(exchange: str) -> bool:
+    return exchange != "paper" and (
+        settings.CANDLE_REST_FETCH or exchange in settings.EXCHANGE_URL_OVERRIDES
+    )
+
+
+def candles_settle(
+    *, exchange: str, symbol: str, resolution: str, interval_start: datetime
+) -> datetime | None:
+    """When the closed candle opening at ``interval_start`` reached the store, or None.
+
+    A missing candle is fetched over REST, retrying for at most ``CANDLE_SETTLE_S``: an exchange
+    often publishes the newest candle a moment after the boundary.
+    """
+    market = {"exchange": exchange, "symbol": symbol, "resolution": resolution}
+    deadline = time.monotonic() + settings.CANDLE_SETTLE_S
+    while True:
+        received = _received_at(**market, open_time=interval_start)
+        if received is not None or not _may_fetch(exchange):
+            return received
+        try:
+            candles_fetch_closed(**market, since=interval_start)
+        except Exception as exc:  # the exchange may be slow or down: retry until the deadline
+            logger.warning("fetching %s %s %s failed: %s", exchange, symbol, resolution, exc)
+        received = _received_at(**market, open_time=interval_start)
+        if received is not None or time.monotonic() >= deadline:
+            return received
+        time.sleep(settings.CANDLE_SETTLE_POLL_S)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 
 from strategies.models import Strategy
 
@@ -19,6 +20,8 @@ class Candle(models.Model):
     low = models.DecimalField(**PRICE)
     close = models.DecimalField(**PRICE)
     volume = models.DecimalField(max_digits=36, decimal_places=12)
+    # When the closed candle reached the store: the "data available" moment of its executions.
+    received_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ("exchange", "symbol", "resolution", "open_time")
@@ -45,6 +48,7 @@ class StrategyExecution(models.Model):
         STREAM = "stream", "Candle stream"
         MANUAL = "manual", "Manual"
         REPLAY = "replay", "Replay"
+        BACKFILL = "backfill", "Stream backfill"
 
     strategy = models.ForeignKey(Strategy, on_delete=models.CASCADE, related_name="executions")
     interval_start = models.DateTimeField(help_text="Open time of the candle that closed.")

@@ -13,11 +13,16 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from execution.candles import candles_closed_window
+from execution.candles import candles_closed_window, candles_settle
+from execution.clock import market_now, market_to_real
 from execution.events import EventType, event_emit
 from execution.locks import redis_lock, strategy_run_lock_key
 from execution.models import StrategyExecution
-from execution.registry import registry_strategy_ids_for_resolution
+from execution.registry import (
+    market_key,
+    registry_strategy_ids,
+    registry_strategy_ids_for_resolution,
+)
 from execution.signal_validation import InvalidSignal, Signal, signal_parse
 from execution.time_utils import (
     compute_lock_ttl,
@@ -52,6 +57,8 @@ def _claim_row(
     """Insert the execution row; the unique constraint picks one winner per candle."""
     now = timezone.now()
     interval_end = interval_start + resolution_to_timedelta(strategy.resolution)
+    # Drift is real time since the candle closed (under a replay clock too).
+    drift_ms = (now - market_to_real(interval_end)).total_seconds() * 1000
     try:
         with transaction.atomic():
             row = StrategyExecution.objects.create(
@@ -61,7 +68,7 @@ def _claim_row(
                 trigger=trigger,
                 scheduled_at=scheduled_at,
                 started_at=now,
-                drift_ms=(now - interval_end).total_seconds() * 1000,
+                drift_ms=drift_ms,
                 worker_id=_worker_id(),
                 settings_version=strategy.settings_version,
                 code_version=strategy.code_version,
@@ -135,6 +142,21 @@ def _run(execution: StrategyExecution, strategy: Strategy) -> None:
         strategy_id=strategy.pk,
         interval_start=execution.interval_start.isoformat(),
     )
+    # Never run on a partial candle: wait (bounded) for the closed one, fetched over REST.
+    available_at = candles_settle(
+        exchange=strategy.exchange,
+        symbol=strategy.symbol,
+        resolution=strategy.resolution,
+        interval_start=execution.interval_start,
+    )
+    if available_at is None:
+        _finish(
+            execution,
+            status=Status.SKIPPED,
+            error="the closed candle for this interval did not reach the candle store "
+            f"within {settings.CANDLE_SETTLE_S:g} s",
+        )
+        return
     candles = candles_closed_window(
         exchange=strategy.exchange,
         symbol=strategy.symbol,
@@ -142,16 +164,9 @@ def _run(execution: StrategyExecution, strategy: Strategy) -> None:
         close_time=execution.interval_end,
         limit=strategy.lookback,
     )
-    if not candles or candles[-1][0] != int(execution.interval_start.timestamp() * 1000):
-        _finish(
-            execution,
-            status=Status.SKIPPED,
-            error="the closed candle for this interval is not in the candle store",
-        )
-        return
     last = candles[-1]
     execution.close_price = Decimal(str(last[4]))
-    execution.data_available_at = timezone.now()
+    execution.data_available_at = available_at
     execution.candles_used = len(candles)
     _check_stops(execution, last)
     timeout = min(strategy.timeout_s, settings.STRATEGY_MAX_TIMEOUT_S)
@@ -162,6 +177,8 @@ def _run(execution: StrategyExecution, strategy: Strategy) -> None:
         timeout_s=timeout,
         memory_mb=settings.STRATEGY_MEMORY_MB,
         lookback=strategy.lookback,
+        require_isolation=settings.STRATEGY_SANDBOX_REQUIRE_ISOLATION,
+        isolation_mode=settings.STRATEGY_SANDBOX_ISOLATION,
     )
     execution.logs = result.logs
     if not result.ok:
@@ -237,14 +254,16 @@ def execution_dispatch_fanout(*, execution: StrategyExecution, inline: bool = Fa
 def _timing_gate(*, strategy: Strategy, interval_end: datetime, trigger: str) -> RunOutcome | None:
     if trigger not in (Trigger.BEAT, Trigger.STREAM):
         return None  # operators and replays run past candles on purpose
-    ok, drift, reason = validate_execution_timing(
-        interval_end,
-        timezone.now(),
+    if trigger == Trigger.BEAT and interval_end > market_now():
+        return RunOutcome("not_closed", detail="the candle has not closed yet")
+    # Staleness is judged in real seconds since the close, under a replay clock too.
+    real_end = market_to_real(interval_end)
+    ok, _, reason = validate_execution_timing(
+        real_end,
+        max(timezone.now(), real_end),
         strategy.resolution,
         max_drift_s=settings.EXECUTION_MAX_DRIFT_S,
     )
-    if not ok and drift < 0:
-        return RunOutcome("not_closed", detail=reason)
     return None if ok else RunOutcome("stale", detail=reason)
 
 
@@ -315,28 +334,53 @@ def _run_locked(
 
 
 def candle_close_dispatch(
-    *, resolution: str, close_time: datetime | None = None, trigger: str = Trigger.BEAT
+    *,
+    resolution: str,
+    close_time: datetime | None = None,
+    trigger: str = Trigger.BEAT,
+    exchange: str | None = None,
+    symbol: str | None = None,
 ) -> list[int]:
-    """Queue one execution per strategy registered on ``resolution`` for the candle just closed."""
+    """Queue one execution per registered strategy for the candle just closed.
+
+    Beat covers every market of ``resolution``; the streamer names its market. While a streamer
+    is alive, beat's executions wait ``STREAM_BEAT_GRACE_S`` so the streamer goes first and beat
+    only fills in what it missed (finding the rest done, fenced by the unique constraint).
+    """
+    from execution.streaming.services import streamer_alive
     from execution.tasks import execute_strategy
 
-    close_time = round_to_interval_boundary(close_time or timezone.now(), resolution)
+    close_time = round_to_interval_boundary(close_time or market_now(), resolution)
     interval_start = close_time - resolution_to_timedelta(resolution)
-    strategy_ids = registry_strategy_ids_for_resolution(resolution=resolution)
+    strategy_ids = _registered(resolution=resolution, exchange=exchange, symbol=symbol)
     event_emit(
         EventType.CANDLE_CLOSE,
+        exchange=exchange,
+        symbol=symbol,
         resolution=resolution,
         interval_start=interval_start.isoformat(),
         close_time=close_time.isoformat(),
+        trigger=trigger,
     )
+    grace = settings.STREAM_BEAT_GRACE_S if trigger == Trigger.BEAT and streamer_alive() else 0
     for strategy_id in strategy_ids:
-        execute_strategy.delay(
-            strategy_id=strategy_id,
-            interval_start=interval_start.isoformat(),
-            trigger=trigger,
-            scheduled_at=close_time.isoformat(),
+        execute_strategy.apply_async(
+            kwargs={
+                "strategy_id": strategy_id,
+                "interval_start": interval_start.isoformat(),
+                "trigger": trigger,
+                "scheduled_at": close_time.isoformat(),
+            },
+            countdown=grace or None,
         )
     return strategy_ids
+
+
+def _registered(*, resolution: str, exchange: str | None, symbol: str | None) -> list[int]:
+    if exchange is None or symbol is None:
+        return registry_strategy_ids_for_resolution(resolution=resolution)
+    key = market_key(exchange=exchange, symbol=symbol, resolution=resolution)
+    return sorted(registry_strategy_ids(key=key))
 
 
 def interval_start_for_close(*, close_time: datetime, resolution: str) -> datetime:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import ClassVar, TypeVar
 
 from django.conf import settings
 from django.db import connection
@@ -27,13 +28,19 @@ def test_database_url() -> str:
 class WorkerPool:
     """``count`` worker nodes on the test database, started together and stopped together."""
 
-    def __init__(self, count: int = 1, concurrency: int = 2) -> None:
-        self.count, self.concurrency = count, concurrency
+    running: ClassVar[list[WorkerPool]] = []  # every started pool, so a test can pause them
+
+    def __init__(
+        self, count: int = 1, concurrency: int = 2, env: dict[str, str] | None = None
+    ) -> None:
+        self.count, self.concurrency, self.extra_env = count, concurrency, env or {}
         self.workers: list[WorkerProcess] = []
 
     def start_one(self) -> WorkerProcess:
         env = worker_env(
-            DJANGO_SETTINGS_MODULE="config.settings.test", DATABASE_URL=test_database_url()
+            DJANGO_SETTINGS_MODULE="config.settings.test",
+            DATABASE_URL=test_database_url(),
+            **self.extra_env,
         )
         worker = WorkerProcess(
             env=env, log_dir=settings.VAR_DIR / "test-workers", concurrency=self.concurrency
@@ -45,12 +52,15 @@ class WorkerPool:
         started = [self.start_one() for _ in range(self.count)]
         for worker in started:
             worker.wait_ready()
+        WorkerPool.running.append(self)
         return self
 
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop()
         self.workers.clear()
+        if self in WorkerPool.running:
+            WorkerPool.running.remove(self)
 
     def __enter__(self) -> WorkerPool:
         return self.start()
@@ -67,3 +77,16 @@ def wait_for(predicate: Callable[[], T], *, timeout: float = 60.0, what: str = "
             return value
         time.sleep(0.05)
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+@contextmanager
+def other_pools_paused() -> Iterator[None]:
+    """Stop every running pool (they would take this test's tasks), restart them afterwards."""
+    paused = list(WorkerPool.running)
+    for pool in paused:
+        pool.stop()
+    try:
+        yield
+    finally:
+        for pool in paused:
+            pool.start()

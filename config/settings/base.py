@@ -131,6 +131,21 @@ STRATEGY_DEFAULT_LOOKBACK = 100
 STRATEGY_SANDBOX_REQUIRE_ISOLATION = env.bool("STRATEGY_SANDBOX_REQUIRE_ISOLATION", default=False)
 # Beat and stream triggers older than this are stale: the execution is skipped, not run late.
 EXECUTION_MAX_DRIFT_S = env.float("EXECUTION_MAX_DRIFT_S", default=120.0)
+
+# --- candle stream (issue 7) ---------------------------------------------------------------
+# Replay clock shared with the exchange simulator ("<start ISO>@<speed>@<t0>"; empty = real time).
+MARKET_CLOCK = env.str("MARKET_CLOCK", default="")
+# A beat-triggered close waits this long when a streamer is alive, so the streamer goes first.
+STREAM_BEAT_GRACE_S = env.float("STREAM_BEAT_GRACE_S", default=5.0)
+# How long an execution waits for its closed candle to reach the store (fetched over REST).
+CANDLE_SETTLE_S = env.float("CANDLE_SETTLE_S", default=10.0)
+CANDLE_SETTLE_POLL_S = env.float("CANDLE_SETTLE_POLL_S", default=0.5)
+# Fetch missing candles over REST (always for exchanges in EXCHANGE_URL_OVERRIDES).
+CANDLE_REST_FETCH = env.bool("CANDLE_REST_FETCH", default=True)
+# Streamer: how often it re-reads the registry, and its liveness key's time to live.
+STREAM_REGISTRY_POLL_S = env.float("STREAM_REGISTRY_POLL_S", default=1.0)
+STREAM_HEARTBEAT_TTL_S = env.int("STREAM_HEARTBEAT_TTL_S", default=10)
+STREAM_RECONNECT_MAX_S = env.float("STREAM_RECONNECT_MAX_S", default=30.0)
 FANOUT_CHUNK_SIZE = env.int("FANOUT_CHUNK_SIZE", default=1)
 MAX_LEVERAGE = env.int("MAX_LEVERAGE", default=20)
 PAPER_FEE_BPS = Decimal(env.str("PAPER_FEE_BPS", default="10"))

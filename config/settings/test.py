@@ -15,3 +15,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     _name = env.str("TEST_SQLITE_NAME", default="test_db")
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"{_name}.sqlite3")}
 STRATEGY_TIMEOUT_S = 10.0
+# Tests never reach a real exchange: only overridden (simulated) exchanges are fetched from.
+CANDLE_REST_FETCH = env.bool("CANDLE_REST_FETCH", default=False)
+CANDLE_SETTLE_S = env.float("CANDLE_SETTLE_S", default=3.0)
+CANDLE_SETTLE_POLL_S = 0.1

@@ -114,7 +114,7 @@ def test_missing_candle_is_skipped_with_the_reason(market):
     strategy = StrategyFactory()
     subscribe(strategy)
     row = StrategyExecution.objects.get(pk=_run(strategy, 40).execution_id)
-    assert row.status == "skipped" and "not in the candle store" in row.error
+    assert row.status == "skipped" and "did not reach the candle store" in row.error
 
 
 def test_beat_trigger_before_the_close_is_refused_and_a_stale_one_skipped():

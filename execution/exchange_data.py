@@ -1,0 +1,67 @@
+"""Public market data from exchanges (REST and WebSocket), honouring EXCHANGE_URL_OVERRIDES.
+
+Only public endpoints are used here: no credentials ever reach these clients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+from execution.clock import market_now
+from execution.time_utils import datetime_to_ms, resolution_to_timedelta
+
+
+def _rebase(value: Any, base: str, schemes: tuple[str, ...]) -> Any:
+    if isinstance(value, dict):
+        return {k: _rebase(v, base, schemes) for k, v in value.items()}
+    if isinstance(value, str) and value.startswith(schemes):
+        return base.rstrip("/") + urlsplit(value).path
+    return value
+
+
+def _apply_override(client: Any, exchange_id: str) -> Any:
+    base = settings.EXCHANGE_URL_OVERRIDES.get(exchange_id)
+    if not base:
+        return client
+    client.urls["api"] = _rebase(client.urls["api"], base, ("https://", "http://"))
+    # A stand-in such as the simulator serves spot over ws://host:port/stream/ws; ccxt.pro's
+    # Binance client treats a connection as spot only when its URL contains "/stream".
+    ws_base = base.replace("https://", "wss://").replace("http://", "ws://")
+    if isinstance(client.urls["api"].get("ws"), dict):
+        client.urls["api"]["ws"] = {
+            kind: (f"{ws_base.rstrip('/')}/stream/ws" if isinstance(url, str) else url)
+            for kind, url in client.urls["api"]["ws"].items()
+        }
+    client.options["fetchMarkets"] = {"types": ["spot"]}
+    client.options["fetchCurrencies"] = False
+    client.options["fetchMargins"] = False
+    return client
+
+
+def exchange_public_client(exchange_id: str) -> Any:
+    import ccxt
+
+    client = getattr(ccxt, exchange_id)({"timeout": 10_000, "enableRateLimit": False})
+    return _apply_override(client, exchange_id)
+
+
+def exchange_stream_client(exchange_id: str) -> Any | None:
+    """A ccxt.pro client for ``exchange_id``, or None when it has no WebSocket OHLCV."""
+    import ccxt.pro
+
+    if exchange_id not in ccxt.pro.exchanges:
+        return None
+    client = getattr(ccxt.pro, exchange_id)({"timeout": 10_000, "enableRateLimit": False})
+    if not client.has.get("watchOHLCV"):
+        return None
+    return _apply_override(client, exchange_id)
+
+
+def closed_rows(rows: list[list], *, resolution: str) -> list[list]:
+    """Only the rows whose candle has closed by the market clock (never a partial one)."""
+    step_ms = int(resolution_to_timedelta(resolution).total_seconds() * 1000)
+    now_ms = datetime_to_ms(market_now())
+    return [list(r) for r in rows if int(r[0]) + step_ms <= now_ms]

@@ -1,0 +1,77 @@
+"""Writes and reads of the candle streamer (synchronous: called from its database thread)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from execution.candles import candles_import
+from execution.models import Candle
+from execution.redis_client import get_redis
+from execution.registry import INDEX_KEY
+from execution.time_utils import candle_close_time, datetime_to_ms, ms_to_datetime
+
+ALIVE_KEY = "stream:alive"
+
+
+def market_parse(key: str) -> tuple[str, str, str]:
+    """``candle:{exchange}:{symbol}:{resolution}`` (symbols may hold ':', e.g. XRP/USDT:USDT)."""
+    _, rest = key.split(":", 1)
+    exchange, rest = rest.split(":", 1)
+    symbol, resolution = rest.rsplit(":", 1)
+    return exchange, symbol, resolution
+
+
+def stream_markets() -> list[tuple[str, str, str]]:
+    return sorted(market_parse(key) for key in get_redis().smembers(INDEX_KEY))
+
+
+def stream_heartbeat(*, streamer_id: str) -> None:
+    ttl = settings.STREAM_HEARTBEAT_TTL_S
+    pipe = get_redis().pipeline()
+    pipe.set(f"{ALIVE_KEY}:{streamer_id}", 1, ex=ttl)
+    pipe.set(ALIVE_KEY, streamer_id, ex=ttl)
+    pipe.execute()
+
+
+def stream_heartbeat_clear(*, streamer_id: str) -> None:
+    client = get_redis()
+    client.delete(f"{ALIVE_KEY}:{streamer_id}")
+    if client.get(ALIVE_KEY) == streamer_id:
+        client.delete(ALIVE_KEY)
+
+
+def streamer_alive() -> bool:
+    return bool(get_redis().exists(ALIVE_KEY))
+
+
+def stream_last_stored_ms(*, exchange: str, symbol: str, resolution: str) -> int | None:
+    newest = (
+        Candle.objects.filter(exchange=exchange, symbol=symbol, resolution=resolution)
+        .order_by("-open_time")
+        .values_list("open_time", flat=True)
+        .first()
+    )
+    return None if newest is None else datetime_to_ms(newest)
+
+
+def stream_candle_closed(
+    *, exchange: str, symbol: str, resolution: str, row: list, trigger: str = "stream"
+) -> bool:
+    """Store a closed candle and start its executions; False if another streamer did already."""
+    from execution.services import candle_close_dispatch
+
+    candles_import(exchange=exchange, symbol=symbol, resolution=resolution, rows=[row])
+    # Two streamers see the same close: the first to claim it dispatches. (Even a double
+    # dispatch would be harmless, the execution table's unique constraint is the fence.)
+    claim = f"stream:closed:{exchange}:{symbol}:{resolution}:{int(row[0])}"
+    if not get_redis().set(claim, 1, nx=True, ex=7 * 24 * 3600):
+        return False
+    close_time = candle_close_time(ms_to_datetime(int(row[0])), resolution)
+    candle_close_dispatch(
+        resolution=resolution,
+        close_time=close_time,
+        trigger=trigger,
+        exchange=exchange,
+        symbol=symbol,
+    )
+    return True
