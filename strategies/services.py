@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
+from execution.candles import candles_closed_window
 from execution.events import EventType, event_emit
 from execution.registry import (
     market_key,
@@ -19,9 +22,16 @@ from execution.registry import (
     registry_unregister,
 )
 from execution.scheduling import schedule_sync
-from execution.time_utils import normalize_resolution
+from execution.signal_validation import InvalidSignal, signal_parse
+from execution.time_utils import (
+    datetime_to_ms,
+    normalize_resolution,
+    resolution_to_timedelta,
+    round_to_interval_boundary,
+)
 from strategies.models import Strategy, StrategyVersion
-from strategies.sandbox import inspect_code
+from strategies.sandbox import inspect_code, run_strategy
+from strategies.sandbox.samples import synthetic_candles
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}(:[A-Z0-9]{1,20})?$")
 
@@ -47,15 +57,67 @@ def _validated_market(*, exchange: str, symbol: str, resolution: str) -> dict[st
     return {"exchange": exchange, "symbol": symbol, "resolution": resolution}
 
 
-def _validated_code(code: str) -> int:
-    """Compile-check the code; return its LOOKBACK."""
+class StrategyCheckUnavailable(RuntimeError):
+    """The dry run could not take place for reasons that are not the author's (the sandbox is
+    refused or broken on this server): a server error, not a 400."""
+
+
+DRY_RUN_ERROR_CHARS = 4000
+
+
+def _validated_code(
+    *, code: str, exchange: str, symbol: str, resolution: str, settings: dict[str, Any]
+) -> int:
+    """Compile the code, check its entry point, then dry-run it in the sandbox on the market's
+    stored candles (synthetic ones when the store has too few). Returns its LOOKBACK; raises
+    ValidationError({"code": message with the line number}) when the author must fix it."""
     check = inspect_code(code)
     if not check.ok:
         raise ValidationError({"code": check.error})
-    return check.lookback or django_settings.STRATEGY_DEFAULT_LOOKBACK
+    lookback = check.lookback or django_settings.STRATEGY_DEFAULT_LOOKBACK
+    candles = _dry_run_candles(
+        exchange=exchange, symbol=symbol, resolution=resolution, lookback=lookback
+    )
+    result = run_strategy(
+        code=code,
+        candles=candles,
+        settings=settings,
+        timeout_s=min(django_settings.STRATEGY_TIMEOUT_S, django_settings.STRATEGY_MAX_TIMEOUT_S),
+        memory_mb=django_settings.STRATEGY_MEMORY_MB,
+        lookback=lookback,
+        require_isolation=django_settings.STRATEGY_SANDBOX_REQUIRE_ISOLATION,
+        isolation_mode=django_settings.STRATEGY_SANDBOX_ISOLATION,
+    )
+    if not result.ok:
+        if result.sandbox_failure:
+            raise StrategyCheckUnavailable(f"the strategy could not be checked: {result.error}")
+        raise ValidationError({"code": f"dry run failed: {result.error[:DRY_RUN_ERROR_CHARS]}"})
+    try:
+        signal_parse(result.value, fallback_price=Decimal(str(candles[-1][4])))
+    except InvalidSignal as exc:
+        raise ValidationError({"code": f"dry run returned an invalid signal: {exc}"}) from None
+    return lookback
 
 
-@transaction.atomic
+def _dry_run_candles(
+    *, exchange: str, symbol: str, resolution: str, lookback: int
+) -> list[list[float]]:
+    stored = candles_closed_window(
+        exchange=exchange,
+        symbol=symbol,
+        resolution=resolution,
+        close_time=timezone.now(),
+        limit=lookback,
+    )
+    if len(stored) >= lookback:
+        return stored
+    step = resolution_to_timedelta(resolution)
+    end = round_to_interval_boundary(timezone.now(), resolution)
+    return synthetic_candles(
+        count=lookback, step_ms=int(step.total_seconds() * 1000), end_ms=datetime_to_ms(end)
+    )
+
+
 def strategy_create(
     *,
     owner: AbstractBaseUser,
@@ -69,15 +131,43 @@ def strategy_create(
     is_public: bool = False,
     is_marketplace: bool = False,
 ) -> Strategy:
+    """Deploy a strategy: checks the market and the code (including a sandboxed dry run, done
+    before any transaction is opened), then stores it with its version 1."""
     market = _validated_market(exchange=exchange, symbol=symbol, resolution=resolution)
-    lookback = _validated_code(code)
+    lookback = _validated_code(code=code, settings=settings or {}, **market)
+    with transaction.atomic():
+        return _strategy_insert(
+            owner=owner,
+            name=name,
+            description=description,
+            code=code,
+            lookback=lookback,
+            settings=settings or {},
+            is_public=is_public,
+            is_marketplace=is_marketplace,
+            market=market,
+        )
+
+
+def _strategy_insert(
+    *,
+    owner: AbstractBaseUser,
+    name: str,
+    description: str,
+    code: str,
+    lookback: int,
+    settings: dict[str, Any],
+    is_public: bool,
+    is_marketplace: bool,
+    market: dict[str, str],
+) -> Strategy:
     strategy = Strategy.objects.create(
         owner=owner,
         name=name,
         description=description,
         code=code,
         lookback=lookback,
-        settings=settings or {},
+        settings=settings,
         is_public=is_public,
         is_marketplace=is_marketplace,
         timeout_s=django_settings.STRATEGY_TIMEOUT_S,
@@ -101,10 +191,24 @@ def strategy_update_settings(*, strategy: Strategy, settings: dict[str, Any]) ->
     return locked
 
 
-@transaction.atomic
 def strategy_update_code(*, strategy: Strategy, code: str) -> Strategy:
-    lookback = _validated_code(code)
-    locked = Strategy.objects.select_for_update().get(pk=strategy.pk)
+    """Replace the code after the same checks as on deploy; every change is a new immutable
+    StrategyVersion (submitting the current code again changes nothing)."""
+    if code == strategy.code:
+        return strategy
+    lookback = _validated_code(
+        code=code,
+        exchange=strategy.exchange,
+        symbol=strategy.symbol,
+        resolution=strategy.resolution,
+        settings=strategy.settings or {},
+    )
+    with transaction.atomic():
+        return _strategy_new_version(strategy_id=strategy.pk, code=code, lookback=lookback)
+
+
+def _strategy_new_version(*, strategy_id: int, code: str, lookback: int) -> Strategy:
+    locked = Strategy.objects.select_for_update().get(pk=strategy_id)
     locked.code, locked.lookback = code, lookback
     locked.code_version += 1
     locked.save(update_fields=["code", "lookback", "code_version", "updated_at"])
@@ -163,11 +267,7 @@ def registry_rebuild() -> int:
 
 
 def strategy_deploy(*, owner: AbstractBaseUser, **fields: Any) -> Strategy:
-    """What ``POST /api/strategies/deploy`` calls: create the strategy, then the deploy checks.
-
-    ``strategy_create`` already compiles the code and checks its entry point. The dry run on
-    sample candles (issue 5) belongs here, after the create and inside the same transaction,
-    so a failed dry run leaves nothing behind.
-    """
-    with transaction.atomic():
-        return strategy_create(owner=owner, **fields)
+    """What ``POST /api/strategies/deploy`` calls. ``strategy_create`` compiles the code,
+    checks its entry point and dry-runs it in the sandbox before anything is stored, so a
+    rejected strategy leaves nothing behind."""
+    return strategy_create(owner=owner, **fields)

@@ -129,6 +129,8 @@ STRATEGY_MAX_TIMEOUT_S = env.float("STRATEGY_MAX_TIMEOUT_S", default=60.0)
 STRATEGY_MEMORY_MB = env.int("STRATEGY_MEMORY_MB", default=512)
 STRATEGY_DEFAULT_LOOKBACK = 100
 STRATEGY_SANDBOX_REQUIRE_ISOLATION = env.bool("STRATEGY_SANDBOX_REQUIRE_ISOLATION", default=False)
+# auto (bubblewrap when usable, else rlimit + Landlock + seccomp), bwrap, rlimit, or cold.
+STRATEGY_SANDBOX_ISOLATION = env.str("STRATEGY_SANDBOX_ISOLATION", default="auto")
 # Beat and stream triggers older than this are stale: the execution is skipped, not run late.
 EXECUTION_MAX_DRIFT_S = env.float("EXECUTION_MAX_DRIFT_S", default=120.0)
 

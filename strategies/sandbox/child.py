@@ -75,13 +75,26 @@ class CappedWriter(io.TextIOBase):
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        data = text.encode("utf-8", "backslashreplace")
-        left = self._budget[0]
-        keep = data[:left] if left > 0 else b""
+        left = max(self._budget[0], 0)
+        # Encode only what can be kept (a char is at least one byte): printing 100 MB must not
+        # cost another 100 MB, which the memory limit would turn into a failure.
+        head = text[:left].encode("utf-8", "backslashreplace")
+        keep = head[:left]
         self._budget[0] = left - len(keep)
-        self._budget[1] += len(data) - len(keep)
+        self._budget[1] += len(head) - len(keep) + _utf8_size(text, left)
         _write_all(self._fd, keep)
         return len(text)
+
+
+def _utf8_size(text: str, start: int) -> int:
+    """Encoded size of ``text[start:]``, without encoding it all at once."""
+    if text.isascii():
+        return max(len(text) - start, 0)
+    step = 1 << 20
+    return sum(
+        len(text[i : i + step].encode("utf-8", "backslashreplace"))
+        for i in range(start, len(text), step)
+    )
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -124,13 +137,15 @@ def encode_request(header: dict[str, Any], candles: bytes) -> bytes:
 # --------------------------------------------------------------------------- limits
 
 
-def apply_limits(timeout_s: float, memory_mb: int) -> None:
+def apply_limits(timeout_s: float, memory_mb: int, baseline_bytes: int = 0) -> None:
     """Lower this process's own limits. Runs before any strategy code, so the strategy cannot
-    undo them (hard limits can only go down for an unprivileged process)."""
+    undo them (hard limits can only go down without CAP_SYS_RESOURCE, dropped right after).
+    ``baseline_bytes`` is the address space already mapped (preloaded libraries): the strategy
+    gets ``memory_mb`` on top of it."""
     used = resource.getrusage(resource.RUSAGE_SELF)
     cpu_limit = math.ceil(used.ru_utime + used.ru_stime + timeout_s + 1)
     _setrlimit(resource.RLIMIT_CPU, cpu_limit, cpu_limit + 1)
-    _setrlimit(resource.RLIMIT_AS, memory_mb * 1024 * 1024)
+    _setrlimit(resource.RLIMIT_AS, baseline_bytes + memory_mb * 1024 * 1024)
     _setrlimit(resource.RLIMIT_NOFILE, 64)
     _setrlimit(resource.RLIMIT_FSIZE, 1024 * 1024)
     _setrlimit(resource.RLIMIT_CORE, 0)
@@ -139,6 +154,17 @@ def apply_limits(timeout_s: float, memory_mb: int) -> None:
     _setrlimit(resource.RLIMIT_NPROC, 64)
     # Exceeding RLIMIT_FSIZE should raise OSError(EFBIG) in the strategy, not kill us silently.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def address_space_bytes() -> int:
+    """Current virtual size: RLIMIT_AS is set to this + memory_mb, so that the limit measures
+    what the strategy allocates, not the preloaded libraries (numpy/OpenBLAS reserve a lot of
+    address space they never use)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _setrlimit(which: int, soft: int, hard: int | None = None) -> None:
@@ -275,12 +301,22 @@ def send_result(fd: int, frame: dict[str, Any]) -> None:
 
 
 def main(argv: list[str]) -> None:
+    """Cold mode: one execution in this fresh process (see process.py)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import jail  # this directory only, before sys.path is replaced
+
+    # Die with the worker (a sleeping strategy would otherwise outlive a killed worker).
+    parent = os.getppid()
+    jail.set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
     result_fd = int(argv[1])
     header, candles = read_request(0)
     sys.path[:] = header["sys_path"]
     import_libraries()
     os.close(0)
-    apply_limits(float(header["timeout_s"]), int(header["memory_mb"]))
+    apply_limits(float(header["timeout_s"]), int(header["memory_mb"]), address_space_bytes())
+    jail.confine(workdir=os.getcwd(), read_paths=header.get("read_paths") or [])
     _write_all(result_fd, READY_BYTE)
     frame = execute(header, candles, log_fd=1)
     send_result(result_fd, frame)

@@ -18,6 +18,8 @@ def inspect_code(code: str) -> CodeCheck:
         return CodeCheck(False, f"syntax error: {exc.msg} (line {exc.lineno})", None, exc.lineno)
     except ValueError as exc:  # e.g. source containing NUL bytes
         return CodeCheck(False, f"syntax error: {exc}", None)
+    except (RecursionError, MemoryError):  # the parser's limits on pathological nesting
+        return CodeCheck(False, "syntax error: the code is nested too deeply", None)
     lookback, lookback_error = _read_lookback(tree)
     if lookback_error:
         return CodeCheck(False, lookback_error[0], None, lookback_error[1])

@@ -1,7 +1,8 @@
-"""Cold backend: one fresh ``python -I -S`` process per execution (no zygote).
+"""Cold backend: one fresh ``python -I -S`` process per execution (no zygote, no bubblewrap).
 
 Simple and robust, but every execution pays for interpreter start-up and importing pandas
-(~1 s of CPU). Used as the fallback when the zygote cannot be used."""
+(~0.6 s of CPU). Used as the fallback when the rlimit zygote cannot be started; the child
+applies the same rlimits, capability drop, Landlock and seccomp as the zygote's executors."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ import tempfile
 import time
 from typing import IO
 
-from .protocol import CHILD_SCRIPT, MAX_RESULT_BYTES, READY_BYTE, RawOutcome, child_env
+from .protocol import (
+    CHILD_SCRIPT,
+    MAX_RESULT_BYTES,
+    READY_BYTE,
+    RawOutcome,
+    child_env,
+    workdir_prefix,
+)
 
 # Start-up (interpreter + pandas import) must finish within this on top of the timeout.
 STARTUP_GRACE_S = 20.0
@@ -25,7 +33,7 @@ DRAIN_GRACE_S = 0.2
 
 
 def run_in_subprocess(payload: bytes, timeout_s: float) -> RawOutcome:
-    workdir = tempfile.mkdtemp(prefix="strategy-")
+    workdir = tempfile.mkdtemp(prefix=workdir_prefix(os.getpid()))
     try:
         return _run(payload, timeout_s, workdir)
     finally:

@@ -3,8 +3,11 @@ strict decoding of the child's result. No Django here."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
+import shutil
 import signal
 import sys
 import sysconfig
@@ -46,13 +49,15 @@ class RawOutcome:
         self.dropped += max(0, len(data) - max(room, 0))
 
 
+@functools.cache
 def child_sys_path() -> list[str]:
     """The interpreter's stdlib + site-packages, and nothing from the project or cwd: the child
     runs with -I -S so it gets exactly this list."""
     paths = sysconfig.get_paths()
     wanted = {
         os.path.realpath(p)
-        for key in ("stdlib", "platstdlib", "purelib", "platlib")
+        # Not "platstdlib": in a virtualenv it is the venv's lib dir, not a module directory.
+        for key in ("stdlib", "purelib", "platlib")
         if (p := paths.get(key))
     }
     result = []
@@ -66,6 +71,32 @@ def child_sys_path() -> list[str]:
         if p not in {os.path.realpath(e) for e in result}:
             result.append(p)
     return result
+
+
+WORKDIR_PREFIX = "strategy-run-"
+_WORKDIR_RE = re.compile(rf"^{WORKDIR_PREFIX}(\d+)-")
+
+
+def workdir_prefix(owner_pid: int) -> str:
+    """Per-execution work directories are named after the process whose death abandons them
+    (rlimit supervisor, or the worker for cold runs), so a later sweep can tell."""
+    return f"{WORKDIR_PREFIX}{owner_pid}-"
+
+
+def sweep_stale_workdirs(directory: str) -> int:
+    """Remove work directories whose owner process is gone: left by a worker or zygote killed
+    with SIGKILL in the middle of an execution (nothing could clean up then)."""
+    removed = 0
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in entries:
+        match = _WORKDIR_RE.match(name)
+        if match and not os.path.exists(f"/proc/{match.group(1)}"):
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def child_env(workdir: str) -> dict[str, str]:
@@ -105,6 +136,7 @@ def build_request(
     timeout_s: float,
     memory_mb: int,
     lookback: int | None,
+    read_paths: list[str] | None = None,
 ) -> bytes:
     if not isinstance(code, str):
         raise RequestError("invalid code: expected str")
@@ -117,6 +149,8 @@ def build_request(
         "timeout_s": float(timeout_s),
         "memory_mb": int(memory_mb),
         "sys_path": child_sys_path(),
+        # Landlock allow-list of the cold child (the zygote gets its own at start-up).
+        "read_paths": read_paths or [],
     }
     packed = pack_candles(candles)
     try:

@@ -14,6 +14,9 @@ class SandboxResult:
     logs: str  # the strategy's print()/stderr output, capped
     duration_ms: float  # wall time of the whole call
     isolation: str  # 'bwrap' or 'rlimit'
+    # True when the failure is the platform's (sandbox refused, could not start, died), not
+    # something the strategy did: callers must not blame the author for it.
+    sandbox_failure: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,54 @@
-"""Tests of the strategy sandbox (no database needed)."""
+"""Tests of the strategy sandbox itself (no database needed).
+
+The hostile suite runs every case with bubblewrap ("bwrap", skipped where it is unusable) and
+without it ("rlimit": the zygote with rlimits, seccomp, Landlock and a clean environment), and
+the most important ones also in "cold" mode (one fresh process per execution, the fallback
+when no zygote can start). Assertions that need namespaces are skipped without bubblewrap;
+file-system ones without bubblewrap need Landlock in the kernel and are skipped otherwise.
+Each hostile case goes through ``hostile()``, which also checks that nothing leaked: no
+secret in the result, no process left behind, no files left in the work directories, and
+the zygote unharmed."""
 
 from __future__ import annotations
 
+import glob
+import logging
 import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from strategies.sandbox import CodeCheck, SandboxResult, dry_run, inspect_code, run_strategy
+from strategies.sandbox import (
+    CodeCheck,
+    SandboxResult,
+    dry_run,
+    inspect_code,
+    isolation,
+    run_strategy,
+    zygote_client,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+BWRAP_USABLE, BWRAP_REASON = isolation.bwrap_status()
+LANDLOCK = isolation.landlock_usable()
+BWRAP = pytest.param(
+    "bwrap", marks=pytest.mark.skipif(not BWRAP_USABLE, reason=f"bwrap unusable: {BWRAP_REASON}")
+)
+MODES = [BWRAP, "rlimit"]
+ALL_MODES = [BWRAP, "rlimit", "cold"]
+# Put in this process's environment before any zygote starts: it must never come back.
+CANARY = "canary-secret-7f3a9c"
 
 CANDLES = [[1_700_000_000_000 + i * 60_000, 1.0, 2.0, 0.5, 1.5 + i, 10.0] for i in range(200)]
 
@@ -17,6 +57,31 @@ def generate_signal(candles, settings):
     return {"signal": "HOLD", "price": float(candles["close"].iloc[-1]),
             "stopLoss": None, "takeProfit": None, "metadata": {"n": len(candles)}}
 """
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_zygotes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Zygotes started for this module only, after a canary secret was put in the
+    environment, with their work directories in a directory of their own (so that the leak
+    checks are not confused by other test runs sharing /tmp)."""
+    zygote_client.shutdown()
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("sandbox-tmp"))
+    os.environ["SANDBOX_CANARY_SECRET"] = CANARY
+    yield
+    zygote_client.shutdown()
+    os.environ.pop("SANDBOX_CANARY_SECRET", None)
+    tempfile.tempdir = previous
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=ALL_MODES)
+def any_mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def run(code: str, **kwargs: object) -> SandboxResult:
@@ -192,96 +257,694 @@ def test_inspect_code_errors(code: str, fragment: str, line: int | None) -> None
 
 
 # --------------------------------------------------------------------------- hostile
+#
+# Every hostile strategy must end with ok=False and a specific, readable error, quickly, and
+# leave the test process (standing in for the Celery worker) and the zygote intact.
 
 
-def test_infinite_loop_times_out() -> None:
-    result = run("def generate_signal(c, s):\n    while True:\n        pass\n", timeout_s=2)
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            if pid not in found:
+                found.add(pid)
+                todo.append(pid)
+    return found
+
+
+def _leftover_work_files() -> list[str]:
+    """Anything in the private temp dir: executions must remove their work directories."""
+    return glob.glob(os.path.join(tempfile.gettempdir(), "*"))
+
+
+def _eventually(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def hostile(code: str, mode: str, **kwargs: object) -> SandboxResult:
+    """Run a hostile strategy and check that nothing leaked, whatever it did."""
+    zygote = None if mode == "cold" else zygote_client.get_zygote(mode)
+    processes = _descendants(os.getpid())
+    result = run(code, isolation_mode=mode, **kwargs)
+    assert CANARY not in repr(result), "a secret of the worker reached the strategy"
+    assert result.isolation == ("rlimit" if mode == "cold" else mode)
+    # (Processes may have gone meanwhile: the previous execution's supervisor exiting.)
+    assert _eventually(lambda: _descendants(os.getpid()) <= processes), (
+        f"processes left behind: {_descendants(os.getpid()) - processes}"
+    )
+    assert _eventually(lambda: not _leftover_work_files()), _leftover_work_files()
+    if zygote is not None:
+        assert zygote.alive(), "the zygote died"
+        assert zygote_client.get_zygote(mode) is zygote
+    return result
+
+
+def _zygote_pid(mode: str) -> int:
+    return zygote_client.get_zygote(mode).proc.pid
+
+
+def _skip_fs_assertions_without_isolation(mode: str) -> None:
+    if mode != "bwrap" and not LANDLOCK:
+        pytest.skip("without bubblewrap and without Landlock the host file system is visible")
+
+
+LOOP = "def generate_signal(c, s):\n    while True:\n        pass\n"
+
+
+def test_infinite_loop_times_out(any_mode: str) -> None:
+    result = hostile(LOOP, any_mode, timeout_s=2)
     assert not result.ok
     assert result.error == "timeout after 2.0 s"
-    assert result.duration_ms < 2000 + 3000
+    # The strategy's clock starts when it is ready to run (a cold start is not its fault).
+    startup_ms = 4000 if any_mode == "cold" else 0
+    assert 1900 < result.duration_ms < 3500 + startup_ms
 
 
-def test_memory_bomb() -> None:
-    code = (
-        "def generate_signal(c, s):\n    x = []\n    while True:\n        x.append(b'x' * 10**7)\n"
-    )
-    result = run(code, memory_mb=300)
+def test_sleeping_strategy_times_out(mode: str) -> None:
+    code = "import time\ndef generate_signal(c, s):\n    print('zz')\n    time.sleep(60)\n"
+    result = hostile(code, mode, timeout_s=1)
+    assert result.error == "timeout after 1.0 s"
+    assert result.logs == "zz\n"  # output written before the kill is kept
+
+
+MEMORY_BOMB = (
+    "def generate_signal(c, s):\n    x = []\n    while True:\n        x.append(b'x' * 10**7)\n"
+)
+
+
+def test_memory_bomb(any_mode: str) -> None:
+    result = hostile(MEMORY_BOMB, any_mode, memory_mb=300)
     assert not result.ok
     assert result.error == "memory limit exceeded (300 MiB)"
 
 
-def test_environment_has_no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_single_huge_allocation(mode: str) -> None:
+    code = (
+        "import numpy as np\ndef generate_signal(c, s):\n    return {'n': np.ones(10**9).sum()}\n"
+    )
+    result = hostile(code, mode, memory_mb=256)
+    assert result.error == "memory limit exceeded (256 MiB)"
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ("while True:\n        os.fork()", 4),
+        ("subprocess.run(['true'])", 3),
+        ("multiprocessing.Process(target=print).start()", 3),
+    ],
+)
+def test_fork_bomb_and_subprocesses_are_refused(any_mode: str, body: str, line: int) -> None:
+    code = f"import os, subprocess, multiprocessing\ndef generate_signal(c, s):\n    {body}\n"
+    result = hostile(code, any_mode)
+    assert not result.ok
+    assert result.error.startswith("exception: PermissionError: [Errno 1] Operation not permitted")
+    assert f"(line {line})" in result.error
+
+
+def test_shell_commands_do_not_run(any_mode: str, tmp_path: Path) -> None:
+    target = tmp_path / "pwned"
+    code = (
+        f"import os\ndef generate_signal(c, s):\n    return {{'rc': os.system('touch {target}')}}\n"
+    )
+    result = hostile(code, any_mode)
+    assert result.ok and result.value is not None and result.value["rc"] != 0  # fork refused
+    assert not target.exists()
+
+
+def test_threads_are_refused(mode: str) -> None:
+    code = (
+        "import threading\ndef generate_signal(c, s):\n    threading.Thread(target=print).start()\n"
+    )
+    result = hostile(code, mode)
+    assert result.error.startswith("exception: RuntimeError: can't start new thread (line 3)")
+
+
+@pytest.mark.parametrize("port", [6379, 5432])
+def test_no_network(any_mode: str, port: int) -> None:
+    code = f"""
+    import socket
+    def generate_signal(c, s):
+        sock = socket.create_connection(("127.0.0.1", {port}), timeout=1)
+        return {{"connected": True}}
+    """
+    result = hostile(code, any_mode)
+    assert not result.ok
+    # seccomp refuses socket() in every mode; under bwrap the network namespace is empty too.
+    assert result.error.startswith("exception: PermissionError: [Errno 1] Operation not permitted")
+    assert "(line 4)" in result.error
+
+
+def test_cannot_reach_a_real_listener(mode: str) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.5)
+    port = server.getsockname()[1]
+    code = f"""
+    import socket
+    def generate_signal(c, s):
+        socket.create_connection(("127.0.0.1", {port}), timeout=1).sendall(b"leak")
+    """
+    try:
+        result = hostile(code, mode)
+        with pytest.raises(TimeoutError):
+            server.accept()
+    finally:
+        server.close()
+    assert not result.ok
+
+
+def test_environment_has_no_secrets(any_mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SANDBOX_TEST_SECRET_KEY", "hunter2")
+    monkeypatch.setenv("DATABASE_URL", "postgres://user:hunter2@db/x")
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "config.settings.test")
-    code = "import os\ndef generate_signal(c, s):\n    return {'env': dict(os.environ)}\n"
-    result = run(code)
+    zygote_client.shutdown()  # the secret must not reach even a freshly started zygote
+    code = """
+    import os
+    def generate_signal(c, s):
+        try:
+            raw = open("/proc/self/environ", "rb").read().decode(errors="replace")
+        except OSError as exc:
+            raw = repr(exc)
+        return {"env": dict(os.environ), "raw": raw}
+    """
+    result = hostile(code, any_mode)
     assert result.ok, result.error
     assert result.value is not None
     env = result.value["env"]
+    assert "hunter2" not in repr(result.value)
     assert "SANDBOX_TEST_SECRET_KEY" not in env
+    assert "DATABASE_URL" not in env
     assert "DJANGO_SETTINGS_MODULE" not in env
-    assert "hunter2" not in repr(env)
-    assert not any(k.endswith(("_KEY", "_URL", "_SECRET", "PASSWORD")) for k in env)
+    assert set(env) <= {
+        "PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS", "NUMEXPR_MAX_THREADS", "LC_CTYPE",
+    }  # fmt: skip
 
 
-def test_print_flood_is_capped_and_fast() -> None:
+def _probe_files_code(paths: list[str]) -> str:
+    return f"""
+    def generate_signal(c, s):
+        out = {{}}
+        for path in {paths!r}:
+            try:
+                with open(path, "rb") as fh:
+                    out[path] = "read %d bytes" % len(fh.read())
+            except OSError as exc:
+                out[path] = type(exc).__name__
+        return out
+    """
+
+
+def test_cannot_read_project_settings_or_proc(any_mode: str) -> None:
+    targets = [
+        str(PROJECT_ROOT / "config" / "settings" / "base.py"),
+        str(PROJECT_ROOT / "config" / "settings" / "production.py"),
+        str(PROJECT_ROOT / "pyproject.toml"),
+        str(Path(__file__).resolve()),
+        "/proc/1/environ",
+        f"/proc/{os.getpid()}/environ",
+        f"/proc/{os.getpid()}/cmdline",
+        "/proc/self/environ",
+        "/etc/shadow",
+        "/etc/passwd",
+    ]
+    if any_mode != "cold":
+        targets.append(f"/proc/{_zygote_pid(any_mode)}/environ")
+    result = hostile(_probe_files_code(targets), any_mode)
+    assert result.ok, result.error
+    assert result.value is not None
+    _skip_fs_assertions_without_isolation(any_mode)
+    assert all(not v.startswith("read") for v in result.value.values()), result.value
+
+
+def test_cannot_see_the_project_directory(mode: str) -> None:
+    if mode == "rlimit":
+        pytest.skip("namespace-specific")
+    # Every directory on the way to a mounted Python directory must hold nothing else.
+    layout = isolation.sandbox_layout()
+    parents = sorted(
+        {str(p) for _, inside in layout.binds for p in Path(inside).parents if str(p) != "/"}
+    )
+    code = f"""
+    import os
+    def generate_signal(c, s):
+        return {{"exists": os.path.exists({str(PROJECT_ROOT)!r}),
+                "venv": os.path.exists({str(PROJECT_ROOT / ".venv")!r}),
+                "root": sorted(os.listdir("/")),
+                "parents": {{p: sorted(os.listdir(p)) for p in {parents!r}}},
+                "ppid": os.getppid(), "pid": os.getpid(), "proc": os.listdir("/proc")}}
+    """
+    result = hostile(code, mode)
+    assert result.ok, result.error
+    value = result.value
+    assert value is not None
+    assert value["exists"] is False and value["venv"] is False
+    # Own PID namespace, under a tiny init: the strategy is never PID 1 itself.
+    assert value["pid"] == 2 and value["ppid"] == 1
+    assert value["proc"] == []
+    inside = [inside for _, inside in layout.binds]
+    expected_top = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "tmp", "proc"}
+    expected_top |= {"dev", "etc", "sandbox"} | {p.split("/")[1] for p in inside}
+    assert set(value["root"]) <= expected_top, value["root"]
+    for parent, names in value["parents"].items():
+        wanted = {p[len(parent) + 1 :].split("/")[0] for p in inside if p.startswith(parent + "/")}
+        assert set(names) <= wanted | set(isolation.SCRIPTS), (parent, names)
+
+
+def test_cannot_write_outside_its_temp_dir(any_mode: str) -> None:
+    targets = [
+        "/tmp/escape",
+        "/var/tmp/escape",
+        "/etc/escape",
+        "/escape",
+        "/usr/escape",
+        "/dev/escape",
+        "/dev/shm/escape",
+        "/sandbox/escape",
+        "../escape",
+        str(PROJECT_ROOT / "escape"),
+        str(Path(tempfile.gettempdir()) / "escape"),
+    ]
+    code = f"""
+    import os, tempfile
+    def generate_signal(c, s):
+        out = {{}}
+        for path in {targets!r}:
+            try:
+                with open(path, "w") as fh:
+                    fh.write("x")
+                out[path] = "written"
+                os.unlink(path)
+            except OSError as exc:
+                out[path] = type(exc).__name__
+        with open("own.txt", "w") as fh:
+            fh.write("fine")
+        os.mkdir("sub")
+        with tempfile.NamedTemporaryFile(dir=None) as fh:
+            out["tempdir"] = os.path.dirname(fh.name) == os.getcwd()
+        out["own"] = open("own.txt").read()
+        return out
+    """
+    result = hostile(code, any_mode)
+    assert result.ok, result.error
+    value = result.value
+    assert value is not None
+    assert value["own"] == "fine"
+    assert value["tempdir"] is True
+    _skip_fs_assertions_without_isolation(any_mode)
+    assert all(value[p] != "written" for p in targets), value
+
+
+def test_the_work_dir_is_the_only_writable_place(any_mode: str) -> None:
+    # Tries to create a file in every directory it can list (two levels deep, plus a few
+    # usual suspects): only its own work directory may accept it.
+    code = """
+    import os
+    def generate_signal(c, s):
+        dirs = ["/", "/tmp", "/var/tmp", "/dev/shm", "/run", "/run/lock", "/etc", "/usr", "/root"]
+        dirs += [os.path.dirname(os.getcwd()), *s["extra"]]
+        for top in list(dirs):
+            try:
+                dirs += [os.path.join(top, n) for n in os.listdir(top)]
+            except OSError:
+                pass
+        writable = []
+        for d in dict.fromkeys(dirs):
+            if os.path.realpath(d) == os.getcwd() or not os.path.isdir(d) or os.path.islink(d):
+                continue
+            if d.startswith(("/proc", "/sys")):
+                continue
+            try:
+                fd = os.open(os.path.join(d, ".sandbox-probe"), os.O_CREAT | os.O_WRONLY, 0o600)
+            except OSError:
+                continue
+            os.close(fd)
+            os.unlink(os.path.join(d, ".sandbox-probe"))
+            writable.append(d)
+        return {"writable": writable}
+    """
+    extra = [str(PROJECT_ROOT), str(PROJECT_ROOT / ".venv"), *isolation.landlock_read_paths()]
+    result = hostile(code, any_mode, timeout_s=20, settings={"extra": extra})
+    assert result.ok, result.error
+    _skip_fs_assertions_without_isolation(any_mode)
+    assert result.value == {"writable": []}
+
+
+def test_big_file_write_is_refused(mode: str) -> None:
+    code = "def generate_signal(c, s):\n    open('big', 'wb').write(b'x' * 2 * 1024 * 1024)\n"
+    result = hostile(code, mode)
+    assert result.error.startswith("exception: OSError: [Errno 27] File too large")
+
+
+def test_executions_do_not_share_files_or_memory(mode: str) -> None:
+    writer = """
+    import os, pandas, time
+    def generate_signal(c, s):
+        open("secret.txt", "w").write("mine")
+        pandas.LEAKED = "mine"
+        os.environ["LEAKED"] = "mine"
+        time.sleep(s.get("sleep", 0))
+        return {"cwd": os.getcwd()}
+    """
+    reader = """
+    import os, pandas
+    def generate_signal(c, s):
+        return {"files": os.listdir("."), "attr": getattr(pandas, "LEAKED", None),
+                "env": os.environ.get("LEAKED")}
+    """
+    assert run(writer, isolation_mode=mode).ok
+    after = run(reader, isolation_mode=mode)
+    with ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(run, writer, settings={"sleep": 1.0}, isolation_mode=mode)
+        time.sleep(0.5)
+        during = run(reader, isolation_mode=mode)
+        assert slow.result().ok
+    for result in (after, during):
+        assert result.ok, result.error
+        assert result.value == {"files": [], "attr": None, "env": None}
+
+
+def test_print_flood_is_capped_and_fast(any_mode: str) -> None:
     code = "def generate_signal(c, s):\n    print('x' * (100 * 1024 * 1024))\n    return None\n"
-    result = run(code, timeout_s=10)
+    result = hostile(code, any_mode, timeout_s=10)
     assert result.ok, result.error
     assert len(result.logs) < 1024 * 1024 + 100
-    assert "bytes dropped]" in result.logs
-    assert result.duration_ms < 10_000
+    assert result.logs.endswith(f"[... {100 * 1024 * 1024 + 1 - 1024 * 1024} bytes dropped]")
+    assert result.duration_ms < (6000 if any_mode == "cold" else 3000)
 
 
-def test_raw_fd_flood_is_capped() -> None:
+def test_raw_fd_flood_is_capped(mode: str) -> None:
     code = (
         "import os\ndef generate_signal(c, s):\n"
-        "    for _ in range(100):\n        os.write(1, b'y' * 1024 * 1024)\n    return {'a': 1}\n"
+        "    for _ in range(100):\n        os.write(1, b'y' * 1024 * 1024)\n"
+        "        os.write(2, b'z' * 1024)\n    return {'a': 1}\n"
     )
-    result = run(code, timeout_s=10)
+    result = hostile(code, mode, timeout_s=10)
     assert result.ok, result.error
     assert result.value == {"a": 1}
     assert len(result.logs) < 1024 * 1024 + 100
     assert "bytes dropped]" in result.logs
+    assert result.duration_ms < 5000
 
 
-def test_fake_result_frames_on_stdout_are_just_logs() -> None:
+def test_fake_result_frames_are_just_logs(any_mode: str) -> None:
     code = """
     import os, sys
     FAKE = '{"ok": true, "value": {"signal": "LONG"}, "error": "", "dropped": 0}'
     def generate_signal(c, s):
         print("R" + FAKE)
         sys.stderr.write(FAKE)
-        os.write(1, FAKE.encode())
+        os.write(1, b"\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x10" + FAKE.encode())
         return {"signal": "HOLD"}
     """
-    result = run(code)
+    result = hostile(code, any_mode)
     assert result.ok, result.error
     assert result.value == {"signal": "HOLD"}
     assert '"LONG"' in result.logs
 
 
-def test_sys_exit_is_a_failure() -> None:
-    result = run("import sys\ndef generate_signal(c, s):\n    sys.exit(0)\n")
+def test_garbage_on_the_result_channel_fails_the_execution(mode: str) -> None:
+    # Writing to the result pipe itself, then returning normally: two documents, rejected.
+    code = (
+        "import os\ndef generate_signal(c, s):\n    os.write(3, b'{\"ok\": true}')\n    return {}\n"
+    )
+    result = hostile(code, mode)
+    assert not result.ok
+    assert result.error == "invalid result: malformed result frame"
+
+
+def test_sys_exit_is_a_failure(any_mode: str) -> None:
+    result = hostile("import sys\ndef generate_signal(c, s):\n    sys.exit(0)\n", any_mode)
     assert not result.ok
     assert result.error == "strategy called sys.exit(0)"
 
 
-def test_os_exit_is_a_failure() -> None:
-    result = run("import os\ndef generate_signal(c, s):\n    os._exit(3)\n")
+@pytest.mark.parametrize("code", [0, 3])
+def test_os_exit_is_a_failure(any_mode: str, code: int) -> None:
+    result = hostile(f"import os\ndef generate_signal(c, s):\n    os._exit({code})\n", any_mode)
     assert not result.ok
-    assert result.error == "process exited with code 3 before returning a result"
-    result = run("import os\ndef generate_signal(c, s):\n    os._exit(0)\n")
-    assert not result.ok
-    assert result.error == "process exited with code 0 before returning a result"
+    assert result.error == f"process exited with code {code} before returning a result"
 
 
-@pytest.mark.skip(reason="phase 1: the cold backend's parent is the test process itself")
-def test_parent_survives_kill_of_parent_pid() -> None:
-    parent = os.getpid()
-    code = "import os, signal\ndef generate_signal(c, s):\n    os.kill(os.getppid(), 9)\n"
-    result = run(code)
-    assert os.getpid() == parent  # we are still alive
-    assert not result.ok or result.value is None
-    # And the sandbox still works afterwards.
-    assert run(TRIVIAL).ok
+def test_self_kill_is_a_failure(mode: str) -> None:
+    code = "import os\ndef generate_signal(c, s):\n    os.abort()\n"
+    result = hostile(code, mode)
+    assert not result.ok
+    assert result.error == "process killed by signal SIGABRT before returning a result"
+
+
+@pytest.mark.parametrize("target", ["os.getppid()", "1", "0", "-1", "TEST_PROCESS", "ZYGOTE"])
+def test_killing_other_processes_fails_and_everyone_survives(any_mode: str, target: str) -> None:
+    if target == "ZYGOTE" and any_mode == "cold":
+        pytest.skip("no zygote in cold mode")
+    if target == "ZYGOTE":
+        target = str(_zygote_pid(any_mode))
+    target = target.replace("TEST_PROCESS", str(os.getpid()))
+    code = f"import os, signal\ndef generate_signal(c, s):\n    os.kill({target}, signal.SIGKILL)\n"
+    result = hostile(code, any_mode)
+    assert not result.ok
+    assert result.error.startswith("exception: PermissionError"), result.error
+    assert run(TRIVIAL, isolation_mode=any_mode).ok
+
+
+def test_exception_traceback_has_only_strategy_frames(any_mode: str) -> None:
+    code = "import pandas as pd\n\ndef generate_signal(c, s):\n    return pd.Series([1]).loc[5]\n"
+    result = hostile(code, any_mode)
+    assert result.error.startswith("exception: KeyError: 5 (line 4)")
+    assert 'File "<strategy>", line 4, in generate_signal' in result.error
+    assert "pandas" not in result.error.split("\n", 1)[1]
+    assert "zygote" not in result.error and "child.py" not in result.error
+
+
+def test_nan_result(any_mode: str) -> None:
+    code = "import numpy as np\ndef generate_signal(c, s):\n    return {'price': np.nan}\n"
+    result = hostile(code, any_mode)
+    assert result.error == "invalid result: non-finite number"
+
+
+def test_oversized_result(mode: str) -> None:
+    code = "def generate_signal(c, s):\n    return {'x': 'y' * (2 * 1024 * 1024)}\n"
+    result = hostile(code, mode)
+    assert result.error.startswith("invalid result: larger than")
+
+
+def test_concurrent_runs_complete_while_a_hostile_one_times_out(mode: str) -> None:
+    with ThreadPoolExecutor(6) as pool:
+        hostile_run = pool.submit(run, LOOP, timeout_s=3, isolation_mode=mode)
+        time.sleep(0.2)
+        started = time.monotonic()
+        friendly = [pool.submit(run, TRIVIAL, isolation_mode=mode) for _ in range(10)]
+        results = [f.result() for f in friendly]
+        friendly_s = time.monotonic() - started
+        assert not hostile_run.done()
+        assert hostile_run.result().error == "timeout after 3.0 s"
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+    assert friendly_s < 2.5
+
+
+# --------------------------------------------------------------------------- zygote lifecycle
+
+
+def test_zygote_is_restarted_after_it_dies(mode: str) -> None:
+    zygote = zygote_client.get_zygote(mode)
+    os.killpg(zygote.proc.pid, signal.SIGKILL)
+    zygote.proc.wait(5)
+    result = run(TRIVIAL, isolation_mode=mode)
+    assert result.ok, result.error
+    assert zygote_client.get_zygote(mode) is not zygote
+
+
+def test_zygote_killed_during_an_execution_fails_only_that_one(mode: str) -> None:
+    zygote = zygote_client.get_zygote(mode)
+    processes = _descendants(os.getpid())
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(run, LOOP, timeout_s=5, isolation_mode=mode)
+        time.sleep(0.5)
+        os.killpg(zygote.proc.pid, signal.SIGKILL)
+        result = running.result()
+    assert not result.ok
+    assert result.error == "sandbox process died during the execution"
+    assert result.duration_ms < 3000  # the executor went with the zygote, no timeout needed
+    assert _eventually(lambda: _descendants(os.getpid()) < processes)
+    assert run(TRIVIAL, isolation_mode=mode).ok
+    # A killed rlimit supervisor cannot remove its work dir; once it is gone, the next zygote
+    # to start sweeps the dir (named after it).
+    owners = [Path(p).name.split("-")[2] for p in _leftover_work_files()]
+    assert _eventually(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in owners))
+    zygote_client.shutdown()
+    assert run(TRIVIAL, isolation_mode=mode).ok
+    assert not _leftover_work_files()
+
+
+def test_forked_worker_gets_its_own_zygote(mode: str) -> None:
+    parent_zygote = zygote_client.get_zygote(mode)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the forked child
+        try:
+            result = run(TRIVIAL, isolation_mode=mode)
+            own = zygote_client.get_zygote(mode).proc.pid != parent_zygote.proc.pid
+            os.write(write_end, b"ok" if result.ok and own else result.error.encode()[:200])
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    answer = os.read(read_end, 1024)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert answer == b"ok"
+    assert parent_zygote.alive()
+    assert run(TRIVIAL, isolation_mode=mode).ok
+
+
+def test_zygote_does_not_outlive_a_short_lived_starter_thread(mode: str) -> None:
+    zygote_client.shutdown()
+    thread = threading.Thread(target=run, args=(TRIVIAL,), kwargs={"isolation_mode": mode})
+    thread.start()
+    thread.join()
+    zygote = zygote_client.get_zygote(mode)
+    time.sleep(0.3)
+    assert zygote.alive()  # spawned from the keeper thread, not the dead caller thread
+
+
+def test_zygote_dies_with_the_process_that_started_it(mode: str) -> None:
+    # A worker process killed with SIGKILL (no cleanup at all) must not leave sandboxes.
+    # An execution is in flight (a sleeping strategy: no CPU limit would ever stop it).
+    script = textwrap.dedent(f"""
+        import json, os, signal, threading, time
+        from strategies.sandbox import run_strategy, zygote_client
+        from tests.strategies.test_sandbox import TRIVIAL, CANDLES, _descendants
+        assert run_strategy(code=TRIVIAL, candles=CANDLES, settings={{}},
+                            isolation_mode={mode!r}).ok
+        sleeper = "import time\\ndef generate_signal(c, s):\\n    time.sleep(3600)\\n"
+        threading.Thread(target=run_strategy, daemon=True, kwargs=dict(
+            code=sleeper, candles=CANDLES, settings={{}}, timeout_s=600,
+            isolation_mode={mode!r})).start()
+        time.sleep(1)
+        print(json.dumps(sorted(_descendants(os.getpid()))), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "SANDBOX_CANARY_SECRET"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, env=env, capture_output=True, check=False
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    sandbox_pids = [int(p) for p in proc.stdout.decode().strip("[]\n").split(",")]
+    assert len(sandbox_pids) >= 3  # zygote, supervisor, executor at least
+    assert _eventually(lambda: not any(os.path.exists(f"/proc/{p}") for p in sandbox_pids))
+
+
+def test_shutdown_stops_the_zygote_and_removes_its_files(mode: str) -> None:
+    zygote = zygote_client.get_zygote(mode)
+    processes = _descendants(zygote.proc.pid) | {zygote.proc.pid}
+    zygote_client.shutdown()
+    assert zygote.proc.poll() is not None
+    assert _eventually(lambda: not any(os.path.exists(f"/proc/{p}") for p in processes))
+    assert not _leftover_work_files()
+
+
+# --------------------------------------------------------------------------- isolation policy
+
+
+def test_require_isolation_refuses_without_bwrap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(isolation, "bwrap_status", lambda: (False, "bwrap is not installed"))
+    result = run(TRIVIAL, require_isolation=True)
+    assert not result.ok
+    assert result.error == "isolation required but bubblewrap is not usable: bwrap is not installed"
+    monkeypatch.setenv("STRATEGY_SANDBOX_REQUIRE_ISOLATION", "1")
+    assert run(TRIVIAL).error.startswith("isolation required")
+    # Forcing the rlimit level does not get around the requirement either.
+    assert run(TRIVIAL, isolation_mode="rlimit").error.startswith("isolation required")
+
+
+def test_falls_back_to_rlimit_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(isolation, "bwrap_status", lambda: (False, "bwrap is not installed"))
+    monkeypatch.setattr(isolation, "_warned", False)
+    with caplog.at_level(logging.WARNING, logger="strategies.sandbox"):
+        first, second = run(TRIVIAL), run(TRIVIAL)
+    assert first.ok and second.ok
+    assert first.isolation == "rlimit"
+    warnings = [r for r in caplog.records if r.name == "strategies.sandbox"]
+    assert len(warnings) == 1
+    assert "bubblewrap unavailable" in warnings[0].getMessage()
+
+
+def _failing_zygote(failing_mode: str):  # type: ignore[no-untyped-def]
+    real = zygote_client.get_zygote
+
+    def get_zygote(mode: str) -> zygote_client.Zygote:
+        if mode == failing_mode:
+            raise zygote_client.ZygoteError("sandbox did not start (exit code 1)")
+        return real(mode)
+
+    return get_zygote
+
+
+@pytest.mark.skipif(not BWRAP_USABLE, reason="bwrap unusable")
+def test_bwrap_that_cannot_start_falls_back_to_rlimit_or_refuses(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(isolation, "_warned", False)
+    monkeypatch.setattr(isolation, "_probe_result", None)  # restored: probed again afterwards
+    monkeypatch.setattr("strategies.sandbox.runner.get_zygote", _failing_zygote("bwrap"))
+    refused = run(TRIVIAL, require_isolation=True)
+    assert refused.error == (
+        "isolation required but bubblewrap is not usable: sandbox did not start (exit code 1)"
+    )
+    monkeypatch.setattr(isolation, "_probe_result", None)
+    with caplog.at_level(logging.WARNING, logger="strategies.sandbox"):
+        result = run(TRIVIAL)
+    assert result.ok and result.isolation == "rlimit"
+    assert "bubblewrap unavailable" in caplog.text
+    assert isolation.bwrap_status() == (False, "sandbox did not start (exit code 1)")
+
+
+def test_rlimit_zygote_that_cannot_start_falls_back_to_cold_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("strategies.sandbox.runner.get_zygote", _failing_zygote("rlimit"))
+    result = run(TRIVIAL, isolation_mode="rlimit")
+    assert result.ok, result.error
+    assert result.isolation == "rlimit"
+    assert hostile(LOOP, "rlimit", timeout_s=1).error == "timeout after 1.0 s"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"isolation_mode": "chroot"}, "invalid isolation mode 'chroot'"),
+        ({"timeout_s": 0}, "invalid timeout: 0"),
+        ({"timeout_s": 10_000}, "invalid timeout: 10000"),
+    ],
+)
+def test_invalid_options_are_refused(kwargs: dict, error: str) -> None:
+    result = run(TRIVIAL, **kwargs)
+    assert not result.ok and result.error.startswith(error)
+
+
+@pytest.mark.skipif(not BWRAP_USABLE, reason="bwrap unusable")
+def test_auto_mode_uses_bwrap_when_usable() -> None:
+    assert run(TRIVIAL).isolation == "bwrap"
+
+
+def test_package_imports_without_django() -> None:
+    code = "import strategies.sandbox, sys; assert 'django' not in sys.modules"
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, check=True)

@@ -1,0 +1,288 @@
+"""Code validation on deploy and on code change, and strategy versions.
+
+Deploying or changing code compiles it, checks the entry point, then dry-runs it in the sandbox
+on the market's stored candles (synthetic ones when the store has too few). What the author
+must fix comes back as a ValidationError on the field "code" with the message and the line
+(the API turns it into a 400); every accepted change is a new immutable StrategyVersion, and
+each execution records the version it ran.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from execution.models import StrategyExecution
+from execution.services import execution_run
+from execution.time_utils import datetime_to_ms
+from strategies.models import Strategy, StrategyVersion
+from strategies.sandbox import isolation, zygote_client
+from strategies.services import (
+    StrategyCheckUnavailable,
+    strategy_create,
+    strategy_deploy,
+    strategy_update_code,
+)
+from tests.factories import flat_candles, load_candles, subscribe
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BWRAP_USABLE, BWRAP_REASON = isolation.bwrap_status()
+MODES = [
+    pytest.param(
+        "bwrap", marks=pytest.mark.skipif(not BWRAP_USABLE, reason=f"bwrap: {BWRAP_REASON}")
+    ),
+    "rlimit",
+]
+START = datetime(2018, 1, 10, 5, 0, tzinfo=UTC)
+STEP = timedelta(minutes=5)
+
+VALID = """
+LOOKBACK = 20
+
+def generate_signal(candles, settings):
+    return None
+"""
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest, settings) -> str:
+    settings.STRATEGY_SANDBOX_ISOLATION = request.param
+    return str(request.param)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _stop_zygotes():
+    yield
+    zygote_client.shutdown()
+
+
+def deploy(user, code: str, **fields) -> Strategy:
+    params = {
+        "name": "checked",
+        "code": code,
+        "exchange": "binance",
+        "symbol": "ETH/BTC",
+        "resolution": "5m",
+    }
+    params.update(fields)
+    return strategy_create(owner=user, **params)
+
+
+def code_error(excinfo: pytest.ExceptionInfo[ValidationError]) -> str:
+    errors = excinfo.value.message_dict
+    assert set(errors) == {"code"}, errors
+    return errors["code"][0]
+
+
+# --------------------------------------------------------------------------- deploy
+
+
+def test_valid_code_is_deployed_with_version_1(user, mode):
+    strategy = strategy_deploy(
+        owner=user, name="ok", code=VALID, exchange="binance", symbol="ETH/BTC", resolution="5m"
+    )
+    assert strategy.code_version == 1 and strategy.lookback == 20
+    version = StrategyVersion.objects.get(strategy=strategy)
+    assert (version.version, version.code, version.lookback) == (1, VALID, 20)
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (
+            "def generate_signal(c, s):\n    return (\n",
+            "syntax error: '(' was never closed (line 2)",
+        ),
+        ("def other(c, s):\n    pass\n", "generate_signal(candles, settings) is not defined"),
+        ("def generate_signal(c):\n    pass\n", "generate_signal must take exactly 2 parameters"),
+        ("LOOKBACK = 0\ndef generate_signal(c, s):\n    pass\n", "LOOKBACK must be an int"),
+    ],
+)
+def test_static_errors_are_reported_without_running_anything(user, code, message):
+    with pytest.raises(ValidationError) as excinfo:
+        deploy(user, code)
+    assert code_error(excinfo).startswith(message)
+    assert not Strategy.objects.exists() and not StrategyVersion.objects.exists()
+
+
+def test_exception_in_the_dry_run_gives_message_line_and_traceback(user, mode):
+    code = (
+        "LOOKBACK = 10\n\n"
+        "def helper(candles):\n"
+        "    return candles['close'].iloc[-1] / 0 + undefined_name\n\n"
+        "def generate_signal(candles, settings):\n"
+        "    return helper(candles)\n"
+    )
+    with pytest.raises(ValidationError) as excinfo:
+        deploy(user, code)
+    message = code_error(excinfo)
+    assert message.startswith(
+        "dry run failed: exception: NameError: name 'undefined_name' is not defined (line 4)"
+    )
+    assert 'File "<strategy>", line 7, in generate_signal' in message
+    assert not Strategy.objects.exists()
+
+
+def test_module_level_error_is_reported_with_its_line(user, mode):
+    with pytest.raises(ValidationError) as excinfo:
+        deploy(user, "import os\nx = 1 / 0\ndef generate_signal(c, s):\n    return None\n")
+    assert code_error(excinfo).startswith(
+        "dry run failed: exception: ZeroDivisionError: division by zero (line 2)"
+    )
+
+
+def test_hanging_strategy_is_rejected_after_the_timeout(user, mode, settings):
+    settings.STRATEGY_TIMEOUT_S = 1.0
+    with pytest.raises(ValidationError) as excinfo:
+        deploy(user, "def generate_signal(c, s):\n    while True:\n        pass\n")
+    assert code_error(excinfo) == "dry run failed: timeout after 1.0 s"
+
+
+def test_hostile_code_is_rejected_and_nothing_is_stored(user, mode):
+    code = "import os\ndef generate_signal(c, s):\n    os.kill(os.getppid(), 9)\n"
+    with pytest.raises(ValidationError) as excinfo:
+        deploy(user, code)
+    assert code_error(excinfo).startswith(
+        "dry run failed: exception: PermissionError: [Errno 1] Operation not permitted (line 3)"
+    )
+    assert not Strategy.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("returned", "message"),
+    [
+        ("{'signal': 'LONG', 'price': 1.0, 'stopLoss': 2.0}", "dry run returned an invalid signal"),
+        ("{'signal': 'BUY'}", "dry run returned an invalid signal: unknown signal 'BUY'"),
+        ("{'signal': 'LONG', 'price': float('nan')}", "dry run failed: invalid result: non-finite"),
+        ("42", "dry run failed: invalid result: expected a dict or None, got int"),
+    ],
+)
+def test_invalid_signals_are_rejected(user, returned, message):
+    with pytest.raises(ValidationError) as excinfo:
+        deploy(user, f"def generate_signal(c, s):\n    return {returned}\n")
+    assert code_error(excinfo).startswith(message)
+
+
+CHECKS_CANDLES = """
+LOOKBACK = 30
+
+def generate_signal(candles, settings):
+    last = float(candles["close"].iloc[-1])
+    if len(candles) != 30 or abs(last - settings["expected_close"]) > 1e-9:
+        raise ValueError(f"saw {len(candles)} candles, last close {last!r}")
+    return None
+"""
+
+
+def test_dry_run_uses_the_markets_stored_candles_and_the_settings(user):
+    # given 40 stored candles for the market
+    rows = flat_candles(start_ms=datetime_to_ms(START), count=40)
+    load_candles(rows=rows)
+    # then the dry run sees the newest 30 of them, with the strategy's settings
+    strategy = deploy(user, CHECKS_CANDLES, settings={"expected_close": rows[-1][4]})
+    assert strategy.pk
+
+
+def test_dry_run_falls_back_to_synthetic_candles(user):
+    # given a market without stored candles (another market has some)
+    load_candles(symbol="BTC/USDT", rows=flat_candles(start_ms=datetime_to_ms(START), count=40))
+    code = """
+import math
+LOOKBACK = 50
+
+def generate_signal(candles, settings):
+    ts = candles["timestamp"]
+    steps = ts.diff().dropna().unique()
+    closes = candles["close"]
+    assert len(candles) == 50, len(candles)
+    assert len(steps) == 1 and steps[0].total_seconds() == 300, steps
+    assert ts.iloc[-1].minute % 5 == 0 and ts.dt.tz is not None
+    assert (closes > 0).all() and all(math.isfinite(x) for x in closes)
+    assert (candles["high"] >= candles[["open", "close"]].max(axis=1)).all()
+    assert (candles["low"] <= candles[["open", "close"]].min(axis=1)).all()
+    return None
+"""
+    # then the dry run runs on 50 plausible 5-minute candles
+    assert deploy(user, code).lookback == 50
+
+
+def test_settings_used_by_the_dry_run_must_be_present(user):
+    with pytest.raises(ValidationError) as excinfo:
+        deploy(user, "def generate_signal(c, s):\n    return {'signal': s['side']}\n")
+    assert code_error(excinfo).startswith("dry run failed: exception: KeyError: 'side' (line 2)")
+    assert deploy(user, "def generate_signal(c, s):\n    return {'signal': s['side']}\n",
+                  settings={"side": "HOLD"}).pk  # fmt: skip
+
+
+def test_refused_sandbox_is_a_server_error_not_the_authors(user, settings, monkeypatch):
+    settings.STRATEGY_SANDBOX_REQUIRE_ISOLATION = True
+    monkeypatch.setattr(isolation, "bwrap_status", lambda: (False, "bwrap is not installed"))
+    with pytest.raises(StrategyCheckUnavailable) as excinfo:
+        deploy(user, VALID)
+    assert str(excinfo.value) == (
+        "the strategy could not be checked: isolation required but bubblewrap is not usable: "
+        "bwrap is not installed"
+    )
+    assert not Strategy.objects.exists()
+
+
+# --------------------------------------------------------------------------- code changes
+
+
+V1 = "def generate_signal(candles, settings):\n    print('v1')\n    return None\n"
+V2 = "LOOKBACK = 7\n\ndef generate_signal(candles, settings):\n    print('v2')\n    return None\n"
+
+
+def test_code_change_creates_a_new_immutable_version(user, mode):
+    strategy = deploy(user, V1)
+    updated = strategy_update_code(strategy=strategy, code=V2)
+    assert updated.code_version == 2 and updated.code == V2 and updated.lookback == 7
+    versions = list(
+        StrategyVersion.objects.filter(strategy=strategy)
+        .order_by("version")
+        .values_list("version", "code", "lookback")
+    )
+    assert versions == [(1, V1, 100), (2, V2, 7)]
+
+
+def test_resubmitting_the_same_code_changes_nothing(user):
+    strategy = deploy(user, V1)
+    same = strategy_update_code(strategy=strategy, code=V1)
+    assert same.code_version == 1
+    assert StrategyVersion.objects.filter(strategy=strategy).count() == 1
+
+
+def test_rejected_code_change_keeps_the_current_version(user, mode):
+    strategy = deploy(user, V1)
+    with pytest.raises(ValidationError) as excinfo:
+        strategy_update_code(strategy=strategy, code="def generate_signal(c, s):\n    1 / 0\n")
+    assert "ZeroDivisionError" in code_error(excinfo) and "(line 2)" in code_error(excinfo)
+    strategy.refresh_from_db()
+    assert strategy.code == V1 and strategy.code_version == 1
+    assert StrategyVersion.objects.filter(strategy=strategy).count() == 1
+
+
+def test_executions_record_the_version_they_ran(user, mode):
+    # given a deployed strategy with a subscriber and a market
+    load_candles(rows=flat_candles(start_ms=datetime_to_ms(START), count=20))
+    strategy = deploy(user, V1)
+    subscribe(strategy)
+
+    # when a candle runs, the code changes, and the next candle runs
+    first = execution_run(
+        strategy_id=strategy.pk, interval_start=START + STEP * 10, trigger="replay"
+    )
+    strategy_update_code(strategy=strategy, code=V2)
+    second = execution_run(
+        strategy_id=strategy.pk, interval_start=START + STEP * 11, trigger="replay"
+    )
+
+    # then each execution ran, and recorded, the version current when it started
+    rows = StrategyExecution.objects.in_bulk([first.execution_id, second.execution_id])
+    one, two = rows[first.execution_id], rows[second.execution_id]
+    assert (one.code_version, one.logs, one.candles_used) == (1, "v1\n", 11)
+    assert (two.code_version, two.logs, two.candles_used) == (2, "v2\n", 7)
+    assert StrategyVersion.objects.get(strategy=strategy, version=1).code == V1
