@@ -10,15 +10,21 @@ request as a whole) to messages; it is empty for errors that are not about a fie
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
+import django_filters
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.http import Http404
+from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema_field
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import PageNumberPagination
@@ -102,7 +108,9 @@ class ErrorSerializer(serializers.Serializer):
 
     detail = serializers.CharField()
     code = serializers.CharField()
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+    errors = serializers.DictField(  # type: ignore[assignment]  # a field, as DRF allows
+        child=serializers.ListField(child=serializers.CharField())
+    )
 
 
 def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
@@ -119,37 +127,140 @@ def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
 
 
 # --- Serializers ----------------------------------------------------------------------------
+# JSON types each kind of field takes; DRF would also coerce e.g. 1 to "1", "5" to 5, 0 to False.
+_JSON_TYPES: list[tuple[type, type | tuple[type, ...], str]] = [
+    (serializers.BooleanField, bool, "Must be true or false."),
+    (serializers.IntegerField, int, "A valid integer is required."),
+    (serializers.CharField, str, "Not a valid string."),
+    (serializers.ChoiceField, str, "Not a valid string."),
+]
+
+
+def _json_type_error(field: serializers.Field, value: Any) -> str | None:
+    if value is None:
+        return None  # the field's allow_null decides
+    for kind, expected, message in _JSON_TYPES:
+        if isinstance(field, kind):
+            wrong_bool = isinstance(value, bool) and expected is not bool
+            return message if wrong_bool or not isinstance(value, expected) else None
+    return None
+
+
 class StrictFieldsMixin:
-    """Reject keys the serializer does not know, instead of silently dropping them."""
+    """Request bodies as the schema says: no unknown keys, and each value of its JSON type.
+
+    Unknown keys are refused instead of silently dropped, and values are not coerced across
+    JSON types (``"5"`` is not an integer, ``0`` is not a boolean, ``12`` is not a string).
+    """
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, Mapping):
-            known = {name for name, f in self.fields.items() if not f.read_only}  # type: ignore[attr-defined]
-            unknown = sorted(str(key) for key in data if key not in known)
-            if unknown:
-                raise exceptions.ValidationError({key: ["Unknown field."] for key in unknown})
+            fields = {n: f for n, f in self.fields.items() if not f.read_only}  # type: ignore[attr-defined]
+            errors = {str(key): ["Unknown field."] for key in data if key not in fields}
+            for name, field in fields.items():
+                message = _json_type_error(field, data.get(name)) if name in data else None
+                if message:
+                    errors[name] = [message]
+            if errors:
+                raise exceptions.ValidationError(dict(sorted(errors.items())))
         return super().to_internal_value(data)  # type: ignore[misc]
+
+
+class StrictFieldsSchema(OpenApiSerializerExtension):
+    """Document the strictness: request bodies allow no properties beyond the listed ones."""
+
+    target_class = StrictFieldsMixin
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        if direction == "request":
+            schema["additionalProperties"] = False
+        return schema
 
 
 # --- Pagination -----------------------------------------------------------------------------
 class Pagination(PageNumberPagination):
+    """Page numbers from 1. Malformed ``page``/``page_size`` are a 400, a page past the end 404."""
+
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+    # Longer numbers are out of range whatever the data (and int() of huge strings is slow).
+    _max_digits = 9
 
-    def paginate_queryset(self, queryset, request, view=None):  # type: ignore[no-untyped-def]
-        try:
-            return super().paginate_queryset(queryset, request, view)
-        except exceptions.NotFound as exc:
-            # A page that does not exist is bad input like any other: 400 with the field.
-            raise exceptions.ValidationError({self.page_query_param: [str(exc.detail)]}) from exc
+    def _positive_int(self, request: Request, name: str, maximum: int | None) -> int | None:
+        """The parameter's value; None when absent or (with no maximum) beyond any range."""
+        raw = request.query_params.get(name)
+        if raw is None:
+            return None
+        digits = raw.lstrip("0")
+        if not re.fullmatch(r"[0-9]+", raw) or not digits:
+            raise exceptions.ValidationError({name: ["A positive integer is required."]})
+        value = int(digits) if len(digits) <= self._max_digits else None
+        if maximum is not None and (value is None or value > maximum):
+            raise exceptions.ValidationError({name: [f"Ensure this value is at most {maximum}."]})
+        return value
+
+    def get_page_size(self, request: Request) -> int:
+        size = self._positive_int(request, self.page_size_query_param, self.max_page_size)
+        return size or self.page_size
+
+    def get_page_number(self, request: Request, paginator: Any) -> int:
+        page = self._positive_int(request, self.page_query_param, None)
+        if page is None and self.page_query_param in request.query_params:
+            raise exceptions.NotFound("Invalid page.")  # more digits than any real page count
+        return page or 1
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        page, size = super().get_schema_operation_parameters(view)
+        page["schema"] = {"type": "integer", "minimum": 1}
+        page["description"] = "A page number from 1; a page past the last one is a 404."
+        size["schema"] = {"type": "integer", "minimum": 1, "maximum": self.max_page_size}
+        size["description"] = f"Results per page, {self.page_size} by default."
+        return [page, size]
+
+
+# --- Filters --------------------------------------------------------------------------------
+class StrictFilterSet(django_filters.FilterSet):
+    """Filters whose bad values are a 400, like any other input.
+
+    django-filter skips a blank value and reads anything it does not recognise as a boolean
+    as "unset"; here both are field errors, so a typo never silently widens a listing.
+    """
+
+    BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+
+    def is_valid(self) -> bool:
+        valid = super().is_valid()
+        for name, flt in self.filters.items():
+            raw = self.data.get(name)
+            if raw is None or name in self.form.errors:
+                continue
+            if raw == "":
+                self.form.add_error(name, "This value may not be blank.")
+            elif isinstance(flt, django_filters.BooleanFilter) and raw.lower() not in self.BOOLEANS:
+                self.form.add_error(name, "Must be true or false.")
+        return valid and not self.form.errors
 
 
 # --- Throttling -----------------------------------------------------------------------------
+@functools.cache
+def _throttle_cache() -> Any:
+    # In Redis, so the limit holds across every web process, not per process.
+    from django.core.cache.backends.redis import RedisCache
+
+    return RedisCache(settings.REDIS_APP_URL, {"KEY_PREFIX": "throttle"})
+
+
 class AuthRateThrottle(SimpleRateThrottle):
     """Per client IP on the unauthenticated endpoints (guessing passwords, mass sign-ups)."""
 
     scope = "auth"
+
+    @property
+    def cache(self) -> Any:  # type: ignore[override]
+        return _throttle_cache()
 
     def get_rate(self) -> str:
         # Read at request time, so a deployment (or a test) can change it in settings.
@@ -160,15 +271,21 @@ class AuthRateThrottle(SimpleRateThrottle):
 
 
 # --- Fields ---------------------------------------------------------------------------------
-def _check_storable(value: Any, path: str = "") -> None:
-    """Refuse what the databases cannot store: NUL characters and lone surrogates."""
+MAX_JSON_DEPTH = 32
+
+
+def _check_storable(value: Any, path: str = "", depth: int = 0) -> None:
+    """Refuse what the databases cannot store (NUL characters, lone surrogates) and nesting
+    deeper than any settings need."""
+    if depth > MAX_JSON_DEPTH:
+        raise serializers.ValidationError(f"nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, dict):
         for key, item in value.items():
-            _check_storable(key, path)
-            _check_storable(item, f"{path}.{key}" if path else str(key))
+            _check_storable(key, path, depth)
+            _check_storable(item, f"{path}.{key}" if path else str(key), depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _check_storable(item, f"{path}.{index}" if path else str(index))
+            _check_storable(item, f"{path}.{index}" if path else str(index), depth + 1)
     elif isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -192,8 +309,6 @@ class JSONObjectField(serializers.JSONField):
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> Any:
-        import json
-
         value = super().to_internal_value(data)
         if not isinstance(value, dict):
             self.fail("not_an_object")
@@ -203,11 +318,54 @@ class JSONObjectField(serializers.JSONField):
         return value
 
 
-@extend_schema_field(
-    {
-        "anyOf": [{"type": "string", "format": "decimal"}, {"type": "number"}],
-        "description": "A decimal, as a JSON string (exact) or number.",
-    }
-)
+DECIMAL_STRING = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
 class DecimalInputField(serializers.DecimalField):
-    """Decimals in requests: strings or numbers; NaN and infinities are refused by DRF."""
+    """Decimals in requests: a JSON string (exact, plain notation) or a number.
+
+    ``greater_than`` is an exclusive lower bound (``min_value`` is inclusive); NaN and the
+    infinities are refused by DRF.
+    """
+
+    default_error_messages = {
+        "not_plain": 'Write the number in plain notation, e.g. "1000" or "0.01".',
+        "min_exclusive": "Ensure this value is greater than {limit}.",
+    }
+
+    def __init__(self, *, greater_than: Decimal | None = None, **kwargs: Any) -> None:
+        self.greater_than = greater_than
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> Decimal:
+        if isinstance(data, bool):
+            self.fail("invalid")
+        if isinstance(data, str) and not DECIMAL_STRING.fullmatch(data):
+            self.fail("not_plain")
+        value = super().to_internal_value(data)
+        if self.greater_than is not None and value <= self.greater_than:
+            self.fail("min_exclusive", limit=self.greater_than)
+        return value
+
+
+class DecimalInputSchema(OpenApiSerializerFieldExtension):
+    """Both accepted forms with their bounds, so clients and fuzzers know the valid range."""
+
+    target_class = DecimalInputField
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        field: DecimalInputField = self.target
+        assert field.max_digits is not None and field.decimal_places is not None
+        whole = field.max_digits - field.decimal_places
+        number: dict[str, Any] = {"type": "number"}
+        if field.greater_than is not None:
+            number.update(minimum=float(field.greater_than), exclusiveMinimum=True)
+        if field.min_value is not None:
+            number["minimum"] = float(field.min_value)
+        number["maximum"] = float(field.max_value) if field.max_value is not None else 10**whole - 1
+        string = {
+            "type": "string",
+            "format": "decimal",
+            "pattern": rf"^-?\d{{1,{whole}}}(\.\d{{1,{field.decimal_places}}})?$",
+        }
+        return {"oneOf": [string, number], "description": field.help_text or ""}

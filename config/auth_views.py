@@ -20,7 +20,7 @@ from config.api import AuthRateThrottle, StrictFieldsMixin, error_responses
 
 class RegisterSerializer(StrictFieldsMixin, serializers.Serializer):
     username = serializers.RegexField(
-        r"^[\w.@+-]+\Z", max_length=150, help_text="Letters, digits and @/./+/-/_ only."
+        r"^[\w.@+-]+$", max_length=150, help_text="Letters, digits and @/./+/-/_ only."
     )
     email = serializers.EmailField(max_length=254)
     password = serializers.CharField(write_only=True, max_length=128, trim_whitespace=False)
@@ -63,7 +63,7 @@ class RegisterView(APIView):
         tags=["auth"],
         auth=[],
         request=RegisterSerializer,
-        responses={201: UserSerializer, **error_responses(400, 429)},
+        responses={201: UserSerializer, **error_responses(400, 409, 429)},
         summary="Create an account",
     )
     def post(self, request: Request) -> Response:

@@ -3,12 +3,13 @@ from __future__ import annotations
 import django_filters
 from django.db.models import QuerySet
 
+from config.api import StrictFilterSet
 from execution.models import StrategyExecution
 from execution.time_utils import CANONICAL_RESOLUTIONS
 from strategies.models import Strategy
 
 
-class StrategyFilter(django_filters.FilterSet):
+class StrategyFilter(StrictFilterSet):
     mine = django_filters.BooleanFilter(
         method="filter_mine", label="Only my strategies (true) or only others' (false)."
     )
@@ -32,7 +33,7 @@ class StrategyFilter(django_filters.FilterSet):
         return queryset.filter(owner=user) if value else queryset.exclude(owner=user)
 
 
-class ExecutionFilter(django_filters.FilterSet):
+class ExecutionFilter(StrictFilterSet):
     status = django_filters.ChoiceFilter(choices=StrategyExecution.Status.choices)
     trigger = django_filters.ChoiceFilter(choices=StrategyExecution.Trigger.choices)
     interval_start_after = django_filters.IsoDateTimeFilter(

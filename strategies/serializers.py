@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from typing import Any
+
+import ccxt
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -7,8 +10,22 @@ from config.api import JSONObjectField, StrictFieldsMixin
 from execution.models import StrategyExecution
 from execution.time_utils import CANONICAL_RESOLUTIONS
 from strategies.models import Strategy
+from strategies.services import SYMBOL_RE
 
 RESOLUTIONS = list(CANONICAL_RESOLUTIONS)
+# The same list strategies.services.exchange_is_known checks; as choices it is also the
+# enum the OpenAPI schema documents.
+CCXT_EXCHANGES = sorted(ccxt.exchanges)
+EXCHANGES = ["paper", *CCXT_EXCHANGES]
+
+
+def exchange_field(*, allow_paper: bool, **kwargs: Any) -> serializers.ChoiceField:
+    hint = 'a ccxt exchange id or "paper"' if allow_paper else "a ccxt exchange id"
+    return serializers.ChoiceField(
+        choices=EXCHANGES if allow_paper else CCXT_EXCHANGES,
+        error_messages={"invalid_choice": f'Unknown exchange "{{input}}": use {hint}.'},
+        **kwargs,
+    )
 
 
 class StrategyDeploySerializer(StrictFieldsMixin, serializers.Serializer):
@@ -19,9 +36,16 @@ class StrategyDeploySerializer(StrictFieldsMixin, serializers.Serializer):
         trim_whitespace=False,
         help_text="Python source defining generate_signal(candles, settings).",
     )
-    exchange = serializers.CharField(max_length=50, help_text="A ccxt exchange id, or 'paper'.")
-    symbol = serializers.CharField(max_length=50, help_text="ccxt unified symbol, e.g. ETH/BTC.")
-    resolution = serializers.ChoiceField(choices=RESOLUTIONS)
+    exchange = exchange_field(allow_paper=True, help_text="A ccxt exchange id, or `paper`.")
+    symbol = serializers.RegexField(
+        SYMBOL_RE.pattern,
+        max_length=50,
+        help_text="ccxt unified symbol, e.g. `ETH/BTC` (or `BTC/USDT:USDT` for a swap).",
+        error_messages={"invalid": 'Not a ccxt unified symbol such as "ETH/BTC".'},
+    )
+    resolution = serializers.ChoiceField(
+        choices=RESOLUTIONS, help_text="Candle resolution the strategy runs on."
+    )
     settings = JSONObjectField(default=dict)
     is_public = serializers.BooleanField(default=False)
     is_marketplace = serializers.BooleanField(default=False)
@@ -112,6 +136,7 @@ class StrategyStatsSerializer(serializers.Serializer):
     average_duration_ms = serializers.FloatField(allow_null=True)
     drift_p50_ms = serializers.FloatField(allow_null=True)
     drift_p95_ms = serializers.FloatField(allow_null=True)
+    drift_p99_ms = serializers.FloatField(allow_null=True)
     drift_sample_size = serializers.IntegerField(
         help_text="Executions the percentiles are computed over (the most recent ones)."
     )

@@ -44,7 +44,7 @@ class StrategyListView(generics.ListAPIView):
     @extend_schema(
         tags=TAGS,
         summary="Your strategies and everyone's public ones",
-        responses={200: StrategySerializer(many=True), **error_responses(400, 401)},
+        responses={200: StrategySerializer(many=True), **error_responses(400, 401, 404)},
     )
     def get(self, request: Request, *args, **kwargs) -> Response:
         return super().get(request, *args, **kwargs)

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import django_filters
 
+from config.api import StrictFilterSet
 from subscriptions.models import BrokerCredential, StrategySubscription
 
 
-class SubscriptionFilter(django_filters.FilterSet):
+class SubscriptionFilter(StrictFilterSet):
     status = django_filters.ChoiceFilter(choices=StrategySubscription.Status.choices)
     mode = django_filters.ChoiceFilter(choices=StrategySubscription.Mode.choices)
     strategy = django_filters.NumberFilter(
@@ -18,7 +19,7 @@ class SubscriptionFilter(django_filters.FilterSet):
         fields = ("status", "mode")
 
 
-class CredentialFilter(django_filters.FilterSet):
+class CredentialFilter(StrictFilterSet):
     exchange = django_filters.CharFilter(max_length=50)
     is_sandbox = django_filters.BooleanFilter()
     ordering = django_filters.OrderingFilter(fields=("created_at", "label"))

@@ -1,48 +1,95 @@
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings as django_settings
 from rest_framework import serializers
 
-from config.api import DecimalInputField, StrictFieldsMixin
-from strategies.services import exchange_is_known
+from config.api import DecimalInputField, JSONObjectField, StrictFieldsMixin
+from strategies.serializers import exchange_field
 from subscriptions.models import MONEY, BrokerCredential, StrategySubscription
+from subscriptions.services import MAX_RISK_PER_TRADE
 
 # Input precision matches the columns, so oversize input is a 400 and never a database error.
-CAPITAL = MONEY
-RISK = {"max_digits": 6, "decimal_places": 5}
-LEVERAGE = {"max_digits": 6, "decimal_places": 2}
+CAPITAL: dict[str, Any] = MONEY
+RISK: dict[str, Any] = {"max_digits": 6, "decimal_places": 5}
+LEVERAGE: dict[str, Any] = {"max_digits": 6, "decimal_places": 2}
+Mode = StrategySubscription.Mode
+
+
+def _capital(**kwargs: Any) -> DecimalInputField:
+    return DecimalInputField(
+        **CAPITAL, greater_than=Decimal(0), help_text="Greater than 0.", **kwargs
+    )
+
+
+def _risk(**kwargs: Any) -> DecimalInputField:
+    return DecimalInputField(
+        **RISK,
+        greater_than=Decimal(0),
+        max_value=MAX_RISK_PER_TRADE,
+        help_text=f"Fraction of capital risked per trade, in (0, {MAX_RISK_PER_TRADE}].",
+        **kwargs,
+    )
+
+
+def _leverage(**kwargs: Any) -> DecimalInputField:
+    # The platform maximum is read when the process starts (MAX_LEVERAGE); the service
+    # checks it again at write time.
+    return DecimalInputField(
+        **LEVERAGE,
+        min_value=Decimal(1),
+        max_value=Decimal(django_settings.MAX_LEVERAGE),
+        help_text=f"From 1 to the platform maximum ({django_settings.MAX_LEVERAGE}).",
+        **kwargs,
+    )
 
 
 class SubscribeSerializer(StrictFieldsMixin, serializers.Serializer):
-    mode = serializers.ChoiceField(
-        choices=StrategySubscription.Mode.choices, default=StrategySubscription.Mode.PAPER
-    )
-    capital = DecimalInputField(**CAPITAL, help_text="Greater than 0.")
-    risk_per_trade = DecimalInputField(
-        **RISK, help_text="Fraction of capital risked per trade, in (0, 0.1]."
-    )
-    leverage = DecimalInputField(
-        **LEVERAGE, required=False, help_text="From 1 to the platform maximum (default 20)."
-    )
+    mode = serializers.ChoiceField(choices=Mode.choices, default=Mode.PAPER)
+    capital = _capital()
+    risk_per_trade = _risk()
+    leverage = _leverage(default=Decimal(1))
     credential_id = serializers.IntegerField(
         required=False,
         allow_null=True,
         min_value=1,
-        help_text="Required for live: one of your credentials, for the strategy's exchange.",
+        max_value=2**63 - 1,
+        help_text="Live only, and required there: one of your credentials, for the "
+        "strategy's exchange.",
     )
+    settings = JSONObjectField(
+        required=False, default=dict, help_text="Your own settings for this subscription."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        credential_id = attrs.get("credential_id")
+        if attrs["mode"] == Mode.LIVE and credential_id is None:
+            raise serializers.ValidationError(
+                {"credential_id": "A live subscription needs one of your credentials."}
+            )
+        if attrs["mode"] == Mode.PAPER and credential_id is not None:
+            raise serializers.ValidationError(
+                {"credential_id": "Paper subscriptions trade without a credential."}
+            )
+        return attrs
 
 
 class SubscriptionUpdateSerializer(StrictFieldsMixin, serializers.Serializer):
-    """Sizing only; the fields left out keep their values."""
+    """Sizing and own settings; the fields left out keep their values."""
 
-    capital = DecimalInputField(**CAPITAL, required=False)
-    risk_per_trade = DecimalInputField(**RISK, required=False)
-    leverage = DecimalInputField(**LEVERAGE, required=False)
+    capital = _capital(required=False)
+    risk_per_trade = _risk(required=False)
+    leverage = _leverage(required=False)
+    settings = JSONObjectField(required=False, help_text="Replaces your own settings.")
 
 
 class SubscriptionSerializer(serializers.ModelSerializer):
     strategy_id = serializers.IntegerField(read_only=True)
     strategy_name = serializers.CharField(source="strategy.name", read_only=True)
     credential_id = serializers.IntegerField(read_only=True, allow_null=True)
+    settings = JSONObjectField(read_only=True)
 
     class Meta:
         model = StrategySubscription
@@ -55,6 +102,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "risk_per_trade",
             "leverage",
             "credential_id",
+            "settings",
             "status",
             "status_reason",
             "realized_pnl",
@@ -95,21 +143,25 @@ class SubscriptionStatsSerializer(serializers.Serializer):
 
 
 class CredentialCreateSerializer(StrictFieldsMixin, serializers.Serializer):
-    exchange = serializers.CharField(max_length=50, help_text="A ccxt exchange id, or 'paper'.")
-    label = serializers.CharField(max_length=100)
-    api_key = serializers.CharField(min_length=8, max_length=512, write_only=True)
-    secret = serializers.CharField(min_length=1, max_length=1024, write_only=True)
-    passphrase = serializers.CharField(
-        max_length=256, required=False, allow_blank=True, default="", write_only=True
+    exchange = exchange_field(allow_paper=False, help_text="A ccxt exchange id.")
+    label = serializers.CharField(  # type: ignore[assignment]  # a field, as DRF allows
+        max_length=100, help_text="Your name for it; unique per user."
     )
-    is_sandbox = serializers.BooleanField(default=False)
-
-    def validate_exchange(self, value: str) -> str:
-        if not exchange_is_known(value):
-            raise serializers.ValidationError(
-                f"unknown exchange {value!r}: use a ccxt exchange id or 'paper'"
-            )
-        return value
+    api_key = serializers.CharField(
+        min_length=8, max_length=512, write_only=True, help_text="Stored encrypted."
+    )
+    secret = serializers.CharField(
+        min_length=1, max_length=1024, write_only=True, help_text="Stored encrypted."
+    )
+    passphrase = serializers.CharField(
+        max_length=256,
+        required=False,
+        allow_blank=True,
+        default="",
+        write_only=True,
+        help_text="Only for exchanges that use one; stored encrypted.",
+    )
+    is_sandbox = serializers.BooleanField(default=False, help_text="The exchange's testnet.")
 
 
 class CredentialSerializer(serializers.ModelSerializer):

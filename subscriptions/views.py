@@ -86,7 +86,7 @@ class SubscriptionListView(generics.ListAPIView):
     @extend_schema(
         tags=TAGS,
         summary="Your subscriptions",
-        responses={200: SubscriptionSerializer(many=True), **error_responses(400, 401)},
+        responses={200: SubscriptionSerializer(many=True), **error_responses(400, 401, 404)},
     )
     def get(self, request: Request, *args, **kwargs) -> Response:
         return super().get(request, *args, **kwargs)
@@ -179,7 +179,7 @@ class CredentialListCreateView(generics.ListAPIView):
     @extend_schema(
         tags=["credentials"],
         summary="Your exchange credentials (masked)",
-        responses={200: CredentialSerializer(many=True), **error_responses(400, 401)},
+        responses={200: CredentialSerializer(many=True), **error_responses(400, 401, 404)},
     )
     def get(self, request: Request, *args, **kwargs) -> Response:
         return super().get(request, *args, **kwargs)

@@ -168,7 +168,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "config.api.Pagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "config.api.api_exception_handler",
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["config.parsers.JSONParser"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Strategy execution platform API",

@@ -1,0 +1,221 @@
+"""Operator admin for subscriptions and credentials. State changes go through the services, so
+subscriber counts, the strategy registry and the beat schedule stay right."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest
+
+from config.admin_utils import change_link, run_service_action
+from subscriptions.models import BrokerCredential, StrategySubscription
+from subscriptions.services import (
+    _validate_sizing,
+    subscription_cancel,
+    subscription_pause,
+    subscription_resume,
+    subscription_update_settings,
+)
+
+Status = StrategySubscription.Status
+
+
+class SubscriptionForm(forms.ModelForm):
+    class Meta:
+        model = StrategySubscription
+        fields = ("capital", "risk_per_trade", "leverage", "settings")
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
+        if self.errors:
+            return data
+        # The API's sizing rules (capital > 0, risk in (0, 0.1], 1 <= leverage <= maximum).
+        try:
+            _validate_sizing(
+                capital=data["capital"],
+                risk_per_trade=data["risk_per_trade"],
+                leverage=data["leverage"],
+            )
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.message_dict) from exc
+        if not isinstance(data.get("settings"), dict):
+            self.add_error("settings", "Settings must be a JSON object.")
+        return data
+
+
+@admin.register(StrategySubscription)
+class StrategySubscriptionAdmin(admin.ModelAdmin):
+    form = SubscriptionForm
+    list_display = (
+        "id",
+        "user",
+        "strategy_link",
+        "mode",
+        "status",
+        "capital",
+        "risk_per_trade",
+        "leverage",
+        "realized_pnl",
+        "fees_paid",
+        "credential_label",
+        "created_at",
+    )
+    list_filter = ("status", "mode", "strategy__exchange", "strategy__resolution", "created_at")
+    search_fields = ("user__username", "user__email", "strategy__name", "status_reason")
+    ordering = ("-created_at", "-id")
+    list_select_related = ("user", "strategy", "credential")
+    date_hierarchy = "created_at"
+    readonly_fields = (
+        "user",
+        "strategy_link",
+        "mode",
+        "credential_label",
+        "status",
+        "status_reason",
+        "realized_pnl",
+        "fees_paid",
+        "created_at",
+        "updated_at",
+        "cancelled_at",
+    )
+    fieldsets = (
+        (None, {"fields": ("user", "strategy_link", "mode", "credential_label")}),
+        (
+            "Status",
+            {
+                "description": "Changed with the list's actions (pause, resume, cancel).",
+                "fields": ("status", "status_reason", "cancelled_at"),
+            },
+        ),
+        ("Sizing", {"fields": ("capital", "risk_per_trade", "leverage", "settings")}),
+        ("Results", {"fields": ("realized_pnl", "fees_paid")}),
+        ("Timestamps", {"fields": ("created_at", "updated_at")}),
+    )
+    actions = ("pause_subscriptions", "resume_subscriptions", "cancel_subscriptions")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # users subscribe through the API, which checks the credential
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # cancel instead: trades keep referring to the subscription
+
+    @admin.display(description="strategy", ordering="strategy__name")
+    def strategy_link(self, subscription: StrategySubscription) -> str:
+        return change_link(subscription.strategy)
+
+    @admin.display(description="credential")
+    def credential_label(self, subscription: StrategySubscription) -> str:
+        credential = subscription.credential
+        return f"{credential.label} ({credential.masked_api_key})" if credential else "—"
+
+    def save_model(
+        self, request: HttpRequest, obj: StrategySubscription, form: Any, change: bool
+    ) -> None:
+        data = form.cleaned_data
+        subscription_update_settings(
+            subscription=obj,
+            capital=data["capital"],
+            risk_per_trade=data["risk_per_trade"],
+            leverage=data["leverage"],
+            settings=data["settings"],
+        )
+
+    @admin.action(description="Pause selected subscriptions")
+    def pause_subscriptions(self, request: HttpRequest, queryset: QuerySet) -> None:
+        run_service_action(
+            self,
+            request,
+            queryset.filter(status=Status.ACTIVE),
+            lambda s: subscription_pause(subscription=s, reason="paused by an operator"),
+            verb="paused",
+        )
+
+    @admin.action(description="Resume selected subscriptions")
+    def resume_subscriptions(self, request: HttpRequest, queryset: QuerySet) -> None:
+        run_service_action(
+            self,
+            request,
+            queryset.filter(status=Status.PAUSED),
+            lambda s: subscription_resume(subscription=s),
+            verb="resumed",
+        )
+
+    @admin.action(description="Cancel selected subscriptions")
+    def cancel_subscriptions(self, request: HttpRequest, queryset: QuerySet) -> None:
+        run_service_action(
+            self,
+            request,
+            queryset.exclude(status=Status.CANCELLED),
+            lambda s: subscription_cancel(subscription=s),
+            verb="cancelled",
+        )
+
+
+class InUseFilter(admin.SimpleListFilter):
+    title = "in use"
+    parameter_name = "in_use"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "By an open subscription"), ("no", "Not in use")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(open_subscriptions__gt=0)
+        if self.value() == "no":
+            return queryset.filter(open_subscriptions=0)
+        return queryset
+
+
+@admin.register(BrokerCredential)
+class BrokerCredentialAdmin(admin.ModelAdmin):
+    """Label, exchange and masked key only: the ciphertexts are not even on the page."""
+
+    list_display = (
+        "label",
+        "user",
+        "exchange",
+        "masked_key",
+        "is_sandbox",
+        "open_subscriptions",
+        "created_at",
+    )
+    list_filter = ("exchange", "is_sandbox", InUseFilter, "created_at")
+    search_fields = ("label", "user__username", "exchange")
+    ordering = ("-created_at", "-id")
+    list_select_related = ("user",)
+    fields = ("label", "user", "exchange", "masked_key", "is_sandbox", "open_subscriptions")
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return (
+            super()
+            .get_queryset(request)
+            .defer("api_key_encrypted", "secret_encrypted", "passphrase_encrypted")
+            .annotate(
+                open_subscriptions=Count(
+                    "subscriptions", filter=~Q(subscriptions__status=Status.CANCELLED)
+                )
+            )
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # only their owner, through the API, ever handles the plain text
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # the owner deletes through the API (refused while a subscription uses it)
+
+    @admin.display(description="API key")
+    def masked_key(self, credential: BrokerCredential) -> str:
+        return credential.masked_api_key
+
+    @admin.display(description="open subscriptions", ordering="open_subscriptions")
+    def open_subscriptions(self, credential: BrokerCredential) -> int:
+        return credential.open_subscriptions  # type: ignore[attr-defined]

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from tests.api.helpers import client_for
+from tests.api.stats import FUZZ
+from tests.factories import UserFactory
+
+
+@pytest.fixture
+def me(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def them(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def api(me):
+    """An API client authenticated as ``me``."""
+    return client_for(me)
+
+
+@pytest.fixture
+def their_api(them):
+    return client_for(them)
+
+
+@pytest.fixture
+def anon():
+    return APIClient()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter):
+    if FUZZ.cases:
+        terminalreporter.write_line(FUZZ.summary())

@@ -1,0 +1,31 @@
+"""Bookkeeping of the schemathesis run, printed at the end of the pytest session."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FuzzStats:
+    operations: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    per_operation: Counter[str] = field(default_factory=Counter)
+
+    def record(self, operation: str, status: int) -> None:
+        self.statuses[status] += 1
+        self.per_operation[operation] += 1
+
+    @property
+    def cases(self) -> int:
+        return sum(self.statuses.values())
+
+    def summary(self) -> str:
+        by_status = ", ".join(f"{code}: {n}" for code, n in sorted(self.statuses.items()))
+        return (
+            f"schemathesis: {self.cases} cases against {len(self.per_operation)} of "
+            f"{self.operations} operations (by status: {by_status})"
+        )
+
+
+FUZZ = FuzzStats()

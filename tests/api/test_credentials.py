@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.db import connection
+
+from subscriptions.crypto import decrypt_secret
+from subscriptions.models import BrokerCredential, StrategySubscription
+from subscriptions.services import subscription_cancel, subscription_pause
+from tests.api.helpers import field_errors, make_credential, subscribe_payload
+from tests.factories import StrategyFactory
+
+API_KEY = "AKIA-plain-key-WXYZ"
+SECRET = "s3cr3t-value-that-must-never-leak"
+PASSPHRASE = "pass-phrase-also-secret"
+
+
+def credential_payload(**overrides):
+    payload = {
+        "exchange": "binance",
+        "label": "main",
+        "api_key": API_KEY,
+        "secret": SECRET,
+        "passphrase": PASSPHRASE,
+        "is_sandbox": True,
+    }
+    payload.update(overrides)
+    return payload
+
+
+def _raw_row(credential_id: int) -> str:
+    """Every column of the row as the database stores it, as one string."""
+    table = BrokerCredential._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT * FROM {table} WHERE id = %s", [credential_id])
+        return " ".join(str(value) for value in cursor.fetchone())
+
+
+@pytest.mark.django_db
+def test_create_encrypts_at_rest_and_answers_with_a_masked_key(api, me):
+    # when I store exchange credentials
+    response = api.post("/api/credentials", credential_payload(), format="json")
+    # then the answer has the label, the exchange and the key's last 4 characters only
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert set(body) == {"id", "exchange", "label", "api_key_masked", "is_sandbox", "created_at"}
+    assert body["api_key_masked"] == "****WXYZ"
+    assert (body["exchange"], body["label"], body["is_sandbox"]) == ("binance", "main", True)
+    text = response.content.decode()
+    for plain in (API_KEY, SECRET, PASSPHRASE, API_KEY[:-4]):
+        assert plain not in text
+    # and the database holds ciphertext only, which decrypts back
+    assert all(plain not in _raw_row(body["id"]) for plain in (API_KEY, SECRET, PASSPHRASE))
+    credential = BrokerCredential.objects.get(pk=body["id"])
+    assert credential.user == me
+    assert decrypt_secret(credential.api_key_encrypted) == API_KEY
+    assert decrypt_secret(credential.secret_encrypted) == SECRET
+    assert decrypt_secret(credential.passphrase_encrypted) == PASSPHRASE
+
+
+@pytest.mark.django_db
+def test_passphrase_is_optional(api):
+    payload = credential_payload()
+    del payload["passphrase"], payload["is_sandbox"]
+    response = api.post("/api/credentials", payload, format="json")
+    assert response.status_code == 201
+    credential = BrokerCredential.objects.get()
+    assert credential.passphrase_encrypted == "" and credential.is_sandbox is False
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"exchange": "nasdaq"}, "exchange"),
+        ({"exchange": "paper"}, "exchange"),  # paper trading needs no keys
+        ({"api_key": "short"}, "api_key"),
+        ({"api_key": None}, "api_key"),
+        ({"secret": ""}, "secret"),
+        ({"label": ""}, "label"),
+        ({"label": "x" * 101}, "label"),
+        ({"is_sandbox": "true"}, "is_sandbox"),
+        ({"user": 1}, "user"),
+    ],
+)
+def test_create_validation_errors_never_echo_the_secret(api, override, field):
+    response = api.post("/api/credentials", credential_payload(**override), format="json")
+    assert response.status_code == 400 and field in field_errors(response)
+    assert SECRET not in response.content.decode() and API_KEY not in response.content.decode()
+    assert not BrokerCredential.objects.exists()
+
+
+@pytest.mark.django_db
+def test_labels_are_unique_per_user(api, their_api):
+    assert api.post("/api/credentials", credential_payload(), format="json").status_code == 201
+    again = api.post("/api/credentials", credential_payload(), format="json")
+    assert again.status_code == 400 and "label" in field_errors(again)
+    # another user may use the same label
+    assert (
+        their_api.post("/api/credentials", credential_payload(), format="json").status_code == 201
+    )
+
+
+@pytest.mark.django_db
+def test_list_is_mine_masked_and_filterable(api, me, them):
+    make_credential(me, label="a")
+    make_credential(me, exchange="kraken", label="b")
+    make_credential(them, label="theirs")
+    response = api.get("/api/credentials?ordering=label")
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [c["label"] for c in results] == ["a", "b"]
+    assert all(c["api_key_masked"] == "****1234" for c in results)
+    assert "very-secret-value" not in response.content.decode()
+    kraken = api.get("/api/credentials?exchange=kraken").json()["results"]
+    assert [c["label"] for c in kraken] == ["b"]
+    assert api.get("/api/credentials?is_sandbox=true").json()["count"] == 0
+
+
+@pytest.mark.django_db
+def test_delete_an_unused_credential(api, me):
+    credential = make_credential(me)
+    response = api.delete(f"/api/credentials/{credential.pk}")
+    assert response.status_code == 204 and not response.content
+    assert not BrokerCredential.objects.filter(pk=credential.pk).exists()
+
+
+@pytest.fixture
+def live(api, me):
+    """My live subscription on my binance credential (created through the API)."""
+    credential = make_credential(me)
+    strategy = StrategyFactory(owner=me)
+    response = api.post(
+        f"/api/strategies/{strategy.pk}/subscribe",
+        subscribe_payload(mode="live", credential_id=credential.pk),
+        format="json",
+    )
+    assert response.status_code == 201
+    return StrategySubscription.objects.get(pk=response.json()["id"])
+
+
+@pytest.mark.django_db
+def test_deleting_a_credential_used_by_an_active_live_subscription_is_409(api, live):
+    credential = live.credential
+    before = _raw_row(credential.pk)
+    response = api.delete(f"/api/credentials/{credential.pk}")
+    assert response.status_code == 409
+    body = response.json()
+    assert body["code"] == "conflict" and f"subscription(s) {live.pk}" in body["detail"]
+    assert "cancel them first" in body["detail"]
+    # nothing changed
+    assert _raw_row(credential.pk) == before
+
+
+@pytest.mark.django_db
+def test_a_paused_subscription_still_holds_its_credential(api, live):
+    subscription_pause(subscription=live)
+    assert api.delete(f"/api/credentials/{live.credential_id}").status_code == 409
+
+
+@pytest.mark.django_db
+def test_after_a_cancel_the_credential_is_deleted_and_its_secrets_destroyed(api, live):
+    # given the live subscription was cancelled (it keeps pointing at the credential)
+    subscription_cancel(subscription=live)
+    credential_id = live.credential_id
+    # when the credential is deleted
+    response = api.delete(f"/api/credentials/{credential_id}")
+    # then it is gone for its owner and no ciphertext remains
+    assert response.status_code == 204
+    assert api.get("/api/credentials").json()["count"] == 0
+    assert api.delete(f"/api/credentials/{credential_id}").status_code == 404
+    row = BrokerCredential.objects.get(pk=credential_id)
+    assert (row.api_key_encrypted, row.secret_encrypted, row.passphrase_encrypted) == ("", "", "")
+    # and the label is free again
+    assert api.post("/api/credentials", credential_payload(), format="json").status_code == 201
+
+
+@pytest.mark.django_db
+def test_no_log_record_ever_shows_the_secret_or_the_full_key(api, me, caplog):
+    # given every logger recording at DEBUG
+    caplog.set_level(logging.DEBUG)
+    strategy = StrategyFactory(owner=me)
+    # when credentials go through every path: create, a refused duplicate, a refused bad
+    # input, listing, a live subscription, a refused delete, a 404 and a delete
+    created = api.post("/api/credentials", credential_payload(), format="json").json()
+    api.post("/api/credentials", credential_payload(), format="json")
+    api.post("/api/credentials", credential_payload(exchange="nasdaq"), format="json")
+    api.post("/api/credentials", credential_payload(label="other"), format="json")
+    api.get("/api/credentials")
+    api.post(
+        f"/api/strategies/{strategy.pk}/subscribe",
+        subscribe_payload(mode="live", credential_id=created["id"]),
+        format="json",
+    )
+    api.delete(f"/api/credentials/{created['id']}")
+    api.delete("/api/credentials/987654")
+    other = BrokerCredential.objects.get(label="other")
+    api.delete(f"/api/credentials/{other.pk}")
+    # then something was logged, and none of it holds the secret, the passphrase or the key
+    assert caplog.records
+    logged = caplog.text + " ".join(repr(record.args) for record in caplog.records)
+    for plain in (SECRET, PASSPHRASE, API_KEY):
+        assert plain not in logged

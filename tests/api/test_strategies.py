@@ -1,0 +1,345 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from execution.models import StrategyExecution
+from execution.redis_client import get_redis
+from execution.services import execution_run
+from execution.time_utils import datetime_to_ms
+from strategies.models import Strategy, StrategyVersion
+from subscriptions.services import subscription_pause
+from tests.api.helpers import (
+    VALID_CODE,
+    client_for,
+    deploy_payload,
+    field_errors,
+    make_execution,
+    make_trade,
+)
+from tests.factories import StrategyFactory, flat_candles, load_candles, subscribe
+from tests.strategy_code import SCRIPTED
+
+STRATEGY_FIELDS = {
+    "id",
+    "owner",
+    "is_owner",
+    "name",
+    "description",
+    "code",
+    "code_version",
+    "lookback",
+    "exchange",
+    "symbol",
+    "resolution",
+    "settings",
+    "settings_version",
+    "is_public",
+    "is_marketplace",
+    "status",
+    "subscriber_count",
+    "created_at",
+    "updated_at",
+}
+
+
+# --- deploy ---------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_deploy_creates_the_strategy_and_its_first_version(api, me):
+    # when a user deploys a strategy
+    response = api.post("/api/strategies/deploy", deploy_payload(is_public=True), format="json")
+    # then it answers 201 with the strategy, as stored
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert set(body) == STRATEGY_FIELDS
+    strategy = Strategy.objects.get(pk=body["id"])
+    assert strategy.owner == me and body["owner"] == me.username and body["is_owner"] is True
+    assert body["code"] == VALID_CODE == strategy.code
+    assert (body["exchange"], body["symbol"], body["resolution"]) == ("binance", "ETH/BTC", "5m")
+    assert body["settings"] == {"fast": 5} and body["settings_version"] == 1
+    assert body["lookback"] == 10  # read from the code's LOOKBACK
+    assert body["is_public"] is True and body["status"] == "active"
+    assert body["subscriber_count"] == 0
+    assert StrategyVersion.objects.filter(strategy=strategy, version=1).exists()
+
+
+@pytest.mark.django_db
+def test_deploy_accepts_paper_swaps_and_minimal_payloads(api):
+    minimal = {
+        "name": "m",
+        "code": VALID_CODE,
+        "exchange": "paper",
+        "symbol": "BTC/USDT:USDT",
+        "resolution": "1d",
+    }
+    response = api.post("/api/strategies/deploy", minimal, format="json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["settings"] == {} and body["description"] == "" and body["is_public"] is False
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("override", "field", "message"),
+    [
+        ({"resolution": "7m"}, "resolution", "not a valid choice"),
+        ({"resolution": "5"}, "resolution", "not a valid choice"),
+        ({"symbol": "ethbtc"}, "symbol", "ccxt unified symbol"),
+        ({"symbol": "ETH-BTC"}, "symbol", "ccxt unified symbol"),
+        ({"exchange": "nasdaq"}, "exchange", "Unknown exchange"),
+        ({"code": "def generate_signal(candles, settings)\n"}, "code", "syntax error"),
+        ({"code": "def other(candles, settings):\n    return None\n"}, "code", "not defined"),
+        ({"code": "def generate_signal(candles):\n    return None\n"}, "code", "2 parameters"),
+        ({"code": ""}, "code", "blank"),
+        ({"name": ""}, "name", "blank"),
+        ({"settings": [1, 2]}, "settings", "JSON object"),
+        ({"settings": "fast=5"}, "settings", "JSON object"),
+        ({"is_public": "yes"}, "is_public", "true or false"),
+        ({"is_marketplace": 1}, "is_marketplace", "true or false"),
+        ({"name": 42}, "name", "string"),
+        ({"owner": 1}, "owner", "Unknown field"),
+        ({"subscriber_count": 9}, "subscriber_count", "Unknown field"),
+    ],
+)
+def test_deploy_validation_errors(api, override, field, message):
+    response = api.post("/api/strategies/deploy", deploy_payload(**override), format="json")
+    assert response.status_code == 400
+    errors = field_errors(response)
+    assert message in " ".join(errors[field]), errors
+    assert not Strategy.objects.exists()
+
+
+@pytest.mark.django_db
+def test_deploy_reports_every_missing_field_at_once(api):
+    response = api.post("/api/strategies/deploy", {}, format="json")
+    assert response.status_code == 400
+    assert set(field_errors(response)) == {"name", "code", "exchange", "symbol", "resolution"}
+
+
+# --- list and detail ------------------------------------------------------------------------
+@pytest.fixture
+def catalogue(me, them):
+    """Mine (private and public), theirs public, theirs private."""
+    return {
+        "mine_private": StrategyFactory(owner=me, name="alpha", resolution="5m"),
+        "mine_public": StrategyFactory(owner=me, name="beta", is_public=True, resolution="1h"),
+        "their_public": StrategyFactory(
+            owner=them, name="gamma", is_public=True, is_marketplace=True, exchange="kraken"
+        ),
+        "their_private": StrategyFactory(owner=them, name="delta"),
+    }
+
+
+def _names(response) -> set[str]:
+    assert response.status_code == 200, response.content
+    return {item["name"] for item in response.json()["results"]}
+
+
+@pytest.mark.django_db
+def test_list_shows_mine_and_public_ones_never_anothers_code(api, catalogue):
+    response = api.get("/api/strategies")
+    assert _names(response) == {"alpha", "beta", "gamma"}
+    by_name = {item["name"]: item for item in response.json()["results"]}
+    assert by_name["alpha"]["code"] == catalogue["mine_private"].code
+    assert by_name["gamma"]["code"] is None and by_name["gamma"]["is_owner"] is False
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("query", "names"),
+    [
+        ("mine=true", {"alpha", "beta"}),
+        ("mine=false", {"gamma"}),
+        ("is_public=true", {"beta", "gamma"}),
+        ("is_marketplace=true", {"gamma"}),
+        ("exchange=kraken", {"gamma"}),
+        ("resolution=1h", {"beta"}),
+        ("search=ALP", {"alpha"}),
+        ("status=retired", set()),
+        ("symbol=ETH/BTC", {"alpha", "beta", "gamma"}),
+    ],
+)
+def test_list_filters(api, catalogue, query, names):
+    assert _names(api.get(f"/api/strategies?{query}")) == names
+
+
+@pytest.mark.django_db
+def test_list_orders_and_paginates(api, catalogue):
+    ordered = api.get("/api/strategies?ordering=name").json()["results"]
+    assert [item["name"] for item in ordered] == ["alpha", "beta", "gamma"]
+    page = api.get("/api/strategies?ordering=-name&page_size=2&page=2").json()
+    assert page["count"] == 3 and [item["name"] for item in page["results"]] == ["alpha"]
+
+
+@pytest.mark.django_db
+def test_detail_shows_code_to_the_owner_only(api, catalogue):
+    mine = api.get(f"/api/strategies/{catalogue['mine_private'].pk}")
+    theirs = api.get(f"/api/strategies/{catalogue['their_public'].pk}")
+    hidden = api.get(f"/api/strategies/{catalogue['their_private'].pk}")
+    assert mine.status_code == 200 and mine.json()["code"] == catalogue["mine_private"].code
+    assert theirs.status_code == 200 and theirs.json()["code"] is None
+    assert hidden.status_code == 404
+
+
+# --- settings -------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_settings_are_replaced_versioned_and_published(api, me, django_capture_on_commit_callbacks):
+    # given my strategy and a listener on the settings channel
+    strategy = StrategyFactory(owner=me, settings={"fast": 5, "slow": 20})
+    pubsub = get_redis().pubsub()
+    pubsub.subscribe("events:strategy.settings.changed")
+    pubsub.get_message(timeout=1)
+    try:
+        # when I replace the settings
+        with django_capture_on_commit_callbacks(execute=True):
+            response = api.put(
+                f"/api/strategies/{strategy.pk}/settings", {"settings": {"fast": 8}}, format="json"
+            )
+        message = pubsub.get_message(timeout=2)
+    finally:
+        pubsub.close()
+    # then they are replaced as a whole, their version bumped, the change published
+    assert response.status_code == 200, response.content
+    assert response.json()["settings"] == {"fast": 8}
+    assert response.json()["settings_version"] == 2
+    strategy.refresh_from_db()
+    assert strategy.settings == {"fast": 8} and strategy.settings_version == 2
+    event = json.loads(message["data"])
+    assert event["type"] == "strategy.settings.changed"
+    assert event["payload"] == {"strategy_id": strategy.pk, "settings_version": 2}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "settings"),
+        ({"settings": [1]}, "settings"),
+        ({"settings": None}, "settings"),
+        ({"settings": {}, "name": "x"}, "name"),
+    ],
+)
+def test_settings_validation_errors_change_nothing(api, me, body, field):
+    strategy = StrategyFactory(owner=me, settings={"fast": 5})
+    response = api.put(f"/api/strategies/{strategy.pk}/settings", body, format="json")
+    assert response.status_code == 400 and field in field_errors(response)
+    strategy.refresh_from_db()
+    assert strategy.settings == {"fast": 5} and strategy.settings_version == 1
+
+
+START = datetime(2018, 1, 10, 5, 0, tzinfo=UTC)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_next_execution_runs_with_the_new_settings_and_records_their_version(me):
+    # given my scripted strategy (its settings decide the signal), with a subscriber
+    load_candles(rows=flat_candles(start_ms=datetime_to_ms(START), count=20))
+    strategy = StrategyFactory(owner=me, code=SCRIPTED, settings={"signal": "HOLD"})
+    subscribe(strategy)
+    # when I change its settings through the API and the next candle closes
+    response = client_for(me).put(
+        f"/api/strategies/{strategy.pk}/settings", {"settings": {"signal": "LONG"}}, format="json"
+    )
+    assert response.status_code == 200
+    outcome = execution_run(
+        strategy_id=strategy.pk,
+        interval_start=START + timedelta(minutes=20),
+        trigger="replay",
+        inline_fanout=True,
+    )
+    # then that execution used the new settings and recorded their version
+    execution = StrategyExecution.objects.get(pk=outcome.execution_id)
+    assert execution.settings_version == 2
+    assert execution.status == "success" and execution.signal["signal"] == "LONG"
+
+
+# --- stats and executions -------------------------------------------------------------------
+@pytest.mark.django_db
+def test_stats_aggregate_executions_subscribers_and_pnl(api, me):
+    # given executions of every kind, two subscribers (one paused) with realized PnL
+    strategy = StrategyFactory(owner=me)
+    for drift, duration in [(100.0, 400.0), (200.0, 600.0), (300.0, 800.0), (400.0, 1000.0)]:
+        make_execution(strategy, drift_ms=drift, duration_ms=duration, trades_generated=2)
+    make_execution(strategy, status="failed", error="boom", drift_ms=None, duration_ms=None)
+    make_execution(strategy, status="no_signal", signal=None, drift_ms=None, duration_ms=None)
+    first, second = subscribe(strategy), subscribe(strategy)
+    subscription_pause(subscription=second)
+    make_trade(first)
+    type(first).objects.filter(pk=first.pk).update(realized_pnl="12.5", fees_paid="0.5")
+    type(second).objects.filter(pk=second.pk).update(realized_pnl="-2.5", fees_paid="0.25")
+    # when the owner asks for the stats
+    response = api.get(f"/api/strategies/{strategy.pk}/stats")
+    # then every figure is there
+    assert response.status_code == 200, response.content
+    stats = response.json()
+    assert stats["executions_total"] == 7  # 6 above and the one make_trade made
+    assert stats["executions_by_status"] == {
+        "running": 0,
+        "success": 5,
+        "no_signal": 1,
+        "failed": 1,
+        "skipped": 0,
+    }
+    assert stats["average_duration_ms"] == pytest.approx((400 + 600 + 800 + 1000 + 850) / 5)
+    assert stats["drift_p50_ms"] == pytest.approx(300.0)
+    assert stats["drift_p95_ms"] == pytest.approx(880.0)  # 400 + 0.8 * (1000 - 400)
+    assert stats["drift_sample_size"] == 5
+    assert (stats["active_subscribers"], stats["paused_subscribers"]) == (1, 1)
+    assert stats["trades_generated"] == 8
+    assert Decimal(stats["subscribers_realized_pnl"]) == Decimal("10")
+    assert Decimal(stats["subscribers_fees"]) == Decimal("0.75")
+
+
+@pytest.mark.django_db
+def test_stats_of_a_strategy_without_history(api, me):
+    strategy = StrategyFactory(owner=me)
+    stats = api.get(f"/api/strategies/{strategy.pk}/stats").json()
+    assert stats["executions_total"] == 0 and stats["average_duration_ms"] is None
+    assert stats["drift_p50_ms"] is None and stats["subscribers_realized_pnl"] == "0.00000000"
+
+
+@pytest.mark.django_db
+def test_executions_are_the_owners_paginated_history(api, me):
+    strategy = StrategyFactory(owner=me)
+    ok = make_execution(strategy)
+    failed = make_execution(strategy, status="failed", error="ZeroDivisionError: x", signal=None)
+    response = api.get(f"/api/strategies/{strategy.pk}/executions?page_size=1")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["count"] == 2
+    latest = body["results"][0]
+    assert latest["id"] == failed.pk  # newest candle first
+    assert latest["status"] == "failed" and latest["error"] == "ZeroDivisionError: x"
+    assert latest["signal"] is None
+    older = api.get(f"/api/strategies/{strategy.pk}/executions?page=2&page_size=1").json()
+    assert older["results"][0]["signal"] == ok.signal
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("query", "count"),
+    [
+        ("status=failed", 1),
+        ("status=success", 1),
+        ("interval_start_after=2024-01-01T00:05:00Z", 1),
+        ("interval_start_before=2024-01-01T00:05:00Z", 1),
+        ("ordering=-duration_ms", 2),
+    ],
+)
+def test_executions_filters(api, me, query, count):
+    strategy = StrategyFactory(owner=me)
+    make_execution(strategy)
+    make_execution(strategy, status="failed", error="x")
+    response = api.get(f"/api/strategies/{strategy.pk}/executions?{query}")
+    assert response.status_code == 200 and response.json()["count"] == count
+
+
+@pytest.mark.django_db
+def test_executions_bad_filters_are_400(api, me):
+    strategy = StrategyFactory(owner=me)
+    for query in ("status=exploded", "interval_start_after=yesterday", "ordering=logs"):
+        response = api.get(f"/api/strategies/{strategy.pk}/executions?{query}")
+        assert response.status_code == 400, query
