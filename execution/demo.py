@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.db.models import Sum
 
 from config import embedded
@@ -67,7 +68,7 @@ class DemoRun:
     started: float = field(default_factory=time.monotonic)
 
 
-def _retire_previous_demos(author: object) -> None:
+def _retire_previous_demos(author: User) -> None:
     # A crashed earlier run may have left demo subscriptions active: they would run too.
     for old in Strategy.objects.filter(owner=author).exclude(status=Strategy.Status.RETIRED):
         strategy_retire(strategy=old)

@@ -3,9 +3,10 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from config.types import DecimalSpec
 from strategies.models import Strategy
 
-PRICE = {"max_digits": 30, "decimal_places": 12}
+PRICE: DecimalSpec = {"max_digits": 30, "decimal_places": 12}
 
 
 class Candle(models.Model):

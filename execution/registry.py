@@ -48,7 +48,7 @@ def registry_strategy_ids(*, key: str) -> set[int]:
 
 
 def registry_market_keys() -> set[str]:
-    return set(get_redis().smembers(INDEX_KEY))
+    return {str(key) for key in get_redis().smembers(INDEX_KEY)}
 
 
 def registry_active_resolutions() -> set[str]:

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings as django_settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -120,7 +120,7 @@ def _dry_run_candles(
 
 def strategy_create(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     name: str,
     code: str,
     exchange: str,
@@ -151,7 +151,7 @@ def strategy_create(
 
 def _strategy_insert(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     name: str,
     description: str,
     code: str,
@@ -266,7 +266,7 @@ def registry_rebuild() -> int:
     return len(entries)
 
 
-def strategy_deploy(*, owner: AbstractBaseUser, **fields: Any) -> Strategy:
+def strategy_deploy(*, owner: User, **fields: Any) -> Strategy:
     """What ``POST /api/strategies/deploy`` calls. ``strategy_create`` compiles the code,
     checks its entry point and dry-runs it in the sandbox before anything is stored, so a
     rejected strategy leaves nothing behind."""

@@ -6,9 +6,10 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from config.types import DecimalSpec
 from strategies.models import Strategy
 
-MONEY = {"max_digits": 24, "decimal_places": 8}
+MONEY: DecimalSpec = {"max_digits": 24, "decimal_places": 8}
 
 
 class BrokerCredential(models.Model):

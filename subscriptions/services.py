@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings as django_settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -34,7 +34,7 @@ def _validate_sizing(*, capital: Decimal, risk_per_trade: Decimal, leverage: Dec
 
 
 def _validate_credential(
-    *, user: AbstractBaseUser, strategy: Strategy, mode: str, credential: BrokerCredential | None
+    *, user: User, strategy: Strategy, mode: str, credential: BrokerCredential | None
 ) -> None:
     if mode == StrategySubscription.Mode.PAPER:
         return
@@ -69,7 +69,7 @@ def _lock_strategy(strategy_id: int) -> Strategy:
 @transaction.atomic
 def subscription_create(
     *,
-    user: AbstractBaseUser,
+    user: User,
     strategy: Strategy,
     capital: Decimal,
     risk_per_trade: Decimal,
@@ -188,7 +188,7 @@ def subscription_update_settings(
 
 def credential_create(
     *,
-    user: AbstractBaseUser,
+    user: User,
     exchange: str,
     label: str,
     api_key: str,

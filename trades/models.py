@@ -5,10 +5,11 @@ from decimal import Decimal
 from django.db import models
 from django.db.models import Q
 
+from config.types import DecimalSpec
 from execution.models import PRICE, StrategyExecution
 from subscriptions.models import MONEY, StrategySubscription
 
-QUANTITY = {"max_digits": 30, "decimal_places": 12}
+QUANTITY: DecimalSpec = {"max_digits": 30, "decimal_places": 12}
 
 
 class Trade(models.Model):

@@ -22,7 +22,7 @@ def market_parse(key: str) -> tuple[str, str, str]:
 
 
 def stream_markets() -> list[tuple[str, str, str]]:
-    return sorted(market_parse(key) for key in get_redis().smembers(INDEX_KEY))
+    return sorted(market_parse(str(key)) for key in get_redis().smembers(INDEX_KEY))
 
 
 def stream_heartbeat(*, streamer_id: str) -> None:

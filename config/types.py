@@ -1,0 +1,12 @@
+"""Small shared typing helpers."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+
+class DecimalSpec(TypedDict):
+    """``max_digits``/``decimal_places`` of a DecimalField, typed so ``**spec`` type-checks."""
+
+    max_digits: int
+    decimal_places: int
