@@ -64,13 +64,20 @@ def _run(payload: bytes, timeout_s: float, workdir: str) -> RawOutcome:
         _pump(proc, payload, result_r, timeout_s, outcome)
     finally:
         _kill_group(proc.pid)
-        outcome.returncode = proc.wait()
+        outcome.returncode, outcome.child_cpu_s = _reap(proc)
         os.close(result_r)
         for stream in (proc.stdin, proc.stdout):
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
     return outcome
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
+    """Wait for the child -> (exit code or -signal, its CPU seconds)."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it again
+    return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def _kill_group(pgid: int) -> None:

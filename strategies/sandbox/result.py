@@ -17,6 +17,9 @@ class SandboxResult:
     # True when the failure is the platform's (sandbox refused, could not start, died), not
     # something the strategy did: callers must not blame the author for it.
     sandbox_failure: bool = False
+    # CPU time of the sandbox processes for this execution (executor, its supervisor or the
+    # cold child), when known; the worker's own share is not included.
+    cpu_ms: float = 0.0
 
 
 @dataclass(frozen=True)

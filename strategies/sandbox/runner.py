@@ -156,7 +156,16 @@ def interpret(
     else:
         ok, value, error = False, None, describe_exit(outcome.returncode)
     logs = format_logs(outcome, child_dropped)
-    return SandboxResult(ok, value, error, logs, _ms_since(started), isolation, sandbox_failure)
+    return SandboxResult(
+        ok,
+        value,
+        error,
+        logs,
+        _ms_since(started),
+        isolation,
+        sandbox_failure,
+        outcome.child_cpu_s * 1000.0,
+    )
 
 
 def _ms_since(started: float) -> float:

@@ -10,6 +10,7 @@ each execution records the version it ran.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -286,3 +287,19 @@ def test_executions_record_the_version_they_ran(user, mode):
     assert (one.code_version, one.logs, one.candles_used) == (1, "v1\n", 11)
     assert (two.code_version, two.logs, two.candles_used) == (2, "v2\n", 7)
     assert StrategyVersion.objects.get(strategy=strategy, version=1).code == V1
+
+
+def test_the_readme_example_strategy_deploys_and_runs(user, mode):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Writing a strategy", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    load_candles(rows=flat_candles(start_ms=datetime_to_ms(START), count=80))
+    strategy = deploy(user, example, settings={"fast": 5, "slow": 20})
+    subscribe(strategy)
+    outcome = execution_run(
+        strategy_id=strategy.pk, interval_start=START + STEP * 70, trigger="replay"
+    )
+    row = StrategyExecution.objects.get(pk=outcome.execution_id)
+    assert strategy.lookback == 60 and row.candles_used == 60
+    assert row.status in ("success", "no_signal"), row.error
+    assert row.logs.startswith("fast=")
