@@ -119,6 +119,13 @@ class Hub:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
+    def stop(self) -> None:
+        """Close the session and instances, and end the loop's thread."""
+        with contextlib.suppress(Exception):
+            self.run(self.close(), timeout=5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+
     def run(self, coro: Awaitable[T], timeout: float | None = None) -> T:
         """Run a coroutine on the hub's loop from any other thread, and wait for it."""
         future = asyncio.run_coroutine_threadsafe(_as_coroutine(coro), self.loop)
@@ -184,8 +191,11 @@ class Hub:
         exchange = cls(config)
         if sandbox:
             try:
+                # ccxt 4.5 fails with a TypeError, not NotSupported, when urls['test'] is None.
+                if not exchange.urls.get("test"):
+                    raise ccxt.NotSupported(f"{exchange_id} does not have a sandbox URL")
                 exchange.set_sandbox_mode(True)
-            except ccxt.NotSupported as exc:
+            except (ccxt.NotSupported, TypeError) as exc:
                 _detach(exchange)
                 raise ExchangeUnsupported(
                     f"{exchange_id} has no sandbox (testnet) in ccxt; this credential is marked "
@@ -238,9 +248,9 @@ class Hub:
         if held is not None and held[0] == credential.fingerprint:
             self.instances.move_to_end(credential.id)
             return held[1]
+        template = await self.template(credential.exchange, credential.is_sandbox)
         if credential.keys is None:
             raise RuntimeError(f"{credential!r} is not pooled and came without keys")
-        template = await self.template(credential.exchange, credential.is_sandbox)
         exchange = self._new_instance(credential.exchange, credential.is_sandbox, credential.keys)
         exchange.set_markets_from_exchange(template)
         if held is not None:
@@ -324,5 +334,4 @@ def _close_hub() -> None:
     hub = _hub
     if hub is None or hub.pid != os.getpid():
         return
-    with contextlib.suppress(Exception):  # best effort at interpreter exit
-        hub.run(hub.close(), timeout=5)
+    hub.stop()  # best effort at interpreter exit

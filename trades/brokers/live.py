@@ -138,28 +138,48 @@ async def _last_price(hub: Hub, exchange_id: str, sandbox: bool, symbol: str) ->
 async def place(hub: Hub, credential: CredentialRef, request: OrderRequest) -> OrderResult:
     async with hub.semaphore:
         try:
-            exchange = await hub.instance(credential)
-            market = exchange.market(request.symbol)
-        except ExchangeUnsupported as exc:
-            return _rejected(str(exc))
-        except ccxt.BadSymbol as exc:
-            return _rejected(f"BadSymbol: {exc}")
-        except UNKNOWN_OUTCOME as exc:  # markets could not be loaded: nothing was sent
-            return _rejected(f"markets unavailable: {_describe(exc)}")
-        prepared = _prepare(exchange, market, request)
-        if isinstance(prepared, OrderResult):
-            return prepared
-        amount, price, params = prepared
-        if market.get("contract") and not request.reduce_only:
-            failure = await _configure(hub, credential, exchange, market, request)
-            if failure is not None:
-                return failure
+            ready = await _ready(hub, credential, request)
+        except Exception as exc:  # nothing was sent by this attempt
+            ready = _not_sent(request, f"internal: {_describe(exc)}")
+        if isinstance(ready, OrderResult):
+            return ready
+        exchange, market, (amount, price, params) = ready
         try:
             return await _send(hub, credential, exchange, market, request, amount, price, params)
         except Exception as exc:  # a bug must not lose an order that may have been sent
             return OrderResult(
                 status=OrderStatus.UNKNOWN, amount=amount, reason=f"internal: {_describe(exc)}"
             )
+
+
+async def _ready(
+    hub: Hub, credential: CredentialRef, request: OrderRequest
+) -> OrderResult | tuple[Exchange, dict[str, Any], tuple[Decimal, Decimal | None, dict]]:
+    """The instance, the market and the checked order; or why it can't be sent."""
+    try:
+        exchange = await hub.instance(credential)
+        market = exchange.market(request.symbol)
+    except ExchangeUnsupported as exc:
+        return _not_sent(request, str(exc))
+    except ccxt.BadSymbol as exc:
+        return _not_sent(request, _describe(exc))
+    except UNKNOWN_OUTCOME as exc:
+        return _not_sent(request, f"markets unavailable: {_describe(exc)}")
+    prepared = _prepare(exchange, market, request)
+    if isinstance(prepared, OrderResult):
+        return prepared
+    if market.get("contract") and not request.reduce_only:
+        failure = await _configure(hub, credential, exchange, market, request)
+        if failure is not None:
+            return failure
+    return exchange, market, prepared
+
+
+def _not_sent(request: OrderRequest, reason: str) -> OrderResult:
+    """Rejected, unless an earlier attempt may be out there: then it stays unknown."""
+    if request.lookup_first:
+        return OrderResult(status=OrderStatus.UNKNOWN, reason=reason)
+    return _rejected(reason)
 
 
 async def _send(

@@ -1,0 +1,328 @@
+"""The exchange hub, the ccxt broker and the order sync, against the simulator (real ccxt)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import ccxt
+import pytest
+import redis.asyncio as aioredis
+from django.conf import settings as django_settings
+from django.utils import timezone
+
+from execution.services import execution_run
+from subscriptions.services import credential_create
+from tests.factories import StrategyFactory, UserFactory
+from tests.trades.conftest import STEP
+from tests.trades.live import live_trader
+from tests.trades.test_live_orders import run_close
+from trades.brokers.base import OrderRequest, OrderStatus
+from trades.brokers.hub import CredentialRef, Hub, get_hub
+from trades.brokers.live import _configure, _prepare, credential_ref, live_place_many
+from trades.models import Order, Trade
+from trades.ratelimit import AsyncRateLimiter, Bucket
+from trades.services import orders_cancel_stale, orders_sync_open
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _request(cid: str, quantity: str = "0.01") -> OrderRequest:
+    return OrderRequest(
+        symbol="ETH/BTC",
+        side="buy",
+        quantity=Decimal(quantity),
+        client_order_id=cid,
+        reference_price=Decimal("0.05"),
+        reference_time=timezone.now(),
+    )
+
+
+def test_1000_concurrent_orders_over_100_subscribers_each_signed_with_its_own_key(sim, market):
+    # given 100 subscribers' credentials (encrypted at rest) and their exchange accounts
+    keys: dict[int, str] = {}
+    accounts = []
+    credentials = []
+    for _ in range(100):
+        api_key, secret = f"k-{uuid.uuid4().hex[:16]}", uuid.uuid4().hex
+        credential = credential_create(
+            user=UserFactory(), exchange="binance", label="x", api_key=api_key, secret=secret
+        )
+        credentials.append(credential)
+        keys[credential.pk] = api_key
+        accounts.append({"api_key": api_key, "secret": secret, "balances": {"BTC": "10"}})
+    sim.accounts(accounts)
+
+    # when 1,000 orders, ten per subscriber, interleaved, go out at once from one process
+    items = []
+    expected_key = {}
+    for i in range(10):
+        for credential in credentials:
+            cid = f"t-{credential.pk}-{i}"
+            expected_key[cid] = keys[credential.pk]
+            items.append((credential_ref(credential), _request(cid)))
+    results = live_place_many(items)
+
+    # then every order filled, and the exchange saw each one signed with its owner's key
+    assert [r.status for r in results].count(OrderStatus.FILLED) == 1000
+    placed = sim.orders()
+    assert len(placed) == 1000
+    assert all(o["api_key"] == expected_key[o["client_order_id"]] for o in placed)
+    assert sim.stats().get("bad_signature", 0) == 0
+    # one pooled ccxt instance per credential, all on one shared HTTP session
+    hub = get_hub()
+    pooled = [hub.instances[c.pk][1] for c in credentials]
+    assert len({id(ex) for ex in pooled}) == 100
+    assert {ex.apiKey for ex in pooled} == set(keys.values())
+    assert len({id(ex.session) for ex in pooled}) == 1
+
+
+def test_markets_are_loaded_once_and_shared_through_redis(sim, market):
+    # given two fresh hubs, as in two worker processes
+    first, second = Hub(), Hub()
+    try:
+        # when both need the exchange's markets
+        markets = first.run(first.template("binance", False)).markets
+        again = second.run(second.template("binance", False)).markets
+
+        # then the exchange was asked once; the second hub read Redis
+        assert sim.stats()["exchangeInfo"] == 1
+        assert set(markets) == set(again) and "ETH/BTC" in again
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_keys_are_decrypted_only_for_credentials_not_yet_pooled(sim, market):
+    # given a credential whose instance is pooled after a first order
+    trader = live_trader(sim, StrategyFactory())
+    credential = trader.subscription.credential
+    first = credential_ref(credential)
+    assert first.keys is not None and "secret" not in repr(first.keys)
+    live_place_many([(first, _request("pool-1"))])
+
+    # when the next fan-out needs it
+    again = credential_ref(credential)
+
+    # then nothing is decrypted: the pool has the instance
+    assert again.keys is None
+    assert live_place_many([(again, _request("pool-2"))])[0].status == OrderStatus.FILLED
+
+
+def test_sandbox_credential_on_an_exchange_without_sandbox_is_a_clear_rejection():
+    # given a sandbox credential for an exchange that ccxt has no testnet for
+    without = "bitstamp"
+    assert not getattr(ccxt, without)().urls.get("test")
+    ref = CredentialRef(id=10**9, exchange=without, is_sandbox=True, fingerprint="x")
+
+    # when an order is placed through it
+    result = live_place_many([(ref, _request("sbx"))])[0]
+
+    # then it is rejected, saying why, without touching any network
+    assert result.status == OrderStatus.REJECTED and "no sandbox" in result.reason
+
+
+def test_unknown_exchange_id_is_a_clear_rejection():
+    ref = CredentialRef(
+        id=10**9 + 1, exchange="no-such-exchange", is_sandbox=False, fingerprint="x"
+    )
+    result = live_place_many([(ref, _request("unk"))])[0]
+    assert (
+        result.status == OrderStatus.REJECTED and "not an exchange ccxt supports" in result.reason
+    )
+
+
+def test_rate_limit_is_shared_by_separate_clients():
+    # given two limiters with their own Redis connections and event loops (as two processes)
+    bucket = Bucket(f"ratelimit:test:{uuid.uuid4().hex}", rate=20.0, burst=1.0)
+    stamps: list[float] = []
+
+    def take(count: int) -> None:
+        async def go() -> None:
+            client = aioredis.Redis.from_url(django_settings.REDIS_APP_URL)
+            limiter = AsyncRateLimiter(client)
+            for _ in range(count):
+                await limiter.acquire(bucket)
+                stamps.append(time.monotonic())
+            await client.aclose()
+
+        asyncio.run(go())
+
+    # when both take 10 tokens at once
+    threads = [threading.Thread(target=take, args=(10,)) for _ in range(2)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # then together they kept to 20 per second: 20 tokens, 1 of them burst, need >= 0.95 s
+    assert len(stamps) == 20
+    assert max(stamps) - started >= 0.9
+
+
+def test_unknown_outcome_is_reconciled_by_the_order_sync(sim, market):
+    # given an order the exchange accepted while every answer about it was lost
+    strategy = StrategyFactory(settings={"signal": "LONG"})
+    trader = live_trader(sim, strategy)
+    sim.faults(next={"timeout_after_accept": 1}, fail_rate=1.0, hold_s=3)
+    entry = run_close(sim, strategy, market[10])
+    trade = Trade.objects.get(execution=entry)
+    order = Order.objects.get(trade=trade)
+    assert (trade.status, order.status) == ("pending", "unknown")
+    assert "no definite answer" in order.error
+
+    # when the exchange answers again and the periodic sync runs
+    sim.faults(fail_rate=0.0)
+    assert orders_sync_open() == 1
+
+    # then the one order the exchange has is recorded, and nothing was sent twice
+    trade.refresh_from_db()
+    order.refresh_from_db()
+    assert (trade.status, order.status) == ("open", "filled")
+    assert len(sim.orders()) == 1 and sim.orders()[0]["api_key"] == trader.api_key
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_an_order_that_never_reached_the_exchange_is_resent_only_while_fresh(
+    sim, market, settings, fresh
+):
+    # given an entry whose every send failed before the exchange accepted it
+    strategy = StrategyFactory(settings={"signal": "LONG"})
+    live_trader(sim, strategy)
+    sim.faults(fail_rate=1.0)
+    entry = run_close(sim, strategy, market[10])
+    order = Order.objects.get(execution=entry)
+    assert order.status == "unknown" and sim.orders() == []
+
+    # when the exchange recovers and the sync runs, with the signal fresh or too old
+    sim.faults(fail_rate=0.0)
+    if not fresh:
+        settings.SIGNAL_MAX_AGE_S = -1
+    orders_sync_open()
+
+    # then a fresh entry is sent now (once); a stale one is rejected with the reason
+    order.refresh_from_db()
+    trade = Trade.objects.get(execution=entry)
+    if fresh:
+        assert (order.status, trade.status, order.attempts) == ("filled", "open", 2)
+        assert len(sim.orders()) == 1
+    else:
+        assert (order.status, trade.status) == ("rejected", "rejected")
+        assert "never reached the exchange" in trade.error and sim.orders() == []
+
+
+def test_stale_limit_entry_is_cancelled(sim, market, settings):
+    # given a limit entry at the signal's price while the market trades just above it
+    strategy = StrategyFactory(settings={"signal": "LONG"})
+    trader = live_trader(sim, strategy, entry_order_type="limit")
+    sim.clock(market[11])
+    outcome = execution_run(
+        strategy_id=strategy.pk,
+        interval_start=market[10] - STEP,
+        trigger="replay",
+        inline_fanout=True,
+    )
+    trade = Trade.objects.get(execution_id=outcome.execution_id)
+    order = Order.objects.get(trade=trade)
+    assert (order.type, order.status, trade.status) == ("limit", "open", "pending")
+    assert orders_sync_open() == 1  # still open on the exchange: nothing changes
+    order.refresh_from_db()
+    assert order.status == "open"
+
+    # when it has been open longer than the entry timeout
+    settings.ENTRY_ORDER_TIMEOUT_S = 0
+    assert orders_cancel_stale() == 1
+
+    # then it is cancelled on the exchange and the trade says so
+    order.refresh_from_db()
+    trade.refresh_from_db()
+    assert order.status == "cancelled" and trade.status == "cancelled"
+    assert [o["status"] for o in sim.orders()] == ["CANCELED"]
+    trader.subscription.refresh_from_db()
+    assert trader.subscription.status == "active"
+
+
+# --- derivatives, with a stand-in exchange (the simulator is spot only) ---------------------
+@dataclass
+class FakeFutures:
+    """Just what the broker asks a derivatives exchange before and while sending."""
+
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    has: dict[str, bool] = field(
+        default_factory=lambda: {"setLeverage": True, "setMarginMode": True}
+    )
+    precisionMode: int = 4
+
+    async def set_margin_mode(self, mode: str, symbol: str) -> None:
+        self.calls.append(("margin_mode", (mode, symbol)))
+
+    async def set_leverage(self, leverage: int, symbol: str) -> None:
+        self.calls.append(("leverage", (leverage, symbol)))
+
+    def amount_to_precision(self, symbol: str, amount: float) -> str:
+        return f"{int(amount)}"
+
+    def price_to_precision(self, symbol: str, price: float) -> str:
+        return f"{price:.4f}"
+
+
+FUTURES_MARKET = {
+    "symbol": "XRP/USDT:USDT",
+    "contract": True,
+    "base": "XRP",
+    "quote": "USDT",
+    "precision": {"amount": 1},
+    "limits": {"amount": {"min": 1}, "cost": {"min": 5}},
+}
+
+
+def test_leverage_and_margin_mode_are_set_once_before_entries():
+    # given a derivatives market and a 3x isolated subscriber
+    exchange = FakeFutures()
+    hub = type("HubStub", (), {"configured": set()})()
+    ref = CredentialRef(id=1, exchange="binanceusdm", is_sandbox=False, fingerprint="f")
+    request = OrderRequest(
+        symbol="XRP/USDT:USDT",
+        side="buy",
+        quantity=Decimal("100"),
+        client_order_id="c1",
+        reference_price=Decimal("1"),
+        reference_time=timezone.now(),
+        leverage=Decimal("3"),
+        margin_mode="isolated",
+    )
+
+    # when two entries go out
+    for _ in range(2):
+        assert asyncio.run(_configure(hub, ref, exchange, FUTURES_MARKET, request)) is None
+
+    # then margin mode and leverage were set once, before them
+    assert exchange.calls == [
+        ("margin_mode", ("isolated", "XRP/USDT:USDT")),
+        ("leverage", (3, "XRP/USDT:USDT")),
+    ]
+
+
+def test_exits_are_reduce_only_on_derivatives_markets():
+    exchange = FakeFutures()
+    exit_request = OrderRequest(
+        symbol="XRP/USDT:USDT",
+        side="sell",
+        quantity=Decimal("100"),
+        client_order_id="x1",
+        reference_price=Decimal("1"),
+        reference_time=timezone.now() - timedelta(seconds=1),
+        reduce_only=True,
+    )
+    _, _, params = _prepare(exchange, FUTURES_MARKET, exit_request)  # type: ignore[misc]
+    assert params == {"clientOrderId": "x1", "reduceOnly": True}
+    spot = {**FUTURES_MARKET, "contract": False}
+    _, _, spot_params = _prepare(exchange, spot, exit_request)  # type: ignore[misc]
+    assert spot_params == {"clientOrderId": "x1"}  # spot has no reduce-only
