@@ -97,6 +97,9 @@ class ReplayMarket:
     def drop_streams(self, *, refuse_s: float) -> None:
         requests.post(f"{self.base_url}/sim/stream/drop", json={"refuse_s": refuse_s}, timeout=5)
 
+    def stream_status(self) -> dict:
+        return dict(requests.get(f"{self.base_url}/sim/stream", timeout=5).json())
+
     def stop(self) -> None:
         if self.simulator is not None:
             self.simulator.stop()

@@ -148,6 +148,10 @@ CANDLE_REST_FETCH = env.bool("CANDLE_REST_FETCH", default=True)
 STREAM_REGISTRY_POLL_S = env.float("STREAM_REGISTRY_POLL_S", default=1.0)
 STREAM_HEARTBEAT_TTL_S = env.int("STREAM_HEARTBEAT_TTL_S", default=10)
 STREAM_RECONNECT_MAX_S = env.float("STREAM_RECONNECT_MAX_S", default=30.0)
+# Exchanges polled over REST just after each boundary (STREAM_POLL_DELAY_S) instead of streamed;
+# exchanges without WebSocket OHLCV are always polled.
+STREAM_POLL_EXCHANGES: list[str] = env.list("STREAM_POLL_EXCHANGES", default=[])
+STREAM_POLL_DELAY_S = env.float("STREAM_POLL_DELAY_S", default=0.2)
 FANOUT_CHUNK_SIZE = env.int("FANOUT_CHUNK_SIZE", default=1)
 MAX_LEVERAGE = env.int("MAX_LEVERAGE", default=20)
 PAPER_FEE_BPS = Decimal(env.str("PAPER_FEE_BPS", default="10"))

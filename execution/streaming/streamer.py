@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -27,7 +28,11 @@ from execution.clock import market_now
 from execution.exchange_data import closed_rows, exchange_public_client, exchange_stream_client
 from execution.streaming import services
 from execution.streaming.closer import CandleCloser, ClosedCandle, Row
-from execution.time_utils import compute_next_candle_close, resolution_to_timedelta
+from execution.time_utils import (
+    compute_next_candle_close,
+    datetime_to_ms,
+    resolution_to_timedelta,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -148,10 +153,18 @@ class Streamer:
         while True:
             now = market_now()
             boundary = compute_next_candle_close(now, watch.market.resolution)
-            await asyncio.sleep(_real_seconds(boundary - now) + 0.2)
-            await self.backfill(watch)
+            await asyncio.sleep(_real_seconds(boundary - now) + settings.STREAM_POLL_DELAY_S)
+            # The exchange may publish the candle a moment late: retry for the settle time.
+            expected = datetime_to_ms(boundary) - watch.market.step_ms
+            deadline = time.monotonic() + settings.CANDLE_SETTLE_S
+            while True:
+                await self.backfill(watch, trigger="stream")
+                done = (watch.closer.last_closed_ms or expected) >= expected
+                if done or time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(settings.CANDLE_SETTLE_POLL_S)
 
-    async def backfill(self, watch: Watch) -> None:
+    async def backfill(self, watch: Watch, trigger: str = "backfill") -> None:
         closer = watch.closer
         if closer.last_closed_ms is None:
             return  # a market never seen before starts at the next close, not in history
@@ -169,7 +182,7 @@ class Streamer:
             logger.info("backfilling %d closes of %s", len(missed), watch.market)
             closer.last_closed_ms = missed[-1].row[0]
             closer.suspect_ms = None
-            await self.closes(watch, missed, trigger="backfill")
+            await self.closes(watch, missed, trigger=trigger)
 
     async def closes(
         self, watch: Watch, closed: list[ClosedCandle], trigger: str = "stream"
@@ -199,7 +212,8 @@ class Streamer:
 
     def stream_client(self, exchange: str) -> Any | None:
         if exchange not in self.clients:
-            client = exchange_stream_client(exchange)
+            polled = exchange in settings.STREAM_POLL_EXCHANGES
+            client = None if polled else exchange_stream_client(exchange)
             if client is not None:
                 self._read_final_flags(client, exchange)
             self.clients[exchange] = client

@@ -212,3 +212,21 @@ def _dt(unix: float) -> datetime:
     from datetime import UTC
 
     return datetime.fromtimestamp(unix, UTC)
+
+
+def test_a_polled_exchange_runs_each_close_once(replay):
+    # given an exchange set to be polled over REST instead of streamed
+    replay.env["STREAM_POLL_EXCHANGES"] = "binance"
+    eth = StrategyFactory(settings={"signal": "HOLD"})
+    subscribe(eth)
+    streamer = replay.start_streamer()
+
+    # when three candles close
+    last = replay.wait_closes(3)
+    wait_for(lambda: _settled_through(eth.pk, last), what="polled executions")
+
+    # then each ran once, started by the poller, and no WebSocket was opened
+    executions = _assert_each_close_once(eth.pk)
+    assert executions[-1].trigger == "stream"
+    assert replay.market.stream_status()["klines_sent"] == 0
+    assert "failed" not in streamer.log_text()

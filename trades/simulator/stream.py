@@ -187,9 +187,14 @@ class KlineStream:
             await conn.ws.close()
         return web.json_response({"dropped": dropped, "refuse_until": self.refuse_until})
 
-    async def admin_clock(self, request: web.Request) -> web.Response:
+    async def admin_status(self, request: web.Request) -> web.Response:
         return web.json_response(
-            {"now_ms": self.now_ms(), "clock": self.clock.spec() if self.clock else None}
+            {
+                "now_ms": self.now_ms(),
+                "clock": self.clock.spec() if self.clock else None,
+                "connections": len(self.connections),
+                "klines_sent": self.sent,
+            }
         )
 
 
@@ -214,7 +219,7 @@ def kline_stream(clock: ReplayClock | None) -> Extension:
         for path in ("/stream/ws", "/stream/ws/{n}", "/ws", "/ws/{n}", "/stream"):
             app.router.add_get(path, stream.handle)
         app.router.add_post("/sim/stream/drop", stream.admin_drop)
-        app.router.add_get("/sim/stream/clock", stream.admin_clock)
+        app.router.add_get("/sim/stream", stream.admin_status)
 
         async def start(app: web.Application) -> None:
             app["kline_ticker"] = asyncio.create_task(stream.tick_forever())
