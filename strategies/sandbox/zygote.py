@@ -8,8 +8,12 @@ Process tree per execution::
     zygote  (never sees execution data: it only receives a socket fd and forks)
       └─ supervisor  (reads the request, sets up namespaces / work dir, enforces the timeout,
          │            collects logs + result, reports to the parent over the execution socket)
-         └─ executor  (PID 1 of its own PID namespace under bwrap; rlimits, no capabilities,
-                       seccomp; runs the strategy)
+         └─ init  (bwrap mode only: PID 1 of the execution's own PID namespace; forks the
+            │      executor, reports its exit status; killing it empties the namespace)
+            └─ executor  (rlimits, no capabilities, seccomp, Landlock in rlimit mode; runs
+                          the strategy)
+
+Every one of them dies with its parent (bwrap --die-with-parent / PR_SET_PDEATHSIG).
 
 Control protocol: CTRL_FD is a SOCK_SEQPACKET socket. The first message from the parent is the
 JSON config; the zygote answers ``{"ready": true}``. After that each message carries one fd: a
