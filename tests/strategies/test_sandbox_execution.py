@@ -207,6 +207,34 @@ def _final(strategy_id: int, interval_start: datetime) -> StrategyExecution | No
     return row if row is not None and row.is_final else None
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+
+
+def _zygotes_by_pool_process(pool) -> dict[int, list[int]]:  # type: ignore[no-untyped-def]
+    """{Celery pool process: [sandbox zygotes it started]} for the workers of ``pool``."""
+    found: dict[int, list[int]] = {}
+    for worker in pool.workers:
+        main = worker.proc.pid
+        for pid in _descendants(main):
+            parent = _parent(pid)
+            if b"zygote.py" in _cmdline(pid) and b"zygote.py" not in _cmdline(parent):
+                found.setdefault(parent, []).append(pid)
+    return found
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 @pytest.mark.worker
 def test_hostile_strategy_times_out_while_another_on_the_same_candle_completes(celery_workers):
     # given two strategies on the same market: one hangs for its whole 8 s, one trades
@@ -248,6 +276,10 @@ def test_hostile_strategy_times_out_while_another_on_the_same_candle_completes(c
 
     assert wait_for(error_event, timeout=10, what="error event")["error"] == failed.error
     pubsub.close()
+
+    # and it ran on the fast path: warm zygotes, at most one per pool process
+    assert _zygotes_by_pool_process(celery_workers)
+    assert all(len(z) == 1 for z in _zygotes_by_pool_process(celery_workers).values())
 
     # and the worker is healthy: the next candle runs both strategies again
     candle_close.delay(
