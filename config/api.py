@@ -15,6 +15,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +25,7 @@ from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.http import Http404
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema_field
 from rest_framework import exceptions, serializers, status
@@ -42,6 +44,12 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The request conflicts with the current state of the resource."
     default_code = "conflict"
+
+
+class ServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "Temporarily unavailable; try again later."
+    default_code = "service_unavailable"
 
 
 def _flatten(errors: Any, prefix: str = "") -> dict[str, list[str]]:
@@ -122,6 +130,7 @@ def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
         404: "Not found, or not yours.",
         409: "Conflicts with the current state.",
         429: "Too many requests.",
+        503: "Temporarily unavailable (the server could not do its part); retry later.",
     }
     return {c: OpenApiResponse(ErrorSerializer, description=descriptions[c]) for c in codes}
 
@@ -225,8 +234,9 @@ class Pagination(PageNumberPagination):
 class StrictFilterSet(django_filters.FilterSet):
     """Filters whose bad values are a 400, like any other input.
 
-    django-filter skips a blank value and reads anything it does not recognise as a boolean
-    as "unset"; here both are field errors, so a typo never silently widens a listing.
+    django-filter skips a blank value, reads anything it does not recognise as a boolean as
+    "unset" and drops empty items of an ordering; here all are field errors, so a typo never
+    silently widens or reorders a listing.
     """
 
     BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
@@ -237,11 +247,39 @@ class StrictFilterSet(django_filters.FilterSet):
             raw = self.data.get(name)
             if raw is None or name in self.form.errors:
                 continue
-            if raw == "":
-                self.form.add_error(name, "This value may not be blank.")
-            elif isinstance(flt, django_filters.BooleanFilter) and raw.lower() not in self.BOOLEANS:
-                self.form.add_error(name, "Must be true or false.")
+            error = self._strict_error(flt, name, raw)
+            if error:
+                self.form.add_error(name, error)
         return valid and not self.form.errors
+
+    def _strict_error(self, flt: django_filters.Filter, name: str, raw: str) -> str | None:
+        if raw == "":
+            return "This value may not be blank."
+        if isinstance(flt, django_filters.BooleanFilter) and raw.lower() not in self.BOOLEANS:
+            return "Must be true or false."
+        if isinstance(flt, django_filters.OrderingFilter):
+            allowed = {value for value, _ in self.form.fields[name].choices if value}
+            if any(item not in allowed for item in raw.split(",")):
+                return f"Order by a comma-separated list of: {', '.join(sorted(allowed))}."
+        return None
+
+
+class UTCDateTimeField(IsoDateTimeField):
+    """ISO 8601 with any offset Python accepts, turned into UTC (the database takes only
+    real-world offsets); a value that leaves the calendar once in UTC is a field error."""
+
+    def to_python(self, value: Any) -> Any:
+        parsed = super().to_python(value)
+        if parsed is None:
+            return None
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError as exc:
+            raise DjangoValidationError("Out of range.", code="invalid") from exc
+
+
+class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UTCDateTimeField
 
 
 # --- Throttling -----------------------------------------------------------------------------
@@ -357,6 +395,8 @@ class DecimalInputSchema(OpenApiSerializerFieldExtension):
         field: DecimalInputField = self.target
         assert field.max_digits is not None and field.decimal_places is not None
         whole = field.max_digits - field.decimal_places
+        if field.max_value is not None:
+            whole = min(whole, len(str(int(field.max_value))))
         number: dict[str, Any] = {"type": "number"}
         if field.greater_than is not None:
             number.update(minimum=float(field.greater_than), exclusiveMinimum=True)

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib.auth import authenticate, get_user_model, password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.authtoken.models import Token
 from rest_framework.permissions import AllowAny
@@ -63,6 +63,17 @@ class RegisterView(APIView):
         tags=["auth"],
         auth=[],
         request=RegisterSerializer,
+        examples=[
+            OpenApiExample(
+                "Sign-up",
+                request_only=True,
+                value={
+                    "username": "alice",
+                    "email": "alice@example.com",
+                    "password": "a-long-unusual-passphrase",
+                },
+            )
+        ],
         responses={201: UserSerializer, **error_responses(400, 409, 429)},
         summary="Create an account",
     )
@@ -83,6 +94,13 @@ class TokenView(APIView):
         tags=["auth"],
         auth=[],
         request=TokenRequestSerializer,
+        examples=[
+            OpenApiExample(
+                "Log in",
+                request_only=True,
+                value={"username": "alice", "password": "a-long-unusual-passphrase"},
+            )
+        ],
         responses={200: TokenSerializer, **error_responses(400, 429)},
         summary="Exchange username and password for an API token",
     )

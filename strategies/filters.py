@@ -3,7 +3,7 @@ from __future__ import annotations
 import django_filters
 from django.db.models import QuerySet
 
-from config.api import StrictFilterSet
+from config.api import StrictFilterSet, UTCDateTimeFilter
 from execution.models import StrategyExecution
 from execution.time_utils import CANONICAL_RESOLUTIONS
 from strategies.models import Strategy
@@ -36,12 +36,8 @@ class StrategyFilter(StrictFilterSet):
 class ExecutionFilter(StrictFilterSet):
     status = django_filters.ChoiceFilter(choices=StrategyExecution.Status.choices)
     trigger = django_filters.ChoiceFilter(choices=StrategyExecution.Trigger.choices)
-    interval_start_after = django_filters.IsoDateTimeFilter(
-        field_name="interval_start", lookup_expr="gte"
-    )
-    interval_start_before = django_filters.IsoDateTimeFilter(
-        field_name="interval_start", lookup_expr="lt"
-    )
+    interval_start_after = UTCDateTimeFilter(field_name="interval_start", lookup_expr="gte")
+    interval_start_before = UTCDateTimeFilter(field_name="interval_start", lookup_expr="lt")
     ordering = django_filters.OrderingFilter(fields=("interval_start", "duration_ms", "drift_ms"))
 
     class Meta:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import error_responses
+from config.api import ServiceUnavailable, error_responses
 from execution.models import StrategyExecution
 from strategies.filters import ExecutionFilter, StrategyFilter
 from strategies.models import Strategy
@@ -27,9 +29,45 @@ from strategies.serializers import (
     StrategySettingsSerializer,
     StrategyStatsSerializer,
 )
-from strategies.services import strategy_deploy, strategy_update_settings
+from strategies.services import (
+    StrategyCheckUnavailable,
+    strategy_deploy,
+    strategy_update_settings,
+)
 
 TAGS = ["strategies"]
+SMA_CROSSOVER = """LOOKBACK = 30
+
+def generate_signal(candles, settings):
+    close = candles["close"]
+    fast = close.rolling(settings.get("fast", 5)).mean()
+    slow = close.rolling(settings.get("slow", 20)).mean()
+    if fast.iloc[-2] <= slow.iloc[-2] and fast.iloc[-1] > slow.iloc[-1]:
+        price = float(close.iloc[-1])
+        return {"signal": "LONG", "price": price, "stopLoss": price * 0.98}
+    if fast.iloc[-2] >= slow.iloc[-2] and fast.iloc[-1] < slow.iloc[-1]:
+        return {"signal": "EXIT_LONG", "price": float(close.iloc[-1])}
+    return None
+"""
+DEPLOY_EXAMPLE = OpenApiExample(
+    "SMA crossover",
+    request_only=True,
+    value={
+        "name": "SMA crossover 5/20",
+        "description": "Long when the fast SMA crosses above the slow one.",
+        "code": SMA_CROSSOVER,
+        "exchange": "binance",
+        "symbol": "ETH/BTC",
+        "resolution": "5m",
+        "settings": {"fast": 5, "slow": 20},
+        "is_public": True,
+        "is_marketplace": False,
+    },
+)
+SETTINGS_EXAMPLE = OpenApiExample(
+    "Faster averages", request_only=True, value={"settings": {"fast": 3, "slow": 15}}
+)
+logger = logging.getLogger(__name__)
 
 
 class StrategyListView(generics.ListAPIView):
@@ -54,13 +92,24 @@ class StrategyDeployView(APIView):
     @extend_schema(
         tags=TAGS,
         summary="Deploy a new strategy",
+        description=(
+            "Checks the market, compiles the code, checks `generate_signal(candles, settings)` "
+            "and dry-runs it in the sandbox on recent candles with the given settings; any "
+            "problem is a 400 on the field concerned, and nothing is stored."
+        ),
         request=StrategyDeploySerializer,
-        responses={201: StrategySerializer, **error_responses(400, 401)},
+        examples=[DEPLOY_EXAMPLE],
+        responses={201: StrategySerializer, **error_responses(400, 401, 503)},
     )
     def post(self, request: Request) -> Response:
         data = StrategyDeploySerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        strategy = strategy_deploy(owner=request.user, **data.validated_data)
+        try:
+            strategy = strategy_deploy(owner=request.user, **data.validated_data)
+        except StrategyCheckUnavailable as exc:
+            # The sandbox could not run the dry run: the server's fault, not the author's.
+            logger.error("deploy refused, strategy check unavailable: %s", exc)
+            raise ServiceUnavailable("The strategy could not be checked; retry later.") from exc
         body = StrategySerializer(strategy, context={"request": request}).data
         return Response(body, status=status.HTTP_201_CREATED)
 
@@ -86,6 +135,7 @@ class StrategySettingsView(APIView):
             "new settings and records their version."
         ),
         request=StrategySettingsSerializer,
+        examples=[SETTINGS_EXAMPLE],
         responses={200: StrategySerializer, **error_responses(400, 401, 403, 404)},
     )
     def put(self, request: Request, pk: int) -> Response:

@@ -18,9 +18,18 @@ LEVERAGE: dict[str, Any] = {"max_digits": 6, "decimal_places": 2}
 Mode = StrategySubscription.Mode
 
 
+# A trillion is beyond any one subscriber; the bound keeps every accepted value exact on
+# every database (SQLite stores decimals as floats and cannot round-trip 24 digits).
+MAX_CAPITAL = Decimal("1000000000000")
+
+
 def _capital(**kwargs: Any) -> DecimalInputField:
     return DecimalInputField(
-        **CAPITAL, greater_than=Decimal(0), help_text="Greater than 0.", **kwargs
+        **CAPITAL,
+        greater_than=Decimal(0),
+        max_value=MAX_CAPITAL,
+        help_text=f"Greater than 0, at most {MAX_CAPITAL:,}.",
+        **kwargs,
     )
 
 

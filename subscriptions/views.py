@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -40,6 +40,38 @@ from subscriptions.services import (
 from trades.selectors import subscription_stats
 
 TAGS = ["subscriptions"]
+SUBSCRIBE_EXAMPLES = [
+    OpenApiExample(
+        "Paper",
+        request_only=True,
+        value={"mode": "paper", "capital": "1000", "risk_per_trade": "0.01", "leverage": "2"},
+    ),
+    OpenApiExample(
+        "Live",
+        request_only=True,
+        value={
+            "mode": "live",
+            "capital": "2500.00",
+            "risk_per_trade": "0.005",
+            "leverage": "3",
+            "credential_id": 1,
+        },
+    ),
+]
+UPDATE_EXAMPLE = OpenApiExample(
+    "Less risk", request_only=True, value={"risk_per_trade": "0.005", "leverage": "1"}
+)
+CREDENTIAL_EXAMPLE = OpenApiExample(
+    "Binance testnet",
+    request_only=True,
+    value={
+        "exchange": "binance",
+        "label": "binance testnet",
+        "api_key": "your-api-key",
+        "secret": "your-secret",
+        "is_sandbox": True,
+    },
+)
 
 
 def _own_credential(request: Request, credential_id: int | None) -> BrokerCredential | None:
@@ -60,6 +92,7 @@ class SubscribeView(APIView):
         tags=TAGS,
         summary="Subscribe to a strategy",
         request=SubscribeSerializer,
+        examples=SUBSCRIBE_EXAMPLES,
         responses={201: SubscriptionSerializer, **error_responses(400, 401, 404, 409)},
     )
     def post(self, request: Request, pk: int) -> Response:
@@ -104,8 +137,10 @@ class SubscriptionDetailView(APIView):
 
     @extend_schema(
         tags=TAGS,
-        summary="Change the sizing (capital, risk_per_trade, leverage)",
+        summary="Change the sizing or your own settings",
+        description="Fields left out keep their values.",
         request=SubscriptionUpdateSerializer,
+        examples=[UPDATE_EXAMPLE],
         responses={200: SubscriptionSerializer, **error_responses(400, 401, 404)},
     )
     def put(self, request: Request, pk: int) -> Response:
@@ -188,6 +223,7 @@ class CredentialListCreateView(generics.ListAPIView):
         tags=["credentials"],
         summary="Store exchange credentials (encrypted at rest)",
         request=CredentialCreateSerializer,
+        examples=[CREDENTIAL_EXAMPLE],
         responses={201: CredentialSerializer, **error_responses(400, 401, 409)},
     )
     def post(self, request: Request) -> Response:

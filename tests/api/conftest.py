@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -36,5 +38,10 @@ def anon():
 
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter):
-    if FUZZ.cases:
-        terminalreporter.write_line(FUZZ.summary())
+    """How many schemathesis cases ran (FUZZ_DETAIL=1: per operation and status too)."""
+    if not FUZZ.cases:
+        return
+    terminalreporter.write_line(FUZZ.summary())
+    if os.environ.get("FUZZ_DETAIL"):
+        for (operation, status), count in sorted(FUZZ.detail.items()):
+            terminalreporter.write_line(f"  {operation:50} {status} {count}")

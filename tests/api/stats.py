@@ -11,10 +11,12 @@ class FuzzStats:
     operations: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     per_operation: Counter[str] = field(default_factory=Counter)
+    detail: Counter[tuple[str, int]] = field(default_factory=Counter)
 
     def record(self, operation: str, status: int) -> None:
         self.statuses[status] += 1
         self.per_operation[operation] += 1
+        self.detail[(operation, status)] += 1
 
     @property
     def cases(self) -> int:

@@ -108,6 +108,8 @@ def test_values_the_database_or_the_parser_cannot_take_are_400(api, override, fi
         ("is_public=", 400, "is_public"),
         ("resolution=7m", 400, "resolution"),
         ("ordering=password", 400, "ordering"),
+        ("ordering=,,,", 400, "ordering"),
+        ("ordering=name,", 400, "ordering"),
         ("search=%00", 400, "search"),
     ],
 )

@@ -11,6 +11,7 @@ from execution.redis_client import get_redis
 from execution.services import execution_run
 from execution.time_utils import datetime_to_ms
 from strategies.models import Strategy, StrategyVersion
+from strategies.sandbox import isolation
 from subscriptions.services import subscription_pause
 from tests.api.helpers import (
     VALID_CODE,
@@ -117,6 +118,40 @@ def test_deploy_reports_every_missing_field_at_once(api):
     response = api.post("/api/strategies/deploy", {}, format="json")
     assert response.status_code == 400
     assert set(field_errors(response)) == {"name", "code", "exchange", "symbol", "resolution"}
+
+
+@pytest.mark.django_db
+def test_deploy_answers_503_when_the_sandbox_cannot_check_the_code(api, settings, monkeypatch):
+    # given a server that requires isolation and cannot provide it
+    settings.STRATEGY_SANDBOX_REQUIRE_ISOLATION = True
+    settings.STRATEGY_SANDBOX_ISOLATION = "rlimit"
+    monkeypatch.setattr(isolation, "bwrap_status", lambda: (False, "bwrap is not installed"))
+    # when a valid strategy is deployed
+    response = api.post("/api/strategies/deploy", deploy_payload(), format="json")
+    # then it is the server's failure, said without its internals, and nothing is stored
+    assert response.status_code == 503
+    assert response.json() == {
+        "detail": "The strategy could not be checked; retry later.",
+        "code": "service_unavailable",
+        "errors": {},
+    }
+    assert not Strategy.objects.exists()
+
+
+@pytest.mark.django_db
+def test_deploy_dry_runs_the_code_with_the_given_settings(api):
+    code = "def generate_signal(candles, settings):\n    return {'signal': settings['side']}\n"
+    missing = api.post(
+        "/api/strategies/deploy", deploy_payload(code=code, settings={}), format="json"
+    )
+    assert missing.status_code == 400
+    assert "KeyError: 'side'" in field_errors(missing)["code"][0]
+    ok = api.post(
+        "/api/strategies/deploy",
+        deploy_payload(code=code, settings={"side": "HOLD"}),
+        format="json",
+    )
+    assert ok.status_code == 201, ok.content
 
 
 # --- list and detail ------------------------------------------------------------------------
@@ -340,6 +375,22 @@ def test_executions_filters(api, me, query, count):
 @pytest.mark.django_db
 def test_executions_bad_filters_are_400(api, me):
     strategy = StrategyFactory(owner=me)
-    for query in ("status=exploded", "interval_start_after=yesterday", "ordering=logs"):
+    for query in (
+        "status=exploded",
+        "interval_start_after=yesterday",
+        "ordering=logs",
+        "interval_start_after=9999-12-31T23:59:59-23:00",  # past year 9999 once in UTC
+    ):
         response = api.get(f"/api/strategies/{strategy.pk}/executions?{query}")
         assert response.status_code == 400, query
+
+
+@pytest.mark.django_db
+def test_execution_filters_take_any_utc_offset(api, me):
+    # 00:05 UTC written with an offset no real time zone has
+    strategy = StrategyFactory(owner=me)
+    make_execution(strategy)
+    make_execution(strategy)
+    url = f"/api/strategies/{strategy.pk}/executions"
+    response = api.get(url, {"interval_start_after": "2024-01-01T20:37:00+20:32"})
+    assert response.status_code == 200 and response.json()["count"] == 1

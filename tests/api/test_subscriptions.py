@@ -112,6 +112,7 @@ def test_leverage_defaults_to_one(api, strategy):
         ({"capital": "NaN"}, "capital"),
         ({"capital": True}, "capital"),
         ({"capital": "1" * 20}, "capital"),
+        ({"capital": "1000000000000.01"}, "capital"),
         ({"capital": "1.123456789"}, "capital"),
         ({"risk_per_trade": "0"}, "risk_per_trade"),
         ({"risk_per_trade": "0.11"}, "risk_per_trade"),
