@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from django.views import defaults
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -10,7 +10,7 @@ from strategies.views import StrategyListView
 from subscriptions.urls import credential_urlpatterns
 from subscriptions.views import CredentialListCreateView
 
-api_patterns = [
+api_patterns: list[URLPattern | URLResolver] = [
     path("auth/register", RegisterView.as_view(), name="auth-register"),
     path("auth/token", TokenView.as_view(), name="auth-token"),
     path("strategies", StrategyListView.as_view(), name="strategy-list"),

@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import ServiceUnavailable, error_responses
+from config.api import ServiceUnavailable, authenticated_user, error_responses
 from execution.models import StrategyExecution
 from strategies.filters import ExecutionFilter, StrategyFilter
 from strategies.models import Strategy
@@ -77,7 +77,7 @@ class StrategyListView(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[Strategy]:
         if getattr(self, "swagger_fake_view", False):  # schema generation has no user
             return Strategy.objects.none()
-        return strategy_list_visible(user=self.request.user)
+        return strategy_list_visible(user=authenticated_user(self.request))
 
     @extend_schema(
         tags=TAGS,
@@ -105,7 +105,7 @@ class StrategyDeployView(APIView):
         data = StrategyDeploySerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            strategy = strategy_deploy(owner=request.user, **data.validated_data)
+            strategy = strategy_deploy(owner=authenticated_user(request), **data.validated_data)
         except StrategyCheckUnavailable as exc:
             # The sandbox could not run the dry run: the server's fault, not the author's.
             logger.error("deploy refused, strategy check unavailable: %s", exc)
@@ -121,7 +121,7 @@ class StrategyDetailView(APIView):
         responses={200: StrategySerializer, **error_responses(401, 404)},
     )
     def get(self, request: Request, pk: int) -> Response:
-        strategy = strategy_get_visible(user=request.user, strategy_id=pk)
+        strategy = strategy_get_visible(user=authenticated_user(request), strategy_id=pk)
         return Response(StrategySerializer(strategy, context={"request": request}).data)
 
 
@@ -139,7 +139,7 @@ class StrategySettingsView(APIView):
         responses={200: StrategySerializer, **error_responses(400, 401, 403, 404)},
     )
     def put(self, request: Request, pk: int) -> Response:
-        strategy = strategy_get_owned(user=request.user, strategy_id=pk)
+        strategy = strategy_get_owned(user=authenticated_user(request), strategy_id=pk)
         data = StrategySettingsSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         strategy = strategy_update_settings(strategy=strategy, **data.validated_data)
@@ -154,7 +154,7 @@ class StrategyStatsView(APIView):
         responses={200: StrategyStatsSerializer, **error_responses(401, 404)},
     )
     def get(self, request: Request, pk: int) -> Response:
-        strategy = strategy_get_visible(user=request.user, strategy_id=pk)
+        strategy = strategy_get_visible(user=authenticated_user(request), strategy_id=pk)
         return Response(StrategyStatsSerializer(strategy_stats(strategy=strategy)).data)
 
 
@@ -165,7 +165,9 @@ class StrategyExecutionListView(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[StrategyExecution]:
         if getattr(self, "swagger_fake_view", False):  # schema generation has no request user
             return StrategyExecution.objects.none()
-        strategy = strategy_get_owned(user=self.request.user, strategy_id=self.kwargs["pk"])
+        strategy = strategy_get_owned(
+            user=authenticated_user(self.request), strategy_id=self.kwargs["pk"]
+        )
         return strategy_execution_list(strategy=strategy)
 
     @extend_schema(

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import Http404
 
@@ -13,13 +13,11 @@ def subscription_list_active(*, strategy_id: int) -> QuerySet[StrategySubscripti
     ).order_by("id")
 
 
-def subscription_list_for_user(*, user: AbstractBaseUser) -> QuerySet[StrategySubscription]:
+def subscription_list_for_user(*, user: User) -> QuerySet[StrategySubscription]:
     return StrategySubscription.objects.filter(user=user).select_related("strategy")
 
 
-def subscription_get_for_user(
-    *, user: AbstractBaseUser, subscription_id: int
-) -> StrategySubscription:
+def subscription_get_for_user(*, user: User, subscription_id: int) -> StrategySubscription:
     """404 for anyone else's subscription: its existence is not revealed."""
     subscription = subscription_list_for_user(user=user).filter(pk=subscription_id).first()
     if subscription is None:
@@ -27,12 +25,12 @@ def subscription_get_for_user(
     return subscription
 
 
-def credential_list_for_user(*, user: AbstractBaseUser) -> QuerySet[BrokerCredential]:
+def credential_list_for_user(*, user: User) -> QuerySet[BrokerCredential]:
     # Erased credentials (see credential_delete) are gone as far as their owner is concerned.
     return BrokerCredential.objects.filter(user=user).exclude(secret_encrypted="")
 
 
-def credential_get_for_user(*, user: AbstractBaseUser, credential_id: int) -> BrokerCredential:
+def credential_get_for_user(*, user: User, credential_id: int) -> BrokerCredential:
     credential = credential_list_for_user(user=user).filter(pk=credential_id).first()
     if credential is None:
         raise Http404

@@ -12,7 +12,7 @@ from subscriptions.models import MONEY, BrokerCredential, StrategySubscription
 from subscriptions.services import MAX_RISK_PER_TRADE
 
 # Input precision matches the columns, so oversize input is a 400 and never a database error.
-CAPITAL: dict[str, Any] = MONEY
+CAPITAL = MONEY
 RISK: dict[str, Any] = {"max_digits": 6, "decimal_places": 5}
 LEVERAGE: dict[str, Any] = {"max_digits": 6, "decimal_places": 2}
 Mode = StrategySubscription.Mode

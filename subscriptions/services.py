@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from cryptography.fernet import InvalidToken
 from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
@@ -14,7 +15,7 @@ from django.utils import timezone
 from execution.events import EventType, event_emit
 from strategies.models import Strategy
 from strategies.services import strategy_registry_sync
-from subscriptions.crypto import encrypt_secret
+from subscriptions.crypto import CredentialDecryptionError, encrypt_secret, rotate_secret
 from subscriptions.models import BrokerCredential, StrategySubscription
 
 Status = StrategySubscription.Status
@@ -251,3 +252,31 @@ def credential_delete(*, credential: BrokerCredential) -> None:
             locked.delete()
     except ProtectedError as exc:  # a subscription appeared since the check
         raise CredentialInUseError("credential was just attached to a subscription") from exc
+
+
+def credential_rotate_keys() -> int:
+    """Re-encrypt every stored credential with the newest key (the first of
+    CREDENTIALS_ENCRYPTION_KEYS), after which older keys can be dropped from the list.
+
+    One row at a time, each under its own lock: a rotation can run while the platform trades.
+    Returns how many credentials were re-encrypted.
+    """
+    rotated = 0
+    stored = BrokerCredential.objects.exclude(secret_encrypted="").order_by("pk")
+    for credential_id in stored.values_list("pk", flat=True):
+        with transaction.atomic():
+            locked = BrokerCredential.objects.select_for_update().get(pk=credential_id)
+            try:
+                locked.api_key_encrypted = rotate_secret(locked.api_key_encrypted)
+                locked.secret_encrypted = rotate_secret(locked.secret_encrypted)
+                if locked.passphrase_encrypted:
+                    locked.passphrase_encrypted = rotate_secret(locked.passphrase_encrypted)
+            except InvalidToken as exc:
+                raise CredentialDecryptionError(
+                    f"credential {credential_id} cannot be decrypted with the configured keys"
+                ) from exc
+            locked.save(
+                update_fields=["api_key_encrypted", "secret_encrypted", "passphrase_encrypted"]
+            )
+        rotated += 1
+    return rotated

@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import Conflict, error_responses
+from config.api import Conflict, authenticated_user, error_responses
 from strategies.selectors import strategy_get_visible
 from subscriptions.filters import CredentialFilter, SubscriptionFilter
 from subscriptions.models import BrokerCredential, StrategySubscription
@@ -82,7 +82,9 @@ def _own_credential(request: Request, credential_id: int | None) -> BrokerCreden
     if credential_id is None:
         return None
     try:
-        return credential_get_for_user(user=request.user, credential_id=credential_id)
+        return credential_get_for_user(
+            user=authenticated_user(request), credential_id=credential_id
+        )
     except Http404:
         raise ValidationError({"credential_id": "unknown credential"}) from None
 
@@ -96,13 +98,13 @@ class SubscribeView(APIView):
         responses={201: SubscriptionSerializer, **error_responses(400, 401, 404, 409)},
     )
     def post(self, request: Request, pk: int) -> Response:
-        strategy = strategy_get_visible(user=request.user, strategy_id=pk)
+        strategy = strategy_get_visible(user=authenticated_user(request), strategy_id=pk)
         data = SubscribeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
         credential = _own_credential(request, fields.pop("credential_id", None))
         subscription = subscription_create(
-            user=request.user, strategy=strategy, credential=credential, **fields
+            user=authenticated_user(request), strategy=strategy, credential=credential, **fields
         )
         return Response(SubscriptionSerializer(subscription).data, status=status.HTTP_201_CREATED)
 
@@ -114,7 +116,7 @@ class SubscriptionListView(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[StrategySubscription]:
         if getattr(self, "swagger_fake_view", False):  # schema generation has no user
             return StrategySubscription.objects.none()
-        return subscription_list_for_user(user=self.request.user)
+        return subscription_list_for_user(user=authenticated_user(self.request))
 
     @extend_schema(
         tags=TAGS,
@@ -132,7 +134,9 @@ class SubscriptionDetailView(APIView):
         responses={200: SubscriptionSerializer, **error_responses(401, 404)},
     )
     def get(self, request: Request, pk: int) -> Response:
-        subscription = subscription_get_for_user(user=request.user, subscription_id=pk)
+        subscription = subscription_get_for_user(
+            user=authenticated_user(request), subscription_id=pk
+        )
         return Response(SubscriptionSerializer(subscription).data)
 
     @extend_schema(
@@ -144,7 +148,9 @@ class SubscriptionDetailView(APIView):
         responses={200: SubscriptionSerializer, **error_responses(400, 401, 404)},
     )
     def put(self, request: Request, pk: int) -> Response:
-        subscription = subscription_get_for_user(user=request.user, subscription_id=pk)
+        subscription = subscription_get_for_user(
+            user=authenticated_user(request), subscription_id=pk
+        )
         data = SubscriptionUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         subscription = subscription_update_settings(
@@ -159,7 +165,9 @@ class SubscriptionDetailView(APIView):
         responses={200: SubscriptionSerializer, **error_responses(400, 401, 404)},
     )
     def delete(self, request: Request, pk: int) -> Response:
-        subscription = subscription_get_for_user(user=request.user, subscription_id=pk)
+        subscription = subscription_get_for_user(
+            user=authenticated_user(request), subscription_id=pk
+        )
         subscription = subscription_cancel(subscription=subscription)
         return Response(SubscriptionSerializer(subscription).data)
 
@@ -172,7 +180,9 @@ class SubscriptionPauseView(APIView):
         responses={200: SubscriptionSerializer, **error_responses(400, 401, 404)},
     )
     def post(self, request: Request, pk: int) -> Response:
-        subscription = subscription_get_for_user(user=request.user, subscription_id=pk)
+        subscription = subscription_get_for_user(
+            user=authenticated_user(request), subscription_id=pk
+        )
         subscription = subscription_pause(subscription=subscription, reason="paused by user")
         return Response(SubscriptionSerializer(subscription).data)
 
@@ -185,7 +195,9 @@ class SubscriptionResumeView(APIView):
         responses={200: SubscriptionSerializer, **error_responses(400, 401, 404)},
     )
     def post(self, request: Request, pk: int) -> Response:
-        subscription = subscription_get_for_user(user=request.user, subscription_id=pk)
+        subscription = subscription_get_for_user(
+            user=authenticated_user(request), subscription_id=pk
+        )
         subscription = subscription_resume(subscription=subscription)
         return Response(SubscriptionSerializer(subscription).data)
 
@@ -197,7 +209,9 @@ class SubscriptionStatsView(APIView):
         responses={200: SubscriptionStatsSerializer, **error_responses(401, 404)},
     )
     def get(self, request: Request, pk: int) -> Response:
-        subscription = subscription_get_for_user(user=request.user, subscription_id=pk)
+        subscription = subscription_get_for_user(
+            user=authenticated_user(request), subscription_id=pk
+        )
         stats = subscription_stats(subscription=subscription)
         return Response(SubscriptionStatsSerializer(stats).data)
 
@@ -209,7 +223,7 @@ class CredentialListCreateView(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[BrokerCredential]:
         if getattr(self, "swagger_fake_view", False):  # schema generation has no user
             return BrokerCredential.objects.none()
-        return credential_list_for_user(user=self.request.user)
+        return credential_list_for_user(user=authenticated_user(self.request))
 
     @extend_schema(
         tags=["credentials"],
@@ -229,7 +243,7 @@ class CredentialListCreateView(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         data = CredentialCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        credential = credential_create(user=request.user, **data.validated_data)
+        credential = credential_create(user=authenticated_user(request), **data.validated_data)
         return Response(CredentialSerializer(credential).data, status=status.HTTP_201_CREATED)
 
 
@@ -241,7 +255,7 @@ class CredentialDetailView(APIView):
         responses={204: None, **error_responses(401, 404, 409)},
     )
     def delete(self, request: Request, pk: int) -> Response:
-        credential = credential_get_for_user(user=request.user, credential_id=pk)
+        credential = credential_get_for_user(user=authenticated_user(request), credential_id=pk)
         try:
             credential_delete(credential=credential)
         except CredentialInUseError as exc:

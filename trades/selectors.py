@@ -53,11 +53,13 @@ def _open_position(subscription: StrategySubscription) -> dict[str, Any] | None:
 
 def subscription_stats(*, subscription: StrategySubscription) -> dict[str, Any]:
     trades = Trade.objects.filter(subscription=subscription)
-    closed_pnls = list(
-        trades.filter(status=Trade.Status.CLOSED, pnl__isnull=False)
+    closed_pnls = [
+        pnl
+        for pnl in trades.filter(status=Trade.Status.CLOSED, pnl__isnull=False)
         .order_by("exit_time", "id")
         .values_list("pnl", flat=True)
-    )
+        if pnl is not None
+    ]
     wins = sum(1 for pnl in closed_pnls if pnl > 0)
     losses = sum(1 for pnl in closed_pnls if pnl < 0)
     drawdown, drawdown_pct = _max_drawdown(capital=subscription.capital, pnls=closed_pnls)

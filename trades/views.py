@@ -6,7 +6,7 @@ from rest_framework import generics
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.api import error_responses
+from config.api import authenticated_user, error_responses
 from subscriptions.selectors import subscription_get_for_user
 from trades.filters import TradeFilter
 from trades.models import Trade
@@ -22,7 +22,7 @@ class SubscriptionTradeListView(generics.ListAPIView):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no request user
             return Trade.objects.none()
         subscription = subscription_get_for_user(
-            user=self.request.user, subscription_id=self.kwargs["pk"]
+            user=authenticated_user(self.request), subscription_id=self.kwargs["pk"]
         )
         return trade_list_for_subscription(subscription=subscription)
 

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
 import logging
+from io import StringIO
 
 import pytest
+from cryptography.fernet import Fernet
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection
 
-from subscriptions.crypto import decrypt_secret
+from subscriptions import crypto
+from subscriptions.crypto import CredentialDecryptionError, decrypt_secret
 from subscriptions.models import BrokerCredential, StrategySubscription
 from subscriptions.services import subscription_cancel, subscription_pause
 from tests.api.helpers import field_errors, make_credential, subscribe_payload
@@ -202,3 +207,52 @@ def test_no_log_record_ever_shows_the_secret_or_the_full_key(api, me, caplog):
     logged = caplog.text + " ".join(repr(record.args) for record in caplog.records)
     for plain in (SECRET, PASSPHRASE, API_KEY):
         assert plain not in logged
+
+
+# --- key rotation ---------------------------------------------------------------------------
+OLD_KEY, NEW_KEY = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+
+
+@pytest.fixture
+def use_keys(settings):
+    """Switch CREDENTIALS_ENCRYPTION_KEYS (newest first) for the rest of the test."""
+
+    def use(*keys: str) -> None:
+        settings.CREDENTIALS_ENCRYPTION_KEYS = list(keys)
+        crypto._fernet.cache_clear()
+
+    yield use
+    crypto._fernet.cache_clear()
+
+
+@pytest.mark.django_db
+def test_keys_rotate_without_losing_a_credential(api, use_keys):
+    # given a credential stored under the old key
+    use_keys(OLD_KEY)
+    created = api.post("/api/credentials", credential_payload(), format="json").json()
+    before = BrokerCredential.objects.get(pk=created["id"])
+    # when a new key is prepended, the old ciphertexts still decrypt
+    use_keys(NEW_KEY, OLD_KEY)
+    assert decrypt_secret(before.secret_encrypted) == SECRET
+    # and the rotation re-encrypts every credential with the new key
+    out = StringIO()
+    call_command("rotate_credential_keys", stdout=out)
+    assert out.getvalue().strip() == "re-encrypted 1 credentials with the newest key"
+    after = BrokerCredential.objects.get(pk=created["id"])
+    assert after.secret_encrypted != before.secret_encrypted
+    # after which the old key can be dropped
+    use_keys(NEW_KEY)
+    assert decrypt_secret(after.api_key_encrypted) == API_KEY
+    assert decrypt_secret(after.secret_encrypted) == SECRET
+    assert decrypt_secret(after.passphrase_encrypted) == PASSPHRASE
+    with pytest.raises(CredentialDecryptionError):
+        decrypt_secret(before.secret_encrypted)
+
+
+@pytest.mark.django_db
+def test_rotating_after_dropping_the_old_key_is_a_clear_command_error(me, use_keys):
+    use_keys(OLD_KEY)
+    make_credential(me)
+    use_keys(NEW_KEY)
+    with pytest.raises(CommandError, match="keep the old key in the list until rotated"):
+        call_command("rotate_credential_keys", stdout=StringIO())
