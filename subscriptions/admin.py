@@ -65,7 +65,14 @@ class StrategySubscriptionAdmin(admin.ModelAdmin):
         "credential_label",
         "created_at",
     )
-    list_filter = ("status", "mode", "strategy__exchange", "strategy__resolution", "created_at")
+    list_filter = (
+        "status",
+        "mode",
+        "entry_order_type",
+        "strategy__exchange",
+        "strategy__resolution",
+        "created_at",
+    )
     search_fields = ("user__username", "user__email", "strategy__name", "status_reason")
     ordering = ("-created_at", "-id")
     list_select_related = ("user", "strategy", "credential")
@@ -82,6 +89,10 @@ class StrategySubscriptionAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
         "cancelled_at",
+        "min_order_policy",
+        "join_policy",
+        "entry_order_type",
+        "margin_mode",
     )
     fieldsets = (
         (None, {"fields": ("user", "strategy_link", "mode", "credential_label")}),
@@ -93,6 +104,10 @@ class StrategySubscriptionAdmin(admin.ModelAdmin):
             },
         ),
         ("Sizing", {"fields": ("capital", "risk_per_trade", "leverage", "settings")}),
+        (
+            "Live trading",
+            {"fields": ("min_order_policy", "join_policy", "entry_order_type", "margin_mode")},
+        ),
         ("Results", {"fields": ("realized_pnl", "fees_paid")}),
         ("Timestamps", {"fields": ("created_at", "updated_at")}),
     )

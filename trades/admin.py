@@ -1,4 +1,4 @@
-"""Operator admin for trades (and orders and positions where the models exist): read-only.
+"""Operator admin for trades, orders and positions: read-only.
 
 Trades, orders and positions are written by the fan-out and the order sync under their
 exactly-once fences; an edit by hand would desynchronise them from the exchange and from the
@@ -16,8 +16,7 @@ from config.admin_utils import (
     preformatted,
     pretty_json,
 )
-from trades import models
-from trades.models import Trade
+from trades.models import Order, Position, Trade
 
 
 @admin.register(Trade)
@@ -122,103 +121,97 @@ class TradeAdmin(ReadOnlyAdmin):
         return pretty_json(trade.metadata)
 
 
-# Orders and positions arrive with live trading; registered when the models exist.
-Order = getattr(models, "Order", None)
-Position = getattr(models, "Position", None)
+@admin.register(Order)
+class OrderAdmin(ReadOnlyAdmin):
+    list_display = (
+        "client_order_id",
+        "subscription",
+        "purpose",
+        "symbol",
+        "side",
+        "type",
+        "amount",
+        "status",
+        "filled",
+        "average_price",
+        "fee",
+        "attempts",
+        "created_at",
+    )
+    list_filter = ("status", "side", "type", "reduce_only", "created_at")
+    search_fields = (
+        "client_order_id",
+        "exchange_order_id",
+        "symbol",
+        "subscription__user__username",
+        "=subscription__id",
+        "=trade__id",
+    )
+    ordering = ("-created_at", "-id")
+    list_select_related = ("subscription__user",)
+    date_hierarchy = "created_at"
+    readonly_fields = (
+        "subscription",
+        "execution",
+        "trade",
+        "purpose",
+        "client_order_id",
+        "exchange_order_id",
+        "symbol",
+        "side",
+        "type",
+        "amount",
+        "price",
+        "reduce_only",
+        "status",
+        "filled",
+        "average_price",
+        "fee",
+        "fee_currency",
+        "attempts",
+        "error_text",
+        "created_at",
+        "sent_at",
+        "acknowledged_at",
+        "updated_at",
+        "closed_at",
+    )
+    fields = readonly_fields
 
-if Order is not None:
-
-    @admin.register(Order)
-    class OrderAdmin(ReadOnlyAdmin):
-        list_display = (
-            "client_order_id",
-            "subscription",
-            "purpose",
-            "symbol",
-            "side",
-            "type",
-            "amount",
-            "status",
-            "filled",
-            "average_price",
-            "fee",
-            "attempts",
-            "created_at",
-        )
-        list_filter = ("status", "side", "type", "reduce_only", "created_at")
-        search_fields = (
-            "client_order_id",
-            "exchange_order_id",
-            "symbol",
-            "subscription__user__username",
-            "=subscription__id",
-            "=trade__id",
-        )
-        ordering = ("-created_at", "-id")
-        list_select_related = ("subscription__user",)
-        date_hierarchy = "created_at"
-        readonly_fields = (
-            "subscription",
-            "execution",
-            "trade",
-            "purpose",
-            "client_order_id",
-            "exchange_order_id",
-            "symbol",
-            "side",
-            "type",
-            "amount",
-            "price",
-            "reduce_only",
-            "status",
-            "filled",
-            "average_price",
-            "fee",
-            "fee_currency",
-            "attempts",
-            "error_text",
-            "created_at",
-            "updated_at",
-            "closed_at",
-        )
-        fields = readonly_fields
-
-        @admin.display(description="error")
-        def error_text(self, order: models.Order) -> str:  # type: ignore[name-defined]
-            return preformatted(order.error)
+    @admin.display(description="error")
+    def error_text(self, order: Order) -> str:
+        return preformatted(order.error)
 
 
-if Position is not None:
-
-    @admin.register(Position)
-    class PositionAdmin(ReadOnlyAdmin):
-        list_display = (
-            "subscription",
-            "symbol",
-            "side",
-            "quantity",
-            "average_entry_price",
-            "mark_price",
-            "unrealized_pnl",
-            "realized_pnl",
-            "fees_paid",
-            "updated_at",
-        )
-        list_filter = ("side", "symbol")
-        search_fields = ("symbol", "subscription__user__username", "=subscription__id")
-        ordering = ("-updated_at",)
-        list_select_related = ("subscription__user",)
-        readonly_fields = (
-            "subscription",
-            "symbol",
-            "side",
-            "quantity",
-            "average_entry_price",
-            "open_fees",
-            "mark_price",
-            "unrealized_pnl",
-            "realized_pnl",
-            "fees_paid",
-            "updated_at",
-        )
-        fields = readonly_fields
+@admin.register(Position)
+class PositionAdmin(ReadOnlyAdmin):
+    list_display = (
+        "subscription",
+        "symbol",
+        "side",
+        "quantity",
+        "average_entry_price",
+        "mark_price",
+        "unrealized_pnl",
+        "realized_pnl",
+        "fees_paid",
+        "updated_at",
+    )
+    list_filter = ("side", "symbol")
+    search_fields = ("symbol", "subscription__user__username", "=subscription__id")
+    ordering = ("-updated_at",)
+    list_select_related = ("subscription__user",)
+    readonly_fields = (
+        "subscription",
+        "symbol",
+        "side",
+        "quantity",
+        "average_entry_price",
+        "open_fees",
+        "mark_price",
+        "unrealized_pnl",
+        "realized_pnl",
+        "fees_paid",
+        "updated_at",
+    )
+    fields = readonly_fields

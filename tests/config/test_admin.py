@@ -15,8 +15,7 @@ from subscriptions.models import BrokerCredential, StrategySubscription
 from subscriptions.services import subscription_create
 from tests.api.helpers import make_credential, make_trade
 from tests.factories import StrategyFactory, flat_candles, load_candles, subscribe
-from trades import models as trade_models
-from trades.models import Trade
+from trades.models import Order, Position, Trade
 
 PLATFORM_MODELS = [
     Strategy,
@@ -26,10 +25,8 @@ PLATFORM_MODELS = [
     StrategyExecution,
     Candle,
     Trade,
-]
-# Orders and positions come with live trading; checked when the models exist.
-PLATFORM_MODELS += [
-    m for m in (getattr(trade_models, "Order", None), getattr(trade_models, "Position", None)) if m
+    Order,
+    Position,
 ]
 
 
@@ -52,22 +49,20 @@ def everything(admin_user):
     trade.execution.logs = "line 1\nline 2"
     trade.execution.save(update_fields=["logs"])
     load_candles(rows=flat_candles(start_ms=1515560100000, count=3))
-    if hasattr(trade_models, "Order"):
-        trade_models.Order.objects.create(
-            subscription=paper,
-            execution=trade.execution,
-            trade=trade,
-            purpose="entry",
-            client_order_id=trade.client_order_id,
-            symbol=trade.symbol,
-            side="buy",
-            amount=Decimal("2"),
-            error="rejected: <insufficient balance>",
-        )
-    if hasattr(trade_models, "Position"):
-        trade_models.Position.objects.create(
-            subscription=paper, symbol=trade.symbol, side="long", quantity=Decimal("2")
-        )
+    Order.objects.create(
+        subscription=paper,
+        execution=trade.execution,
+        trade=trade,
+        purpose="entry",
+        client_order_id=trade.client_order_id,
+        symbol=trade.symbol,
+        side="buy",
+        amount=Decimal("2"),
+        error="rejected: <insufficient balance>",
+    )
+    Position.objects.create(
+        subscription=paper, symbol=trade.symbol, side="long", quantity=Decimal("2")
+    )
 
 
 def _registered():

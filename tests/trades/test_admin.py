@@ -8,8 +8,7 @@ import pytest
 
 from tests.api.helpers import admin_url, make_trade
 from tests.factories import StrategyFactory, subscribe
-from trades import models as trade_models
-from trades.models import Trade
+from trades.models import Order, Position, Trade
 
 
 @pytest.fixture
@@ -53,9 +52,8 @@ def test_trades_are_searchable_by_order_id_and_user(admin_client, failed_trade):
 
 
 @pytest.mark.django_db
-@pytest.mark.skipif(not hasattr(trade_models, "Order"), reason="no Order model yet")
 def test_orders_and_positions_are_read_only(admin_client, failed_trade):
-    order = trade_models.Order.objects.create(
+    order = Order.objects.create(
         subscription=failed_trade.subscription,
         execution=failed_trade.execution,
         trade=failed_trade,
@@ -65,10 +63,10 @@ def test_orders_and_positions_are_read_only(admin_client, failed_trade):
         side="buy",
         amount=Decimal("1"),
     )
-    position = trade_models.Position.objects.create(
+    position = Position.objects.create(
         subscription=failed_trade.subscription, symbol=failed_trade.symbol
     )
-    for model, obj in ((trade_models.Order, order), (trade_models.Position, position)):
+    for model, obj in ((Order, order), (Position, position)):
         assert admin_client.get(admin_url(model, "change", obj.pk)).status_code == 200
         assert admin_client.post(admin_url(model, "change", obj.pk), {}).status_code == 403
         assert admin_client.get(admin_url(model, "add")).status_code == 403
