@@ -67,6 +67,8 @@ class StrategyExecution(models.Model):
     signal = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     logs = models.TextField(blank=True)
+    # How the strategy was isolated (bwrap, rlimit, cold): operators audit weaker runs.
+    sandbox_isolation = models.CharField(max_length=16, blank=True)
     settings_version = models.PositiveIntegerField(null=True, blank=True)
     code_version = models.PositiveIntegerField(null=True, blank=True)
     candles_used = models.PositiveIntegerField(default=0)

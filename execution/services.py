@@ -180,7 +180,7 @@ def _run(execution: StrategyExecution, strategy: Strategy) -> None:
         require_isolation=settings.STRATEGY_SANDBOX_REQUIRE_ISOLATION,
         isolation_mode=settings.STRATEGY_SANDBOX_ISOLATION,
     )
-    execution.logs = result.logs
+    execution.logs, execution.sandbox_isolation = result.logs, result.isolation
     if not result.ok:
         _finish(execution, status=Status.FAILED, error=result.error)
         return

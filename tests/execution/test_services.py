@@ -96,6 +96,8 @@ def test_failing_strategy_is_recorded_and_places_no_orders(market):
     row = StrategyExecution.objects.get(pk=outcome.execution_id)
     assert row.status == "failed" and "ZeroDivisionError" in row.error
     assert not Trade.objects.exists()
+    # the execution records how the strategy was isolated
+    assert row.sandbox_isolation in ("bwrap", "rlimit", "cold")
 
 
 INVERTED_STOP = (
