@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from django.db.models import F, Sum
 
+from trades.bulk import bulk_insert
 from trades.models import Position, Trade
 
 ZERO = Decimal("0")
@@ -59,11 +60,10 @@ def positions_refresh(
         )
         for sub_id in ids
     ]
-    Position.objects.bulk_create(
+    bulk_insert(
         rows,
-        update_conflicts=True,
-        unique_fields=["subscription"],
-        update_fields=[
+        conflict=["subscription"],
+        update=[
             "symbol",
             "side",
             "quantity",

@@ -41,6 +41,17 @@ from execution.models import StrategyExecution
 from execution.signal_validation import Signal, SignalType
 from subscriptions.models import MONEY, StrategySubscription
 from trades.brokers import OrderRequest, OrderResult, OrderStatus, paper_broker
+
+# Imported here, not lazily: worker processes fork after importing the tasks, so every pool
+# process starts with ccxt loaded instead of paying for it on its first fan-out.
+from trades.brokers.live import (
+    credential_ref,
+    live_cancel_many,
+    live_last_price,
+    live_lookup_many,
+    live_place_many,
+)
+from trades.bulk import bulk_insert, bulk_write
 from trades.models import Order, Trade
 from trades.positions import positions_refresh
 from trades.sizing import position_quantity, realized_pnl
@@ -176,8 +187,6 @@ def _claim(legs: Sequence[_Leg]) -> list[_Leg]:
 
 def _send(legs: Sequence[_Leg]) -> list[_Leg]:
     """Claim and send; fills ``leg.result``. Returns the legs that were sent."""
-    from trades.brokers.live import credential_ref, live_place_many
-
     claimed = _claim(legs)
     paper = [leg for leg in claimed if leg.subscription.mode != StrategySubscription.Mode.LIVE]
     live = [leg for leg in claimed if leg.subscription.mode == StrategySubscription.Mode.LIVE]
@@ -313,11 +322,11 @@ def _record(legs: Sequence[_Leg], tally: _Tally) -> None:
                 exits.append(leg.trade)
             if leg.result.status in (OrderStatus.REJECTED, OrderStatus.UNKNOWN):
                 tally.failed += 1
-        Order.objects.bulk_update(orders, ORDER_FIELDS)
+        bulk_write(orders, ORDER_FIELDS)
         if entries:
-            Trade.objects.bulk_update(entries, ENTRY_FIELDS)
+            bulk_write(entries, ENTRY_FIELDS)
         if exits:
-            Trade.objects.bulk_update(exits, EXIT_FIELDS)
+            bulk_write(exits, EXIT_FIELDS)
         _add_realized(closed_pnl)
 
 
@@ -417,7 +426,7 @@ def _order_intents(
     """Get or create the intents for (trade, purpose, request), in two queries."""
     if not specs:
         return {}
-    Order.objects.bulk_create(
+    bulk_insert(
         [
             Order(
                 subscription_id=trade.subscription_id,
@@ -434,7 +443,6 @@ def _order_intents(
             )
             for trade, purpose, request in specs
         ],
-        ignore_conflicts=True,
     )
     orders = Order.objects.filter(
         execution=execution,
@@ -467,7 +475,7 @@ class _EntryContext:
 
 def _entry_intents(ctx: _EntryContext, subs: Sequence[StrategySubscription]) -> dict[int, Trade]:
     side = ENTRY_SIDE[ctx.signal.type]
-    Trade.objects.bulk_create(
+    bulk_insert(
         [
             Trade(
                 subscription=sub,
@@ -483,8 +491,7 @@ def _entry_intents(ctx: _EntryContext, subs: Sequence[StrategySubscription]) -> 
             )
             for sub in subs
         ],
-        ignore_conflicts=True,  # a redelivery: the intents exist already
-    )
+    )  # a redelivery: the intents exist already, nothing is inserted
     trades = Trade.objects.filter(execution=ctx.execution, subscription__in=subs)
     return {t.subscription_id: t for t in trades}
 
@@ -540,8 +547,6 @@ def _price_band(
     ctx: _EntryContext, subs: Iterable[StrategySubscription]
 ) -> dict[tuple[str, bool], str]:
     """Skip reasons per (exchange, sandbox) whose market moved beyond the band."""
-    from trades.brokers.live import live_last_price
-
     reference = ctx.signal.price or ctx.price
     venues = {
         (s.credential.exchange, s.credential.is_sandbox)
@@ -607,9 +612,7 @@ def _enter(ctx: _EntryContext, subs: Sequence[StrategySubscription], tally: _Tal
             specs.append((trade, Order.ENTRY, request))
     if skipped:
         still = _still_pending(skipped)
-        Trade.objects.bulk_update(
-            [t for t in skipped if t.pk in still], ["status", "error", "updated_at"]
-        )
+        bulk_write([t for t in skipped if t.pk in still], ["status", "error", "updated_at"])
     intents = _order_intents(ctx.execution, specs)
     by_sub = {s.pk: s for s in pending}
     legs = []
@@ -675,7 +678,7 @@ def _exit(
             reduce_only=True,
         )
         specs.append((trade, exit_purpose(trade.pk), request))
-    Trade.objects.bulk_update(claimed, ["exit_client_order_id", "metadata"])
+    bulk_write(claimed, ["exit_client_order_id", "metadata"])
     intents = _order_intents(execution, specs)
     legs = []
     for trade, purpose, request in specs:
@@ -891,8 +894,6 @@ def orders_sync_open(*, limit: int = 500) -> int:
     sender died are looked up by client order id: found → recorded, absent → an exit is
     resent (exits always execute), an entry too while its signal is fresh, else rejected.
     """
-    from trades.brokers.live import credential_ref, live_lookup_many
-
     lease = timezone.now() - timedelta(seconds=settings.ORDER_SEND_LEASE_S)
     orders = list(
         Order.objects.filter(subscription__mode=StrategySubscription.Mode.LIVE)
@@ -992,8 +993,6 @@ def _resend(legs: Sequence[_Leg], tally: _Tally) -> None:
 
 def orders_cancel_stale(*, limit: int = 500) -> int:
     """Cancel live entry orders still unfilled (or partly filled) past ENTRY_ORDER_TIMEOUT_S."""
-    from trades.brokers.live import credential_ref, live_cancel_many
-
     cutoff = timezone.now() - timedelta(seconds=settings.ENTRY_ORDER_TIMEOUT_S)
     orders = list(
         Order.objects.filter(

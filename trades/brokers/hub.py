@@ -144,7 +144,11 @@ class Hub:
     @property
     def redis(self) -> aioredis.Redis:
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(settings.REDIS_APP_URL, decode_responses=True)
+            # Hundreds of orders in flight share a few connections: wait for one, don't fail.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                settings.REDIS_APP_URL, max_connections=32, timeout=30, decode_responses=True
+            )
+            self._redis = aioredis.Redis(connection_pool=pool)
         return self._redis
 
     @property

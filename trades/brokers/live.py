@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -41,6 +42,8 @@ from trades.brokers.hub import (
     fingerprint,
     get_hub,
 )
+
+logger = logging.getLogger(__name__)
 
 AUTH_ERRORS = (ccxt.AuthenticationError,)  # PermissionDenied, AccountSuspended are subclasses
 UNKNOWN_OUTCOME = (ccxt.OperationFailed,)  # NetworkError and every subclass, and -1001 & co.
@@ -140,6 +143,7 @@ async def place(hub: Hub, credential: CredentialRef, request: OrderRequest) -> O
         try:
             ready = await _ready(hub, credential, request)
         except Exception as exc:  # nothing was sent by this attempt
+            logger.exception("preparing %s failed", request.client_order_id)
             ready = _not_sent(request, f"internal: {_describe(exc)}")
         if isinstance(ready, OrderResult):
             return ready
@@ -147,6 +151,7 @@ async def place(hub: Hub, credential: CredentialRef, request: OrderRequest) -> O
         try:
             return await _send(hub, credential, exchange, market, request, amount, price, params)
         except Exception as exc:  # a bug must not lose an order that may have been sent
+            logger.exception("sending %s failed", request.client_order_id)
             return OrderResult(
                 status=OrderStatus.UNKNOWN, amount=amount, reason=f"internal: {_describe(exc)}"
             )
@@ -195,6 +200,7 @@ async def _send(
     retries = max(0, settings.EXCHANGE_ORDER_RETRIES)
     delay = settings.EXCHANGE_RETRY_BACKOFF_S
     last_error = ""
+    sent = request.lookup_first  # whether the exchange may have this order
     for attempt in range(retries + 1):
         if attempt or request.lookup_first:
             found = await _find(hub, credential, exchange, market, request)
@@ -207,6 +213,13 @@ async def _send(
                 continue
         try:
             await hub.limiter.acquire(*hub.buckets(credential))
+        except Exception as exc:  # the limiter's Redis: nothing sent, try again shortly
+            last_error = f"rate limiter: {_describe(exc)}"
+            await _sleep(delay)
+            delay *= 2
+            continue
+        sent = True
+        try:
             order = await exchange.create_order(
                 request.symbol,
                 request.type,
@@ -231,6 +244,8 @@ async def _send(
             request = _with_lookup(request)
         except ccxt.ExchangeError as exc:
             return _rejected(_describe(exc), amount=amount)
+    if not sent:
+        return _rejected(f"not sent: {last_error}", amount=amount)
     return OrderResult(
         status=OrderStatus.UNKNOWN,
         amount=amount,
@@ -258,6 +273,9 @@ async def _find(
     """The order by client order id: a result, None when the exchange has none, or the error."""
     try:
         await hub.limiter.acquire(*hub.buckets(credential))
+    except Exception as exc:  # the limiter's Redis: the lookup did not happen
+        return f"rate limiter: {_describe(exc)}"
+    try:
         order = await _fetch_by_client_id(exchange, request)
         if order is None:
             return None

@@ -1,0 +1,132 @@
+"""Many rows in one statement, without the ORM's per-value overhead (the fan-out's hot path).
+
+Django's ``bulk_update`` builds a ``CASE WHEN id = … THEN …`` expression per field and row, and
+``bulk_create`` prepares every value through several layers of field methods; at a few hundred
+rows that costs most of a fan-out batch in Python (measured: ``bulk_update`` alone took 0.8 s of
+1.1 s for 125 subscribers). On PostgreSQL these helpers write ``UPDATE … FROM (VALUES …)`` and
+``INSERT … ON CONFLICT`` with psycopg2's ``execute_values`` and values psycopg2 adapts itself;
+elsewhere (SQLite, in process and cheap already) they fall back to the ORM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connection, models
+
+
+def _fast() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _adapter(field: models.Field) -> Any:
+    """A function turning the attribute into what psycopg2 can send as is."""
+    if isinstance(field, models.JSONField):
+        from psycopg2.extras import Json
+
+        encoder = field.encoder
+
+        def as_json(value: Any) -> Any:
+            return None if value is None else Json(value, dumps=_dumps(encoder))
+
+        return as_json
+    return None
+
+
+def _dumps(encoder: Any) -> Any:
+    import json
+
+    return lambda value: json.dumps(value, cls=encoder)
+
+
+def _values(objs: Sequence[models.Model], fields: Sequence[models.Field], add: bool) -> list:
+    adapters = [_adapter(f) for f in fields]
+    rows = []
+    for obj in objs:
+        row = []
+        for field, adapt in zip(fields, adapters, strict=True):
+            value = field.pre_save(obj, add) if add else getattr(obj, field.attname)
+            row.append(adapt(value) if adapt else value)
+        rows.append(row)
+    return rows
+
+
+def bulk_write(objs: Sequence[models.Model], fields: Sequence[str]) -> int:
+    """UPDATE ``fields`` of every object (one model) from its attributes; returns the rows."""
+    if not objs:
+        return 0
+    if not _fast():
+        return type(objs[0])._default_manager.bulk_update(objs, list(fields))
+    meta = type(objs[0])._meta
+    concrete = [_field(meta, name) for name in fields]
+    pk = meta.pk
+    assert pk is not None
+    rows = [[*row, obj.pk] for row, obj in zip(_values(objs, concrete, False), objs, strict=True)]
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    assignments = ", ".join(
+        f"{quote(_col(f))} = v.{quote(_col(f))}::{f.cast_db_type(connection)}" for f in concrete
+    )
+    names = ", ".join([*(quote(_col(f)) for f in concrete), quote("__pk")])
+    pk_cast = pk.cast_db_type(connection)
+    sql = (
+        f"UPDATE {table} SET {assignments} FROM (VALUES %s) AS v({names}) "
+        f"WHERE {table}.{quote(_col(pk))} = v.{quote('__pk')}::{pk_cast}"
+    )
+    _execute_values(sql, rows)
+    return len(rows)
+
+
+def bulk_insert(
+    objs: Sequence[models.Model],
+    *,
+    conflict: Sequence[str] | None = None,
+    update: Sequence[str] = (),
+) -> None:
+    """INSERT the objects; on a conflict on ``conflict`` (the unique fields), UPDATE ``update``
+    (or, without ``update``, leave the existing row alone: ``ON CONFLICT DO NOTHING``)."""
+    if not objs:
+        return
+    model = type(objs[0])
+    if not _fast():
+        if update:
+            model._default_manager.bulk_create(
+                objs, update_conflicts=True, unique_fields=conflict, update_fields=update
+            )
+        else:
+            model._default_manager.bulk_create(objs, ignore_conflicts=True)
+        return
+    meta = model._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(_col(f)) for f in fields)
+    sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES %s ON CONFLICT"
+    if update:
+        assert conflict, "an upsert needs its unique fields"
+        targets = ", ".join(quote(_col(_field(meta, name))) for name in conflict)
+        sets = ", ".join(
+            f"{quote(c)} = EXCLUDED.{quote(c)}" for c in (_col(_field(meta, n)) for n in update)
+        )
+        sql += f" ({targets}) DO UPDATE SET {sets}"
+    else:
+        sql += " DO NOTHING"
+    _execute_values(sql, _values(objs, fields, True))
+
+
+def _col(field: models.Field) -> str:
+    assert field.column is not None
+    return field.column
+
+
+def _field(meta: Any, name: str) -> models.Field:
+    field = meta.get_field(name)
+    assert isinstance(field, models.Field) and field.column
+    return field
+
+
+def _execute_values(sql: str, rows: list) -> None:
+    from psycopg2.extras import execute_values
+
+    with connection.cursor() as cursor:
+        execute_values(cursor.cursor, sql, rows, page_size=max(1, len(rows)))
