@@ -33,6 +33,7 @@ class StrategyExecutionAdmin(ReadOnlyAdmin):
     list_filter = (
         "status",
         "trigger",
+        "sandbox_isolation",
         "strategy__resolution",
         "strategy__exchange",
         "interval_start",
@@ -66,6 +67,7 @@ class StrategyExecutionAdmin(ReadOnlyAdmin):
             "Run",
             {
                 "fields": (
+                    "sandbox_isolation",
                     "settings_version",
                     "code_version",
                     "candles_used",
