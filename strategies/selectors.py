@@ -64,6 +64,7 @@ def _drift_percentiles(strategy: Strategy) -> dict[str, Any]:
     return {
         "drift_p50_ms": _percentile(ordered, 0.50),
         "drift_p95_ms": _percentile(ordered, 0.95),
+        "drift_p99_ms": _percentile(ordered, 0.99),
         "drift_sample_size": len(ordered),
     }
 

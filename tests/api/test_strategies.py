@@ -321,6 +321,7 @@ def test_stats_aggregate_executions_subscribers_and_pnl(api, me):
     assert stats["average_duration_ms"] == pytest.approx((400 + 600 + 800 + 1000 + 850) / 5)
     assert stats["drift_p50_ms"] == pytest.approx(300.0)
     assert stats["drift_p95_ms"] == pytest.approx(880.0)  # 400 + 0.8 * (1000 - 400)
+    assert stats["drift_p99_ms"] == pytest.approx(976.0)  # 400 + 0.96 * (1000 - 400)
     assert stats["drift_sample_size"] == 5
     assert (stats["active_subscribers"], stats["paused_subscribers"]) == (1, 1)
     assert stats["trades_generated"] == 8
