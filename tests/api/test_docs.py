@@ -110,6 +110,8 @@ def test_swagger_ui_renders(anon):
     assert response.status_code == 200
     page = response.content.decode()
     assert "swagger-ui" in page and "/api/schema/" in page
+    # its assets are served by the platform itself (no CDN): the UI works offline
+    assert "cdn.jsdelivr.net" not in page and "/static/drf_spectacular_sidecar/" in page
 
 
 @pytest.mark.django_db
