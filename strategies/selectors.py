@@ -60,7 +60,7 @@ def _drift_percentiles(strategy: Strategy) -> dict[str, Any]:
         .exclude(drift_ms__isnull=True)
         .values_list("drift_ms", flat=True)[:DRIFT_SAMPLE_SIZE]
     )
-    ordered = sorted(recent)
+    ordered = sorted(float(drift) for drift in recent if drift is not None)
     return {
         "drift_p50_ms": _percentile(ordered, 0.50),
         "drift_p95_ms": _percentile(ordered, 0.95),
