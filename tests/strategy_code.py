@@ -1,6 +1,6 @@
 """Strategy sources used across the tests."""
 
-SMA_CROSSOVER = '''
+SMA_CROSSOVER = """
 LOOKBACK = 60
 
 def generate_signal(candles, settings):
@@ -15,10 +15,10 @@ def generate_signal(candles, settings):
     if fast.iloc[-2] >= slow.iloc[-2] and fast.iloc[-1] < slow.iloc[-1]:
         return {"signal": "EXIT_LONG", "price": price, "metadata": {}}
     return None
-'''
+"""
 
 # Reads settings["signal"] so a test decides what the next execution returns.
-SCRIPTED = '''
+SCRIPTED = """
 LOOKBACK = 5
 
 def generate_signal(candles, settings):
@@ -32,4 +32,4 @@ def generate_signal(candles, settings):
         stop_loss = price * (1 - stop) if kind == "LONG" else price * (1 + stop)
     return {"signal": kind, "price": price, "stopLoss": stop_loss, "takeProfit": None,
             "metadata": {"last_ts": str(candles["timestamp"].iloc[-1]), "rows": len(candles)}}
-'''
+"""
