@@ -26,6 +26,10 @@ sandbox-tools:
 demo: install sandbox-tools
 	$(BIN)/python manage.py demo
 
+# Live subscribers trading through ccxt against the local exchange simulator, with faults.
+demo-live: install sandbox-tools
+	$(BIN)/python manage.py demo_live
+
 test: install sandbox-tools
 	$(BIN)/python -m pytest
 

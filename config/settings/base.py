@@ -245,11 +245,14 @@ ENTRY_ORDER_TIMEOUT_S = env.float("ENTRY_ORDER_TIMEOUT_S", default=300.0)
 # presumed dead, and the order is looked up by client order id (then resent if absent).
 # Keep it above EXCHANGE_TIMEOUT_MS x (EXCHANGE_ORDER_RETRIES + 1) plus the backoffs.
 ORDER_SEND_LEASE_S = env.float("ORDER_SEND_LEASE_S", default=120.0)
-# Fan-out batching: subscribers per task grow from FANOUT_CHUNK_SIZE up to FANOUT_CHUNK_MAX so
-# that a large fan-out is split into about FANOUT_TARGET_TASKS tasks (per-task costs are paid
-# once per batch). FANOUT_QUEUE routes fan-out tasks to a dedicated queue (workers: -Q).
-FANOUT_TARGET_TASKS = env.int("FANOUT_TARGET_TASKS", default=8)
-FANOUT_CHUNK_MAX = env.int("FANOUT_CHUNK_MAX", default=250)
+# Fan-out batching: a fan-out is split into about FANOUT_TARGET_TASKS tasks of between
+# FANOUT_CHUNK_SIZE and FANOUT_CHUNK_MAX subscribers. Per-task costs (the task itself, a fixed
+# number of queries, one round of concurrent exchange calls) are paid once per batch, so the
+# best value is the number of worker pool processes that take fan-out tasks (Procfile and
+# compose run one worker with --concurrency=2). FANOUT_QUEUE routes fan-out tasks to a
+# dedicated queue (start workers with -Q).
+FANOUT_TARGET_TASKS = env.int("FANOUT_TARGET_TASKS", default=2)
+FANOUT_CHUNK_MAX = env.int("FANOUT_CHUNK_MAX", default=1000)
 FANOUT_QUEUE = env.str("FANOUT_QUEUE", default="") or None
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),

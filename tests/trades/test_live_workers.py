@@ -23,8 +23,12 @@ def _fanned_out(execution_id: int, count: int) -> bool:
     return done and Trade.objects.filter(execution_id=execution_id, status="open").count() == count
 
 
-def test_worker_killed_mid_fanout_every_subscriber_ends_with_exactly_one_order(sim, market):
-    # given 40 live subscribers, an exchange answering each order after 300 ms, and a worker
+def test_worker_killed_mid_fanout_every_subscriber_ends_with_exactly_one_order(
+    sim, market, settings
+):
+    # given 40 live subscribers in batches of 5, an exchange answering each order after 300 ms,
+    # and a worker
+    settings.FANOUT_TARGET_TASKS = 8
     strategy = StrategyFactory(settings={"signal": "LONG"})
     traders = [live_trader(sim, strategy) for _ in range(40)]
     sim.faults(latency_ms=300)
