@@ -160,7 +160,10 @@ def _filesystem_args(layout: Layout) -> list[str]:
             mounts.append((top, ["--ro-bind", top, top]))
     for host, inside in layout.binds:
         mounts.append((inside, ["--ro-bind", host, inside]))
-    if any(_is_under(str(PROJECT_ROOT), inside) for inside, _ in mounts):
+    # Only directories bound from the host can show the project (the /tmp above is a fresh
+    # tmpfs: a checkout under /tmp is not in it).
+    host_bound = [inside for inside, mount_args in mounts if "--ro-bind" in mount_args]
+    if any(_is_under(str(PROJECT_ROOT), inside) for inside in host_bound):
         # The project sits inside a bound directory (e.g. /usr/src/app): hide it behind an
         # empty read-only tmpfs.
         hidden = str(PROJECT_ROOT)
