@@ -1,0 +1,477 @@
+"""The batch machinery under every fan-out, stop check and sync: intents, claims, sends, results.
+
+Exactly-once rests on the database:
+
+* an entry is a ``Trade`` unique per (execution, subscription), and each order an ``Order``
+  intent unique per (execution, subscription, purpose), both written before anything is sent,
+  with a client order id derived from those ids;
+* an exit is claimed on its trade (a conditional UPDATE) before its intent is written;
+* a worker *claims* intents (a token and a counted attempt, one UPDATE for the batch) before
+  sending them, so two workers never send one intent at once; an intent with an earlier
+  attempt is looked up by client order id before it is sent again (the broker does that);
+* results are recorded only on rows still held by the claim, in the state it expected.
+
+A batch costs a fixed number of queries whatever its size: per-subscriber work in Python,
+reads and writes in bulk, and for live orders one round trip to this process's exchange hub,
+where the orders go out concurrently. Paper and live differ only in ``orders_send``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, DecimalField, F, Q, Value, When
+from django.utils import timezone
+
+from execution.events import EventType, event_emit
+from execution.models import StrategyExecution
+from subscriptions.models import MONEY, StrategySubscription
+from trades.brokers import OrderRequest, OrderResult, OrderStatus, paper_broker
+
+# Imported here, not lazily: worker processes fork after importing the tasks, so every pool
+# process starts with ccxt loaded instead of paying for it on its first fan-out.
+from trades.brokers.live import credential_ref, live_place_many
+from trades.bulk import bulk_insert, bulk_write
+from trades.models import Order, Trade
+from trades.positions import positions_refresh
+from trades.sizing import realized_pnl
+
+if TYPE_CHECKING:
+    from trades.brokers.hub import CredentialRef
+
+logger = logging.getLogger(__name__)
+
+ORDER_STATUS = {
+    OrderStatus.FILLED: Order.Status.FILLED,
+    OrderStatus.PARTIALLY_FILLED: Order.Status.PARTIALLY_FILLED,
+    OrderStatus.OPEN: Order.Status.OPEN,
+    OrderStatus.CANCELLED: Order.Status.CANCELLED,
+    OrderStatus.EXPIRED: Order.Status.EXPIRED,
+    OrderStatus.REJECTED: Order.Status.REJECTED,
+    OrderStatus.SKIPPED: Order.Status.SKIPPED,
+    OrderStatus.UNKNOWN: Order.Status.UNKNOWN,
+}
+FINAL_ORDER = {
+    Order.Status.FILLED,
+    Order.Status.CANCELLED,
+    Order.Status.EXPIRED,
+    Order.Status.REJECTED,
+    Order.Status.SKIPPED,
+}
+ORDER_FIELDS = [
+    "status",
+    "amount",
+    "filled",
+    "average_price",
+    "fee",
+    "fee_currency",
+    "exchange_order_id",
+    "error",
+    "send_token",
+    "acknowledged_at",
+    "closed_at",
+    "updated_at",
+]
+ENTRY_FIELDS = [
+    "status",
+    "quantity",
+    "entry_price",
+    "entry_time",
+    "entry_fee",
+    "exchange_order_id",
+    "error",
+    "updated_at",
+]
+EXIT_FIELDS = [
+    "status",
+    "exit_price",
+    "exit_time",
+    "exit_fee",
+    "exit_exchange_order_id",
+    "pnl",
+    "exit_execution",
+    "error",
+    "metadata",
+    "updated_at",
+]
+
+
+def client_order_id(*, execution_id: int, subscription_id: int, purpose: str) -> str:
+    """Deterministic, so a resent order is recognised by the exchange as the same order."""
+    return f"sf-{execution_id}-{subscription_id}-{purpose}"
+
+
+def exit_purpose(trade_id: int) -> str:
+    return f"exit:{trade_id}"
+
+
+@dataclass
+class Leg:
+    """One order for one subscriber: its trade, its intent, what to send, what came back."""
+
+    subscription: StrategySubscription
+    trade: Trade
+    order: Order
+    request: OrderRequest
+    result: OrderResult | None = None
+    exit_reason: str = ""
+
+
+@dataclass
+class Tally:
+    opened: int = 0
+    closed: int = 0
+    failed: int = 0
+    pause: dict[int, str] = field(default_factory=dict)  # subscription id -> reason
+
+
+# --- sending --------------------------------------------------------------------------------
+def orders_claim(legs: Sequence[Leg]) -> list[Leg]:
+    """Claim the intents to send (one UPDATE); the legs of intents claimed elsewhere drop out."""
+    if not legs:
+        return []
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    lease = now - timedelta(seconds=settings.ORDER_SEND_LEASE_S)
+    ids = [leg.order.pk for leg in legs]
+    Order.objects.filter(
+        pk__in=ids, status__in=(Order.Status.PENDING, Order.Status.UNKNOWN)
+    ).filter(Q(send_token="") | Q(sent_at__lt=lease)).update(
+        send_token=token, attempts=F("attempts") + 1, sent_at=now, updated_at=now
+    )
+    attempts = dict(
+        Order.objects.filter(pk__in=ids, send_token=token).values_list("pk", "attempts")
+    )
+    claimed = []
+    for leg in legs:
+        if leg.order.pk in attempts:
+            leg.order.send_token, leg.order.attempts = token, attempts[leg.order.pk]
+            # A second attempt: the first may have reached the exchange, look it up first.
+            leg.request = replace(leg.request, lookup_first=attempts[leg.order.pk] > 1)
+            claimed.append(leg)
+    return claimed
+
+
+def orders_send(legs: Sequence[Leg]) -> list[Leg]:
+    """Claim and send; fills ``leg.result``. Returns the legs that were sent."""
+    claimed = orders_claim(legs)
+    paper = [leg for leg in claimed if leg.subscription.mode != StrategySubscription.Mode.LIVE]
+    live = [leg for leg in claimed if leg.subscription.mode == StrategySubscription.Mode.LIVE]
+    broker = paper_broker()
+    for leg in paper:
+        leg.result = broker.place_market_order(leg.request)
+    refs: dict[int, CredentialRef] = {}
+    items = []
+    for leg in live:
+        credential = leg.subscription.credential
+        assert credential is not None  # the live_needs_credential constraint
+        if credential.pk not in refs:
+            refs[credential.pk] = credential_ref(credential)
+        items.append((refs[credential.pk], leg.request))
+    for leg, result in zip(live, live_place_many(items), strict=True):
+        leg.result = result
+    return claimed
+
+
+# --- recording ------------------------------------------------------------------------------
+def _apply_to_order(order: Order, result: OrderResult, now: datetime) -> None:
+    order.status = ORDER_STATUS[result.status]
+    if result.amount is not None:
+        order.amount = result.amount
+    order.filled = result.quantity
+    order.average_price = result.average_price
+    order.fee = result.fee
+    order.fee_currency = result.fee_currency
+    order.exchange_order_id = result.exchange_order_id or order.exchange_order_id
+    order.error = result.reason
+    order.send_token = ""  # released: the sync may look it up from now on
+    order.acknowledged_at = result.acknowledged_at or order.acknowledged_at
+    order.closed_at = now if order.status in FINAL_ORDER else None
+    order.updated_at = now
+
+
+def _apply_to_entry(trade: Trade, result: OrderResult, now: datetime) -> bool:
+    """Returns True when the trade opened now."""
+    was_pending = trade.status == Trade.Status.PENDING
+    trade.updated_at = now
+    if result.has_fill:
+        trade.status = Trade.Status.OPEN
+        trade.quantity = result.quantity
+        trade.entry_price = result.average_price
+        trade.entry_fee = result.fee
+        trade.entry_time = trade.entry_time or result.filled_at or now
+        trade.exchange_order_id = result.exchange_order_id
+        trade.error = ""
+        return was_pending
+    if result.status in (OrderStatus.REJECTED, OrderStatus.SKIPPED):
+        trade.status = Trade.Status(result.status.value)
+        trade.error = result.reason
+    elif result.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED):
+        trade.status = Trade.Status.CANCELLED
+        trade.error = result.reason or f"entry order {result.status} unfilled"
+    else:  # open and unfilled, or unknown: the sync follows it up
+        trade.exchange_order_id = result.exchange_order_id or trade.exchange_order_id
+        trade.error = result.reason
+    return False
+
+
+def _apply_to_exit(trade: Trade, result: OrderResult, reason: str, now: datetime) -> bool:
+    """Returns True when the trade closed now."""
+    trade.updated_at = now
+    if result.status == OrderStatus.FILLED and result.average_price is not None:
+        assert trade.entry_price is not None
+        trade.status = Trade.Status.CLOSED
+        trade.exit_price = result.average_price
+        trade.exit_time = result.filled_at or now
+        trade.exit_fee = result.fee
+        trade.exit_exchange_order_id = result.exchange_order_id
+        trade.pnl = realized_pnl(
+            side=trade.side,
+            quantity=trade.quantity,
+            entry_price=trade.entry_price,
+            exit_price=result.average_price,
+            fees=trade.entry_fee + result.fee,
+        ).quantize(Decimal("0.00000001"))
+        trade.metadata = {**trade.metadata, "exit_reason": reason}
+        trade.error = ""
+        return True
+    if result.status in (
+        OrderStatus.REJECTED,
+        OrderStatus.SKIPPED,
+        OrderStatus.CANCELLED,
+        OrderStatus.EXPIRED,
+    ):
+        # Release the claim: the next exit signal or stop check tries again.
+        trade.exit_execution = None
+    trade.error = result.reason
+    return False
+
+
+def orders_record(legs: Sequence[Leg], tally: Tally) -> None:
+    """Write the results of sent legs; only rows still held by this claim are touched."""
+    legs = [leg for leg in legs if leg.result is not None]
+    if not legs:
+        return
+    now = timezone.now()
+    closed_pnl: dict[int, tuple[Decimal, Decimal]] = defaultdict(lambda: (Decimal(0), Decimal(0)))
+    with transaction.atomic():
+        held = set(
+            Order.objects.select_for_update()
+            .filter(pk__in=[leg.order.pk for leg in legs])
+            .filter(send_token__in={leg.order.send_token for leg in legs})
+            .values_list("pk", "send_token")
+        )
+        legs = [leg for leg in legs if (leg.order.pk, leg.order.send_token) in held]
+        live_trades = _live_trades(legs)
+        entries, exits, orders = [], [], []
+        for leg in legs:
+            assert leg.result is not None
+            _apply_to_order(leg.order, leg.result, now)
+            orders.append(leg.order)
+            if leg.result.auth_failed:
+                tally.pause[leg.subscription.pk] = leg.result.reason
+            if leg.trade.pk not in live_trades:
+                continue
+            if leg.order.purpose == Order.ENTRY:
+                if _apply_to_entry(leg.trade, leg.result, now):
+                    tally.opened += 1
+                    _emit_filled(leg)
+                entries.append(leg.trade)
+            else:
+                if _apply_to_exit(leg.trade, leg.result, leg.exit_reason, now):
+                    tally.closed += 1
+                    pnl, fees = closed_pnl[leg.trade.subscription_id]
+                    closed_pnl[leg.trade.subscription_id] = (
+                        pnl + (leg.trade.pnl or 0),
+                        fees + leg.trade.fees,
+                    )
+                    _emit_closed(leg)
+                exits.append(leg.trade)
+            if leg.result.status in (OrderStatus.REJECTED, OrderStatus.UNKNOWN):
+                tally.failed += 1
+        bulk_write(orders, ORDER_FIELDS)
+        if entries:
+            bulk_write(entries, ENTRY_FIELDS)
+        if exits:
+            bulk_write(exits, EXIT_FIELDS)
+        _add_realized(closed_pnl)
+
+
+def _live_trades(legs: Sequence[Leg]) -> set[int]:
+    """Trades still in the state their leg expects (locked until the batch is recorded)."""
+    entry_ids = [leg.trade.pk for leg in legs if leg.order.purpose == Order.ENTRY]
+    exits = {
+        leg.trade.pk: leg.order.execution_id for leg in legs if leg.order.purpose != Order.ENTRY
+    }
+    live: set[int] = set()
+    if entry_ids:
+        live |= set(
+            Trade.objects.select_for_update()
+            .filter(pk__in=entry_ids, status__in=(Trade.Status.PENDING, Trade.Status.OPEN))
+            .filter(exit_execution__isnull=True)
+            .values_list("pk", flat=True)
+        )
+    if exits:
+        # An exit is recorded only while its execution still holds the trade's exit claim.
+        claims = (
+            Trade.objects.select_for_update()
+            .filter(pk__in=list(exits), status=Trade.Status.OPEN)
+            .values_list("pk", "exit_execution_id")
+        )
+        live |= {pk for pk, holder in claims if holder == exits[pk]}
+    return live
+
+
+def _add_realized(closed: dict[int, tuple[Decimal, Decimal]]) -> None:
+    """Add realized PnL and fees to the subscriptions, in the database, in one statement."""
+    if not closed:
+        return
+    money = DecimalField(**MONEY)
+    pnl = Case(
+        *[When(pk=k, then=Value(v[0])) for k, v in closed.items()],
+        default=Value(Decimal(0)),
+        output_field=money,
+    )
+    fees = Case(
+        *[When(pk=k, then=Value(v[1])) for k, v in closed.items()],
+        default=Value(Decimal(0)),
+        output_field=money,
+    )
+    StrategySubscription.objects.filter(pk__in=list(closed)).update(
+        realized_pnl=F("realized_pnl") + pnl, fees_paid=F("fees_paid") + fees
+    )
+
+
+def _emit_filled(leg: Leg) -> None:
+    event_emit(
+        EventType.TRADE_FILLED,
+        trade_id=leg.trade.pk,
+        subscription_id=leg.subscription.pk,
+        side=leg.trade.side,
+        quantity=str(leg.trade.quantity),
+        price=str(leg.trade.entry_price),
+    )
+
+
+def _emit_closed(leg: Leg) -> None:
+    event_emit(
+        EventType.TRADE_CLOSED,
+        trade_id=leg.trade.pk,
+        subscription_id=leg.subscription.pk,
+        pnl=str(leg.trade.pnl),
+        reason=leg.exit_reason,
+    )
+
+
+def subscriptions_pause_refused(tally: Tally) -> None:
+    """Bad keys or missing permissions: stop trading for that subscriber until it's fixed."""
+    from subscriptions.services import subscription_pause
+
+    for subscription in StrategySubscription.objects.filter(
+        pk__in=list(tally.pause), status=StrategySubscription.Status.ACTIVE
+    ):
+        try:
+            subscription_pause(
+                subscription=subscription,
+                reason=f"exchange refused the credential: {tally.pause[subscription.pk]}"[:255],
+            )
+        except Exception:  # recorded on its trade already; pausing is best effort
+            logger.exception("could not pause subscription %s", subscription.pk)
+
+
+def orders_settle(legs: Sequence[Leg], tally: Tally, *, symbol: str) -> None:
+    sent = orders_send(legs)
+    orders_record(sent, tally)
+    subscriptions_pause_refused(tally)
+    positions_refresh(subscription_ids={leg.subscription.pk for leg in legs}, symbol=symbol)
+
+
+# --- intents --------------------------------------------------------------------------------
+def order_intents(
+    execution: StrategyExecution, specs: Sequence[tuple[Trade, str, OrderRequest]]
+) -> dict[tuple[int, str], Order]:
+    """Get or create the intents for (trade, purpose, request), in two queries."""
+    if not specs:
+        return {}
+    bulk_insert(
+        [
+            Order(
+                subscription_id=trade.subscription_id,
+                execution=execution,
+                trade=trade,
+                purpose=purpose,
+                client_order_id=request.client_order_id,
+                symbol=request.symbol,
+                side=request.side,
+                type=request.type,
+                amount=request.quantity,
+                price=request.price,
+                reduce_only=request.reduce_only,
+            )
+            for trade, purpose, request in specs
+        ],
+    )
+    orders = Order.objects.filter(
+        execution=execution,
+        subscription_id__in={trade.subscription_id for trade, _, _ in specs},
+        purpose__in={purpose for _, purpose, _ in specs},
+    )
+    return {(o.subscription_id, o.purpose): o for o in orders}
+
+
+def request_from_intent(order: Order, request: OrderRequest) -> OrderRequest:
+    """An existing intent wins: a resend must be the order that may already be out there."""
+    return replace(
+        request,
+        quantity=order.amount,
+        type=order.type,
+        price=order.price,
+        side="buy" if order.side == "buy" else "sell",
+    )
+
+
+def leg_for(order: Order) -> Leg:
+    trade = order.trade
+    request = OrderRequest(
+        symbol=order.symbol,
+        side="buy" if order.side == "buy" else "sell",
+        quantity=order.amount,
+        client_order_id=order.client_order_id,
+        reference_price=order.price or trade.entry_price or Decimal(1),
+        reference_time=order.created_at,
+        reduce_only=order.reduce_only,
+        type=order.type,
+        price=order.price,
+        lookup_first=True,
+    )
+    reason = (trade.metadata or {}).get("exit_reason", "exit signal")
+    return Leg(order.subscription, trade, order, request, exit_reason=reason)
+
+
+def orders_reclaim(legs: Sequence[Leg]) -> list[Leg]:
+    """Claim looked-up orders so a fan-out sending them right now is not overwritten."""
+    results = {leg.order.pk: leg.result for leg in legs}
+    open_ids = [
+        leg.order.pk
+        for leg in legs
+        if leg.order.status in (Order.Status.OPEN, Order.Status.PARTIALLY_FILLED)
+    ]
+    token = uuid.uuid4().hex
+    Order.objects.filter(pk__in=open_ids, send_token="").update(send_token=token)
+    claimed = orders_claim([leg for leg in legs if leg.order.pk not in open_ids])
+    for leg in legs:
+        if leg.order.pk in open_ids:
+            leg.order.send_token = token
+    out = [leg for leg in legs if leg.order.pk in open_ids] + claimed
+    for leg in out:
+        leg.result = results[leg.order.pk]
+    return out
