@@ -535,10 +535,17 @@ def orders_sync_open(*, limit: int = 500) -> int:
     tally = Tally()
     orders_record(orders_reclaim(found), tally)
     _resend(resend, tally)
-    positions_refresh(
-        subscription_ids={leg.subscription.pk for leg in legs}, symbol=legs[0].trade.symbol
-    )
+    _refresh_positions(legs)
     return len(found) + len(resend)
+
+
+def _refresh_positions(legs: Sequence[Leg]) -> None:
+    """The sync spans strategies: refresh each symbol's subscribers with their own symbol."""
+    by_symbol: dict[str, set[int]] = {}
+    for leg in legs:
+        by_symbol.setdefault(leg.trade.symbol, set()).add(leg.subscription.pk)
+    for symbol, subscription_ids in by_symbol.items():
+        positions_refresh(subscription_ids=subscription_ids, symbol=symbol)
 
 
 def _resend(legs: Sequence[Leg], tally: Tally) -> None:
@@ -592,7 +599,5 @@ def orders_cancel_stale(*, limit: int = 500) -> int:
             done.append(leg)
     tally = Tally()
     orders_record(orders_reclaim(done), tally)
-    positions_refresh(
-        subscription_ids={leg.subscription.pk for leg in legs}, symbol=legs[0].trade.symbol
-    )
+    _refresh_positions(legs)
     return len(done)
