@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -114,6 +115,7 @@ class Hub:
         self._redis: aioredis.Redis | None = None
         self._limiter: AsyncRateLimiter | None = None
         self._semaphore: asyncio.Semaphore | None = None
+        self.grown = False  # instances were added since the last freeze_pool()
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -261,11 +263,24 @@ class Hub:
             _detach(held[1])
         self.instances[credential.id] = (credential.fingerprint, exchange)
         self.fingerprints[credential.id] = credential.fingerprint
+        self.grown = True
         while len(self.instances) > max(1, settings.EXCHANGE_POOL_MAX_INSTANCES):
             old_id, (_, old) = self.instances.popitem(last=False)
             self.fingerprints.pop(old_id, None)
             _detach(old)
         return exchange
+
+    def freeze_pool(self) -> None:
+        """Take the pooled instances out of the cyclic garbage collector's sight.
+
+        A ccxt instance is a large graph of dicts; with hundreds pooled, every full collection
+        walks them all, and full collections come often while a batch allocates its rows
+        (measured: a 500-subscriber live batch took 0.93 s with the pool tracked, 0.61 s
+        frozen). ``gc.freeze`` is O(1); objects still go when their last reference does.
+        """
+        if self.grown:
+            self.grown = False
+            gc.freeze()
 
     def is_pooled(self, credential_id: int, fingerprint_: str) -> bool:
         return self.fingerprints.get(credential_id) == fingerprint_

@@ -96,7 +96,11 @@ def live_place_many(items: Sequence[tuple[CredentialRef, OrderRequest]]) -> list
     if not items:
         return []
     hub = get_hub()
-    return hub.run(_gather(hub, [place(hub, c, r) for c, r in items]), _batch_timeout(len(items)))
+    results = hub.run(
+        _gather(hub, [place(hub, c, r) for c, r in items]), _batch_timeout(len(items))
+    )
+    hub.freeze_pool()
+    return results
 
 
 def live_lookup_many(items: Sequence[tuple[CredentialRef, OrderRequest]]) -> list[OrderResult]:
