@@ -70,29 +70,17 @@ class ReplayMarket:
         )
 
     def start_simulator(self, *, env: dict[str, str], log_dir: Path) -> ManageProcess:
-        args = [
-            "exchange_simulator",
-            f"--port={self.port}",
+        from trades.processes import simulator_start
+
+        args = (
             f"--exchange={self.source}",
             f"--speed={self.speed}",
             f"--start={self.start.isoformat()}",
             f"--t0={self.t0}",
-        ]
+        )
         log = log_dir / f"simulator-{self.port}.log"
-        self.simulator = ManageProcess(args, env=env, log_path=log).start()
-        self.simulator.wait_for_log("exchange simulator on")
-        self._wait_http()
+        self.simulator = simulator_start(port=self.port, env=env, log_path=log, args=args)
         return self.simulator
-
-    def _wait_http(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.base_url}/api/v3/ping", timeout=1).ok:
-                    return
-            except requests.RequestException:
-                time.sleep(0.1)
-        raise TimeoutError(f"simulator at {self.base_url} did not answer")
 
     def drop_streams(self, *, refuse_s: float) -> None:
         requests.post(f"{self.base_url}/sim/stream/drop", json={"refuse_s": refuse_s}, timeout=5)
