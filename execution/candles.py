@@ -11,6 +11,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
 
 from execution.models import Candle
 from execution.time_utils import (
@@ -76,6 +77,18 @@ def candles_import(*, exchange: str, symbol: str, resolution: str, rows: Iterabl
         Candle.objects.filter(exchange=exchange, symbol=symbol, resolution=resolution).count()
         - existing
     )
+
+
+def candle_store_new(*, exchange: str, symbol: str, resolution: str, row: OhlcvRow) -> bool:
+    """Store one closed candle; True only for the caller that inserted it (the unique
+    constraint decides between concurrent writers, e.g. two streamers)."""
+    candle = _candle_from_row(row, exchange=exchange, symbol=symbol, resolution=resolution)
+    try:
+        with transaction.atomic():
+            candle.save(force_insert=True)
+    except IntegrityError:
+        return False
+    return True
 
 
 def candles_import_file(*, path: Path, exchange: str, symbol: str, resolution: str) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from execution.candles import candles_import
+from execution.candles import candle_store_new
 from execution.models import Candle
 from execution.redis_client import get_redis
 from execution.registry import INDEX_KEY
@@ -57,14 +57,17 @@ def stream_last_stored_ms(*, exchange: str, symbol: str, resolution: str) -> int
 def stream_candle_closed(
     *, exchange: str, symbol: str, resolution: str, row: list, trigger: str = "stream"
 ) -> bool:
-    """Store a closed candle and start its executions; False if another streamer did already."""
+    """Store a closed candle and start its executions; False if it was in the store already.
+
+    Whoever stores a candle first dispatches its close: of two streamers only one does, and a
+    candle an execution fetched itself (beat, after the grace) was dispatched by beat. A crash
+    between the two steps leaves the close to beat. (Even a double dispatch would be harmless:
+    the execution table's unique constraint is the fence.)
+    """
     from execution.services import candle_close_dispatch
 
-    candles_import(exchange=exchange, symbol=symbol, resolution=resolution, rows=[row])
-    # Two streamers see the same close: the first to claim it dispatches. (Even a double
-    # dispatch would be harmless, the execution table's unique constraint is the fence.)
-    claim = f"stream:closed:{exchange}:{symbol}:{resolution}:{int(row[0])}"
-    if not get_redis().set(claim, 1, nx=True, ex=7 * 24 * 3600):
+    stored = candle_store_new(exchange=exchange, symbol=symbol, resolution=resolution, row=row)
+    if not stored:
         return False
     close_time = candle_close_time(ms_to_datetime(int(row[0])), resolution)
     candle_close_dispatch(
