@@ -4,18 +4,21 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.db import models
 from rest_framework import serializers
 
 from config.api import DecimalInputField, JSONObjectField, StrictFieldsMixin
 from strategies.serializers import exchange_field
 from subscriptions.models import MONEY, BrokerCredential, StrategySubscription
 from subscriptions.services import MAX_RISK_PER_TRADE
+from trades.serializers import PositionSerializer
 
 # Input precision matches the columns, so oversize input is a 400 and never a database error.
 CAPITAL = MONEY
 RISK: dict[str, Any] = {"max_digits": 6, "decimal_places": 5}
 LEVERAGE: dict[str, Any] = {"max_digits": 6, "decimal_places": 2}
 Mode = StrategySubscription.Mode
+Sub = StrategySubscription
 
 
 # A trillion is beyond any one subscriber; the bound keeps every accepted value exact on
@@ -55,6 +58,18 @@ def _leverage(**kwargs: Any) -> DecimalInputField:
     )
 
 
+def _policy(name: str, **kwargs: Any) -> serializers.ChoiceField:
+    """A choice field for one of the live-trading policies, documented from its model field."""
+    field = StrategySubscription._meta.get_field(name)
+    assert isinstance(field, models.CharField)  # a policy is a column, never a relation
+    return serializers.ChoiceField(
+        choices=field.choices or (),
+        allow_blank=field.blank,
+        help_text=str(field.help_text),
+        **kwargs,
+    )
+
+
 class SubscribeSerializer(StrictFieldsMixin, serializers.Serializer):
     mode = serializers.ChoiceField(choices=Mode.choices, default=Mode.PAPER)
     capital = _capital()
@@ -71,6 +86,10 @@ class SubscribeSerializer(StrictFieldsMixin, serializers.Serializer):
     settings = JSONObjectField(
         required=False, default=dict, help_text="Your own settings for this subscription."
     )
+    min_order_policy = _policy("min_order_policy", default=Sub.MinOrderPolicy.SKIP)
+    join_policy = _policy("join_policy", default=Sub.JoinPolicy.NEXT_SIGNAL)
+    entry_order_type = _policy("entry_order_type", default=Sub.EntryOrderType.MARKET)
+    margin_mode = _policy("margin_mode", default="")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         credential_id = attrs.get("credential_id")
@@ -86,12 +105,16 @@ class SubscribeSerializer(StrictFieldsMixin, serializers.Serializer):
 
 
 class SubscriptionUpdateSerializer(StrictFieldsMixin, serializers.Serializer):
-    """Sizing and own settings; the fields left out keep their values."""
+    """Sizing, own settings and trading policies; the fields left out keep their values."""
 
     capital = _capital(required=False)
     risk_per_trade = _risk(required=False)
     leverage = _leverage(required=False)
     settings = JSONObjectField(required=False, help_text="Replaces your own settings.")
+    min_order_policy = _policy("min_order_policy", required=False)
+    join_policy = _policy("join_policy", required=False)
+    entry_order_type = _policy("entry_order_type", required=False)
+    margin_mode = _policy("margin_mode", required=False)
 
 
 class SubscriptionSerializer(serializers.ModelSerializer):
@@ -99,6 +122,9 @@ class SubscriptionSerializer(serializers.ModelSerializer):
     strategy_name = serializers.CharField(source="strategy.name", read_only=True)
     credential_id = serializers.IntegerField(read_only=True, allow_null=True)
     settings = JSONObjectField(read_only=True)
+    # Declared: DRF drops allow_blank from a read-only model field, and the schema must say
+    # that blank (the account's own setting) is an answer too.
+    margin_mode = _policy("margin_mode", read_only=True)
 
     class Meta:
         model = StrategySubscription
@@ -112,6 +138,10 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "leverage",
             "credential_id",
             "settings",
+            "min_order_policy",
+            "join_policy",
+            "entry_order_type",
+            "margin_mode",
             "status",
             "status_reason",
             "realized_pnl",
@@ -149,6 +179,11 @@ class SubscriptionStatsSerializer(serializers.Serializer):
     )
     max_drawdown_pct = serializers.FloatField(help_text="The same, as a fraction of the peak.")
     open_position = OpenPositionSerializer(allow_null=True)
+    position = PositionSerializer(
+        allow_null=True,
+        help_text="The net position kept in step with the exchange's fills; null before the "
+        "first fill.",
+    )
 
 
 class CredentialCreateSerializer(StrictFieldsMixin, serializers.Serializer):

@@ -34,6 +34,26 @@ def _validate_sizing(*, capital: Decimal, risk_per_trade: Decimal, leverage: Dec
         raise ValidationError(errors)
 
 
+# The live-trading policies and the values each accepts (blank margin mode: the account's own).
+POLICY_CHOICES: dict[str, list[str]] = {
+    "min_order_policy": list(StrategySubscription.MinOrderPolicy.values),
+    "join_policy": list(StrategySubscription.JoinPolicy.values),
+    "entry_order_type": list(StrategySubscription.EntryOrderType.values),
+    "margin_mode": ["", *StrategySubscription.MarginMode.values],
+}
+
+
+def _validate_trading_policies(**values: str | None) -> None:
+    """Each policy given (None: not given) must be one of its choices."""
+    errors: dict[str, str] = {}
+    for name, value in values.items():
+        allowed = POLICY_CHOICES[name]
+        if value is not None and value not in allowed:
+            errors[name] = f"{name} must be one of {', '.join(repr(c) for c in allowed)}"
+    if errors:
+        raise ValidationError(errors)
+
+
 def _validate_credential(
     *, user: User, strategy: Strategy, mode: str, credential: BrokerCredential | None
 ) -> None:
@@ -78,8 +98,18 @@ def subscription_create(
     mode: str = StrategySubscription.Mode.PAPER,
     credential: BrokerCredential | None = None,
     settings: dict[str, Any] | None = None,
+    min_order_policy: str = StrategySubscription.MinOrderPolicy.SKIP,
+    join_policy: str = StrategySubscription.JoinPolicy.NEXT_SIGNAL,
+    entry_order_type: str = StrategySubscription.EntryOrderType.MARKET,
+    margin_mode: str = "",
 ) -> StrategySubscription:
     _validate_sizing(capital=capital, risk_per_trade=risk_per_trade, leverage=leverage)
+    _validate_trading_policies(
+        min_order_policy=min_order_policy,
+        join_policy=join_policy,
+        entry_order_type=entry_order_type,
+        margin_mode=margin_mode,
+    )
     _validate_credential(user=user, strategy=strategy, mode=mode, credential=credential)
     strategy = _lock_strategy(strategy.pk)
     if strategy.status != Strategy.Status.ACTIVE:
@@ -101,6 +131,10 @@ def subscription_create(
         mode=mode,
         credential=credential if mode == "live" else None,
         settings=settings or {},
+        min_order_policy=min_order_policy,
+        join_policy=join_policy,
+        entry_order_type=entry_order_type,
+        margin_mode=margin_mode,
     )
     _refresh_subscriber_count(strategy.pk)
     event_emit(
@@ -172,10 +206,25 @@ def subscription_update_settings(
     risk_per_trade: Decimal | None = None,
     leverage: Decimal | None = None,
     settings: dict[str, Any] | None = None,
+    min_order_policy: str | None = None,
+    join_policy: str | None = None,
+    entry_order_type: str | None = None,
+    margin_mode: str | None = None,
 ) -> StrategySubscription:
+    """Fields given as None keep their values."""
+    policies = {
+        "min_order_policy": min_order_policy,
+        "join_policy": join_policy,
+        "entry_order_type": entry_order_type,
+        "margin_mode": margin_mode,
+    }
+    _validate_trading_policies(**policies)
     locked = StrategySubscription.objects.select_for_update().get(pk=subscription.pk)
     if locked.status == Status.CANCELLED:
         raise ValidationError({"status": "subscription is cancelled"})
+    for name, value in policies.items():
+        if value is not None:
+            setattr(locked, name, value)
     locked.capital = capital if capital is not None else locked.capital
     locked.risk_per_trade = risk_per_trade if risk_per_trade is not None else locked.risk_per_trade
     locked.leverage = leverage if leverage is not None else locked.leverage
@@ -183,7 +232,16 @@ def subscription_update_settings(
     _validate_sizing(
         capital=locked.capital, risk_per_trade=locked.risk_per_trade, leverage=locked.leverage
     )
-    locked.save(update_fields=["capital", "risk_per_trade", "leverage", "settings", "updated_at"])
+    locked.save(
+        update_fields=[
+            "capital",
+            "risk_per_trade",
+            "leverage",
+            "settings",
+            *policies,
+            "updated_at",
+        ]
+    )
     return locked
 
 

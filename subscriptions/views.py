@@ -55,6 +55,9 @@ SUBSCRIBE_EXAMPLES = [
             "risk_per_trade": "0.005",
             "leverage": "3",
             "credential_id": 1,
+            "min_order_policy": "bump_to_minimum",
+            "join_policy": "join_now",
+            "entry_order_type": "limit",
         },
     ),
 ]
@@ -141,7 +144,7 @@ class SubscriptionDetailView(APIView):
 
     @extend_schema(
         tags=TAGS,
-        summary="Change the sizing or your own settings",
+        summary="Change the sizing, your own settings or the trading policies",
         description="Fields left out keep their values.",
         request=SubscriptionUpdateSerializer,
         examples=[UPDATE_EXAMPLE],

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import django_filters
+from django.db.models import QuerySet
 
 from config.api import StrictFilterSet
-from trades.models import Trade
+from trades.models import Order, Trade
 
 
 class TradeFilter(StrictFilterSet):
@@ -16,3 +17,23 @@ class TradeFilter(StrictFilterSet):
     class Meta:
         model = Trade
         fields = ("status", "side")
+
+
+class OrderFilter(StrictFilterSet):
+    status = django_filters.ChoiceFilter(choices=Order.Status.choices)
+    purpose = django_filters.ChoiceFilter(
+        choices=(("entry", "Entry"), ("exit", "Exit")),
+        method="filter_purpose",
+        help_text="`entry`, or `exit` for the exits of every trade.",
+    )
+    ordering = django_filters.OrderingFilter(fields=("created_at", "closed_at", "status"))
+
+    class Meta:
+        model = Order
+        fields = ("status",)
+
+    def filter_purpose(self, queryset: QuerySet[Order], name: str, value: str) -> QuerySet[Order]:
+        # An exit's purpose names its trade ("exit:<trade id>"), so exits match by prefix.
+        if value == "exit":
+            return queryset.filter(purpose__startswith="exit:")
+        return queryset.filter(purpose=Order.ENTRY)

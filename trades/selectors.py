@@ -8,13 +8,22 @@ from typing import Any
 from django.db.models import QuerySet
 
 from subscriptions.models import StrategySubscription
-from trades.models import Trade
+from trades.models import Order, Position, Trade
 
 MARKET_STATUSES = (Trade.Status.OPEN, Trade.Status.CLOSED)
 
 
 def trade_list_for_subscription(*, subscription: StrategySubscription) -> QuerySet[Trade]:
     return Trade.objects.filter(subscription=subscription).order_by("-created_at", "-id")
+
+
+def order_list_for_subscription(*, subscription: StrategySubscription) -> QuerySet[Order]:
+    return Order.objects.filter(subscription=subscription).order_by("-created_at", "-id")
+
+
+def position_get_for_subscription(*, subscription: StrategySubscription) -> Position | None:
+    """The net position kept in step with fills; None before the subscription's first fill."""
+    return Position.objects.filter(subscription=subscription).first()
 
 
 def _max_drawdown(*, capital: Decimal, pnls: list[Decimal]) -> tuple[Decimal, float]:
@@ -78,4 +87,5 @@ def subscription_stats(*, subscription: StrategySubscription) -> dict[str, Any]:
         "max_drawdown": drawdown,
         "max_drawdown_pct": drawdown_pct,
         "open_position": _open_position(subscription),
+        "position": position_get_for_subscription(subscription=subscription),
     }

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from trades.models import Trade
+from trades.models import Order, Position, Trade
 
 
 class TradeSerializer(serializers.ModelSerializer):
@@ -31,5 +31,69 @@ class TradeSerializer(serializers.ModelSerializer):
             "client_order_id",
             "error",
             "created_at",
+        )
+        read_only_fields = fields
+
+
+class OrderSerializer(serializers.ModelSerializer):
+    """An order intent and its life on the exchange (amounts in the market's base currency)."""
+
+    trade_id = serializers.IntegerField(read_only=True)
+    execution_id = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Order
+        fields = (
+            "id",
+            "trade_id",
+            "execution_id",
+            "purpose",
+            "client_order_id",
+            "exchange_order_id",
+            "symbol",
+            "side",
+            "type",
+            "amount",
+            "price",
+            "reduce_only",
+            "status",
+            "filled",
+            "average_price",
+            "fee",
+            "fee_currency",
+            "error",
+            "attempts",
+            "created_at",
+            "sent_at",
+            "acknowledged_at",
+            "closed_at",
+            "updated_at",
+        )
+        read_only_fields = fields
+        extra_kwargs = {
+            "purpose": {"help_text": "`entry`, or `exit:<trade id>` for a trade's exit."},
+            "side": {"help_text": "`buy` or `sell`."},
+            "type": {"help_text": "`market` or `limit`."},
+            "price": {"help_text": "The limit price; null for a market order."},
+            "average_price": {"help_text": "Average price of the fills so far."},
+            "error": {"help_text": "Why it was rejected, skipped or cancelled, if it was."},
+            "attempts": {"help_text": "Times it was sent to the exchange."},
+        }
+
+
+class PositionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Position
+        fields = (
+            "symbol",
+            "side",
+            "quantity",
+            "average_entry_price",
+            "realized_pnl",
+            "unrealized_pnl",
+            "open_fees",
+            "fees_paid",
+            "mark_price",
+            "updated_at",
         )
         read_only_fields = fields

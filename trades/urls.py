@@ -10,4 +10,9 @@ urlpatterns = [
         views.SubscriptionTradeListView.as_view(),
         name="subscription-trades",
     ),
+    path(
+        "subscriptions/<int:pk>/orders",
+        views.SubscriptionOrderListView.as_view(),
+        name="subscription-orders",
+    ),
 ]

@@ -8,10 +8,10 @@ from rest_framework.response import Response
 
 from config.api import authenticated_user, error_responses
 from subscriptions.selectors import subscription_get_for_user
-from trades.filters import TradeFilter
-from trades.models import Trade
-from trades.selectors import trade_list_for_subscription
-from trades.serializers import TradeSerializer
+from trades.filters import OrderFilter, TradeFilter
+from trades.models import Order, Trade
+from trades.selectors import order_list_for_subscription, trade_list_for_subscription
+from trades.serializers import OrderSerializer, TradeSerializer
 
 
 class SubscriptionTradeListView(generics.ListAPIView):
@@ -30,6 +30,29 @@ class SubscriptionTradeListView(generics.ListAPIView):
         tags=["subscriptions"],
         summary="A subscription's trades",
         responses={200: TradeSerializer(many=True), **error_responses(400, 401, 404)},
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class SubscriptionOrderListView(generics.ListAPIView):
+    serializer_class = OrderSerializer
+    filterset_class = OrderFilter
+
+    def get_queryset(self) -> QuerySet[Order]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no request user
+            return Order.objects.none()
+        subscription = subscription_get_for_user(
+            user=authenticated_user(self.request), subscription_id=self.kwargs["pk"]
+        )
+        return order_list_for_subscription(subscription=subscription)
+
+    @extend_schema(
+        tags=["subscriptions"],
+        summary="A subscription's orders",
+        description="Every order intent written for it (entries and exits) and its lifecycle "
+        "on the exchange, newest first.",
+        responses={200: OrderSerializer(many=True), **error_responses(400, 401, 404)},
     )
     def get(self, request: Request, *args, **kwargs) -> Response:
         return super().get(request, *args, **kwargs)

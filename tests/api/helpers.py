@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from execution.models import StrategyExecution
 from execution.registry import market_key, registry_strategy_ids
 from subscriptions.services import credential_create
-from trades.models import Trade
+from trades.models import Order, Position, Trade
 
 VALID_CODE = """
 LOOKBACK = 10
@@ -101,6 +101,47 @@ def make_trade(subscription: Any, *, status: str = "closed", pnl: str | None = "
         values.update(exit_price=Decimal("0.06"), exit_time=execution.finished_at)
     values.update(fields)
     return Trade.objects.create(subscription=subscription, execution=execution, **values)
+
+
+def make_order(trade: Any, *, purpose: str = Order.ENTRY, **fields: Any) -> Order:
+    """An order intent of ``trade`` as the order machinery records it (for reads)."""
+    entry = purpose == Order.ENTRY
+    suffix = "e" if entry else "x"
+    # An exit is sent by a later execution (the one with the exit signal).
+    execution = trade.execution if entry else make_execution(trade.subscription.strategy)
+    values = {
+        "subscription": trade.subscription,
+        "execution": execution,
+        "client_order_id": f"sf-{trade.execution_id}-{trade.subscription_id}-{suffix}",
+        "symbol": trade.symbol,
+        "side": "buy" if (trade.side == Trade.Side.LONG) == entry else "sell",
+        "amount": trade.quantity,
+        "status": Order.Status.FILLED,
+        "filled": trade.quantity,
+        "average_price": trade.entry_price,
+        "fee": Decimal("0.1"),
+        "fee_currency": "BTC",
+        "exchange_order_id": f"x{trade.pk}{suffix}",
+        "attempts": 1,
+    }
+    values.update(fields)
+    return Order.objects.create(trade=trade, purpose=purpose, **values)
+
+
+def make_position(subscription: Any, **fields: Any) -> Position:
+    values = {
+        "symbol": subscription.strategy.symbol,
+        "side": Position.Side.LONG,
+        "quantity": Decimal("2"),
+        "average_entry_price": Decimal("0.05"),
+        "open_fees": Decimal("0.1"),
+        "realized_pnl": Decimal("12.5"),
+        "unrealized_pnl": Decimal("0.9"),
+        "fees_paid": Decimal("0.3"),
+        "mark_price": Decimal("0.0555"),
+    }
+    values.update(fields)
+    return Position.objects.create(subscription=subscription, **values)
 
 
 def is_registered(strategy: Any) -> bool:

@@ -7,7 +7,7 @@ import yaml
 from django.core.management import call_command
 from drf_spectacular.validation import validate_schema
 
-# The fixed paths of the issue, with their methods.
+# The fixed paths of the issue, with their methods (and the orders of live trading, issue 6).
 OPERATIONS = {
     "/api/auth/register": {"post"},
     "/api/auth/token": {"post"},
@@ -24,6 +24,7 @@ OPERATIONS = {
     "/api/strategies/subscriptions/{id}/resume": {"post"},
     "/api/strategies/subscriptions/{id}/stats": {"get"},
     "/api/strategies/subscriptions/{id}/trades": {"get"},
+    "/api/strategies/subscriptions/{id}/orders": {"get"},
     "/api/credentials": {"get", "post"},
     "/api/credentials/{id}": {"delete"},
 }
@@ -50,7 +51,7 @@ def test_schema_is_valid_openapi_3_and_lists_exactly_the_fixed_endpoints(schema)
     assert schema["openapi"].startswith("3.")
     found = {p: {m for m in item if m in HTTP_METHODS} for p, item in schema["paths"].items()}
     assert found == OPERATIONS
-    assert sum(len(methods) for methods in found.values()) == 20
+    assert sum(len(methods) for methods in found.values()) == 21
 
 
 @pytest.mark.django_db
@@ -89,6 +90,15 @@ def test_schema_documents_bearer_tokens_strict_bodies_and_field_names(schema):
     }
     subscribe = components["schemas"]["SubscribeRequest"]["properties"]
     assert {"mode", "capital", "risk_per_trade", "leverage", "credential_id"} <= set(subscribe)
+    # the live-trading policies, with their choices
+    policies = {"min_order_policy", "join_policy", "entry_order_type", "margin_mode"}
+    assert policies <= set(subscribe)
+    assert policies <= set(components["schemas"]["SubscriptionUpdateRequest"]["properties"])
+    assert policies <= set(components["schemas"]["Subscription"]["properties"])
+    assert components["schemas"]["JoinPolicyEnum"]["enum"] == ["next_signal", "join_now"]
+    # an order shows nothing of how it is sent (no claim token) and the stats show the position
+    assert "send_token" not in components["schemas"]["Order"]["properties"]
+    assert "position" in components["schemas"]["SubscriptionStats"]["properties"]
     capital_number = subscribe["capital"]["oneOf"][1]
     assert capital_number["minimum"] == 0 and capital_number["exclusiveMinimum"] is True
     credential = components["schemas"]["CredentialCreateRequest"]["properties"]

@@ -16,10 +16,17 @@ from execution.models import StrategyExecution
 from strategies.models import Strategy, StrategyVersion
 from subscriptions.models import BrokerCredential, StrategySubscription
 from subscriptions.services import subscription_create, subscription_pause
-from tests.api.helpers import make_credential, make_execution, make_trade, subscribe_payload
+from tests.api.helpers import (
+    make_credential,
+    make_execution,
+    make_order,
+    make_position,
+    make_trade,
+    subscribe_payload,
+)
 from tests.api.test_docs import OPERATIONS
 from tests.factories import StrategyFactory, subscribe
-from trades.models import Trade
+from trades.models import Order, Position, Trade
 
 MISSING = 987_654_321
 NOT_FOUND = {"detail": "Not found.", "code": "not_found", "errors": {}}
@@ -40,6 +47,7 @@ REFUSED = [
     ("post", "/api/strategies/subscriptions/{paused}/resume", None, 404),
     ("get", "/api/strategies/subscriptions/{subscription}/stats", None, 404),
     ("get", "/api/strategies/subscriptions/{subscription}/trades", None, 404),
+    ("get", "/api/strategies/subscriptions/{subscription}/orders", None, 404),
     ("delete", "/api/credentials/{credential}", None, 404),
     # in use by a live subscription: still 404, a 409 would reveal it exists and is used
     ("delete", "/api/credentials/{used_credential}", None, 404),
@@ -49,13 +57,15 @@ REFUSED = [
 @pytest.fixture
 def owner_world(them):
     """The owner (``them``): private and public strategies with executions, active, paused
-    and live subscriptions with trades, an unused credential and one in use."""
+    and live subscriptions with trades, orders and a position, an unused credential and one in
+    use."""
     private = StrategyFactory(owner=them)
     public = StrategyFactory(owner=them, is_public=True)
     for strategy in (private, public):
         make_execution(strategy, status="failed", error="secret stack trace")
     subscription = subscribe(public, user=them)
-    make_trade(subscription, pnl="7")
+    make_order(make_trade(subscription, pnl="7"))
+    make_position(subscription)
     paused = subscribe(StrategyFactory(owner=them, is_public=True), user=them)
     subscription_pause(subscription=paused)
     used_credential = make_credential(them, label="used")
@@ -85,6 +95,8 @@ def snapshot() -> dict[str, list[dict]]:
         BrokerCredential,
         StrategyExecution,
         Trade,
+        Order,
+        Position,
     )
     return {m.__name__: list(m.objects.order_by("pk").values()) for m in models}
 

@@ -26,7 +26,7 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from subscriptions.services import subscription_create, subscription_pause
-from tests.api.helpers import make_credential, make_trade
+from tests.api.helpers import make_credential, make_order, make_position, make_trade
 from tests.api.stats import FUZZ
 from tests.factories import StrategyFactory, UserFactory, subscribe
 
@@ -79,8 +79,11 @@ def world(settings):
         credential=credential,
     )
     paper = subscribe(public_other, user=me, capital="500")
-    make_trade(paper, pnl="12.5")
-    make_trade(paper, status="open", pnl=None)
+    closed = make_trade(paper, pnl="12.5")
+    make_order(closed)
+    make_order(closed, purpose=f"exit:{closed.pk}", reduce_only=True)
+    make_order(make_trade(paper, status="open", pnl=None), type="limit", price=Decimal("0.05"))
+    make_position(paper)
     theirs = subscribe(mine, user=other)
     subscription_pause(subscription=theirs)
     other_credential = make_credential(other, label="theirs")

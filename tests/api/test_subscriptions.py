@@ -27,6 +27,10 @@ SUBSCRIPTION_FIELDS = {
     "leverage",
     "credential_id",
     "settings",
+    "min_order_policy",
+    "join_policy",
+    "entry_order_type",
+    "margin_mode",
     "status",
     "status_reason",
     "realized_pnl",
@@ -321,6 +325,126 @@ def test_put_validation_errors_change_nothing(api, mine, body):
         subscription.leverage,
         subscription.mode,
     )
+
+
+# --- live-trading policies -----------------------------------------------------------------
+
+POLICIES = ("min_order_policy", "join_policy", "entry_order_type", "margin_mode")
+DEFAULT_POLICIES = {
+    "min_order_policy": "skip",
+    "join_policy": "next_signal",
+    "entry_order_type": "market",
+    "margin_mode": "",
+}
+CHOSEN_POLICIES = {
+    "min_order_policy": "bump_to_minimum",
+    "join_policy": "join_now",
+    "entry_order_type": "limit",
+    "margin_mode": "isolated",
+}
+
+
+def _policies(subscription: StrategySubscription) -> dict[str, str]:
+    return {name: getattr(subscription, name) for name in POLICIES}
+
+
+@pytest.mark.django_db
+def test_subscribe_without_policies_takes_the_models_defaults(api, strategy):
+    payload = subscribe_payload()
+    response = api.post(f"/api/strategies/{strategy.pk}/subscribe", payload, format="json")
+    assert response.status_code == 201, response.content
+    assert {name: response.json()[name] for name in POLICIES} == DEFAULT_POLICIES
+    stored = StrategySubscription.objects.get(pk=response.json()["id"])
+    assert _policies(stored) == DEFAULT_POLICIES
+
+
+@pytest.mark.django_db
+def test_subscribe_with_policies_stores_and_returns_them(api, strategy):
+    payload = subscribe_payload(**CHOSEN_POLICIES)
+    response = api.post(f"/api/strategies/{strategy.pk}/subscribe", payload, format="json")
+    assert response.status_code == 201, response.content
+    assert {name: response.json()[name] for name in POLICIES} == CHOSEN_POLICIES
+    assert _policies(StrategySubscription.objects.get(pk=response.json()["id"])) == CHOSEN_POLICIES
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"min_order_policy": "round_up"},
+        {"join_policy": "now"},
+        {"entry_order_type": "stop"},
+        {"margin_mode": "portfolio"},
+        {"min_order_policy": ""},  # only margin_mode may be blank
+        {"join_policy": None},
+        {"entry_order_type": 1},
+        {"margin_mode": ["cross"]},
+    ],
+)
+def test_subscribe_with_an_unknown_policy_is_a_400_and_writes_nothing(api, strategy, override):
+    payload = subscribe_payload(**override)
+    response = api.post(f"/api/strategies/{strategy.pk}/subscribe", payload, format="json")
+    assert response.status_code == 400
+    assert set(field_errors(response)) == set(override)
+    assert not StrategySubscription.objects.filter(strategy=strategy).exists()
+
+
+@pytest.mark.django_db
+def test_put_changes_policies_and_keeps_what_is_left_out(api, mine):
+    subscription = mine["active"]
+    url = f"/api/strategies/subscriptions/{subscription.pk}"
+    response = api.put(url, {"join_policy": "join_now", "margin_mode": "cross"}, format="json")
+    assert response.status_code == 200, response.content
+    expected = {**DEFAULT_POLICIES, "join_policy": "join_now", "margin_mode": "cross"}
+    assert {name: response.json()[name] for name in POLICIES} == expected
+    subscription.refresh_from_db()
+    assert _policies(subscription) == expected
+    assert subscription.capital == Decimal("1000")  # sizing untouched
+    # a blank margin mode goes back to the account's own setting
+    response = api.put(url, {"margin_mode": ""}, format="json")
+    assert response.status_code == 200 and response.json()["margin_mode"] == ""
+    subscription.refresh_from_db()
+    assert subscription.margin_mode == "" and subscription.join_policy == "join_now"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"min_order_policy": "bump"},
+        {"join_policy": "later"},
+        {"entry_order_type": "market", "margin_mode": "both"},
+        {"entry_order_type": None},
+    ],
+)
+def test_put_with_an_unknown_policy_changes_nothing(api, mine, body):
+    subscription = mine["active"]
+    response = api.put(f"/api/strategies/subscriptions/{subscription.pk}", body, format="json")
+    assert response.status_code == 400
+    assert set(field_errors(response)) <= set(body) and field_errors(response)
+    assert _policies(StrategySubscription.objects.get(pk=subscription.pk)) == DEFAULT_POLICIES
+
+
+@pytest.mark.django_db
+def test_the_service_refuses_an_unknown_policy_too(me, strategy):
+    from django.core.exceptions import ValidationError
+
+    from subscriptions.services import subscription_create, subscription_update_settings
+
+    with pytest.raises(ValidationError) as refused:
+        subscription_create(
+            user=me,
+            strategy=strategy,
+            capital=Decimal("100"),
+            risk_per_trade=Decimal("0.01"),
+            join_policy="whenever",
+        )
+    assert set(refused.value.message_dict) == {"join_policy"}
+    subscription = subscribe(strategy, user=me)
+    with pytest.raises(ValidationError) as refused:
+        subscription_update_settings(subscription=subscription, margin_mode="portfolio")
+    assert set(refused.value.message_dict) == {"margin_mode"}
+    assert _policies(StrategySubscription.objects.get(pk=subscription.pk)) == DEFAULT_POLICIES
 
 
 @pytest.mark.django_db
