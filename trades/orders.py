@@ -93,6 +93,7 @@ ENTRY_FIELDS = [
 ]
 EXIT_FIELDS = [
     "status",
+    "exit_client_order_id",
     "exit_price",
     "exit_time",
     "exit_fee",
@@ -112,6 +113,22 @@ def client_order_id(*, execution_id: int, subscription_id: int, purpose: str) ->
 
 def exit_purpose(trade_id: int) -> str:
     return f"exit:{trade_id}"
+
+
+# Protective orders resting on the exchange: a trade's stop loss and take profit.
+PROTECTIVE_REASONS = {"stop": "stop loss", "take": "take profit"}
+
+
+def protective_purpose(kind: str, trade_id: int) -> str:
+    return f"{kind}:{trade_id}"
+
+
+def is_protective(purpose: str) -> bool:
+    return purpose.split(":", 1)[0] in PROTECTIVE_REASONS
+
+
+def protective_q() -> Q:
+    return Q(purpose__startswith="stop:") | Q(purpose__startswith="take:")
 
 
 @dataclass
@@ -273,6 +290,7 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> None:
         legs = [leg for leg in legs if (leg.order.pk, leg.order.send_token) in held]
         live_trades = _live_trades(legs)
         entries, exits, orders = [], [], []
+        closed_by_exchange: set[int] = set()
         for leg in legs:
             assert leg.result is not None
             _apply_to_order(leg.order, leg.result, now)
@@ -280,6 +298,27 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> None:
             if leg.result.auth_failed:
                 tally.pause[leg.subscription.pk] = leg.result.reason
             if leg.trade.pk not in live_trades:
+                continue
+            if is_protective(leg.order.purpose):
+                # The exchange closed the trade: its stop or take profit filled.
+                leg.exit_reason = PROTECTIVE_REASONS[leg.order.purpose.split(":", 1)[0]]
+                if (
+                    leg.result.status == OrderStatus.FILLED
+                    and leg.result.average_price
+                    and leg.trade.pk not in closed_by_exchange
+                ):
+                    closed_by_exchange.add(leg.trade.pk)
+                    leg.trade.exit_client_order_id = leg.order.client_order_id
+                    leg.trade.exit_execution = None
+                    _apply_to_exit(leg.trade, leg.result, leg.exit_reason, now)
+                    tally.closed += 1
+                    pnl, fees = closed_pnl[leg.trade.subscription_id]
+                    closed_pnl[leg.trade.subscription_id] = (
+                        pnl + (leg.trade.pnl or 0),
+                        fees + leg.trade.fees,
+                    )
+                    _emit_closed(leg)
+                    exits.append(leg.trade)
                 continue
             if leg.order.purpose == Order.ENTRY:
                 if _apply_to_entry(leg.trade, leg.result, now):
@@ -310,9 +349,20 @@ def _live_trades(legs: Sequence[Leg]) -> set[int]:
     """Trades still in the state their leg expects (locked until the batch is recorded)."""
     entry_ids = [leg.trade.pk for leg in legs if leg.order.purpose == Order.ENTRY]
     exits = {
-        leg.trade.pk: leg.order.execution_id for leg in legs if leg.order.purpose != Order.ENTRY
+        leg.trade.pk: leg.order.execution_id
+        for leg in legs
+        if leg.order.purpose != Order.ENTRY and not is_protective(leg.order.purpose)
     }
+    protected = [leg.trade.pk for leg in legs if is_protective(leg.order.purpose)]
     live: set[int] = set()
+    if protected:
+        # A protective fill closes the trade while it is open, whoever holds its exit claim:
+        # an exit is only sent once the protective orders are known final (trades.protect).
+        live |= set(
+            Trade.objects.select_for_update()
+            .filter(pk__in=protected, status=Trade.Status.OPEN)
+            .values_list("pk", flat=True)
+        )
     if entry_ids:
         live |= set(
             Trade.objects.select_for_update()

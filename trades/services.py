@@ -37,6 +37,7 @@ from trades.orders import (
     Tally,
     client_order_id,
     exit_purpose,
+    is_protective,
     leg_for,
     order_intents,
     orders_claim,
@@ -44,10 +45,12 @@ from trades.orders import (
     orders_record,
     orders_send,
     orders_settle,
+    protective_q,
     request_from_intent,
     subscriptions_pause_refused,
 )
 from trades.positions import positions_refresh
+from trades.protect import protective_place, protective_release
 from trades.sizing import position_quantity
 
 if TYPE_CHECKING:
@@ -229,6 +232,7 @@ def _enter(ctx: _EntryContext, subs: Sequence[StrategySubscription], tally: Tall
             Leg(by_sub[trade.subscription_id], trade, order, request_from_intent(order, request))
         )
     orders_settle(legs, tally, symbol=ctx.execution.strategy.symbol)
+    protective_place(trade_ids=[leg.trade.pk for leg in legs], tally=tally)
 
 
 def _still_pending(trades: Sequence[Trade]) -> set[int]:
@@ -252,7 +256,12 @@ def _exit(
     """Close these open trades at market (paper: at ``prices`` or the execution's close)."""
     if not trades:
         return
-    ids = [t.pk for t in trades]
+    # Stops resting on the exchange are cancelled first: a trade whose stop filled meanwhile
+    # (or whose stop is in a state not known yet) is not exited again.
+    held = protective_release(trade_ids=[t.pk for t in trades], tally=tally)
+    ids = [t.pk for t in trades if t.pk not in held]
+    if not ids:
+        return
     Trade.objects.filter(pk__in=ids, status=Trade.Status.OPEN).filter(
         Q(exit_execution__isnull=True) | Q(exit_execution=execution)
     ).update(exit_execution=execution)
@@ -398,6 +407,13 @@ def trades_check_stops(*, execution: StrategyExecution, high: Decimal, low: Deci
             subscription__strategy_id=execution.strategy_id, status=Trade.Status.OPEN
         )
         .filter(Q(stop_loss__isnull=False) | Q(take_profit__isnull=False))
+        # Stops resting on the exchange are the exchange's to trigger (the order sync
+        # records them): checking them here too could close the trade twice.
+        .exclude(
+            pk__in=Order.objects.filter(protective_q())
+            .filter(status__in=Order.ACTIVE_STATUSES)
+            .values("trade_id")
+        )
         .select_related("subscription__credential")
     )
     hits: dict[int, tuple[str, Decimal]] = {}
@@ -535,6 +551,14 @@ def orders_sync_open(*, limit: int = 500) -> int:
     tally = Tally()
     orders_record(orders_reclaim(found), tally)
     _resend(resend, tally)
+    entries = [leg.trade.pk for leg in found if leg.order.purpose == Order.ENTRY]
+    protective_place(trade_ids=entries, tally=tally)
+    # A stop or take profit filled: its sibling is cancelled (an OCO's has expired already).
+    stopped = Trade.objects.filter(
+        pk__in=[leg.trade.pk for leg in found if is_protective(leg.order.purpose)],
+        status=Trade.Status.CLOSED,
+    ).values_list("pk", flat=True)
+    protective_release(trade_ids=list(stopped), tally=tally)
     _refresh_positions(legs)
     return len(found) + len(resend)
 
@@ -556,11 +580,18 @@ def _resend(legs: Sequence[Leg], tally: Tally) -> None:
     for leg in legs:
         finished = leg.order.execution.finished_at or leg.order.created_at
         fresh = (now - finished).total_seconds() <= settings.SIGNAL_MAX_AGE_S
-        (go if leg.order.purpose != Order.ENTRY or fresh else drop).append(leg)
+        if is_protective(leg.order.purpose):
+            drop.append(leg)  # not resent alone: the candle-close check takes over
+        else:
+            (go if leg.order.purpose != Order.ENTRY or fresh else drop).append(leg)
     for leg in drop:
         leg.result = OrderResult(
             status=OrderStatus.REJECTED,
-            reason="never reached the exchange, and the signal is too old to send it now",
+            reason=(
+                "never reached the exchange: the stop is checked at candle close"
+                if is_protective(leg.order.purpose)
+                else "never reached the exchange, and the signal is too old to send it now"
+            ),
         )
     orders_record(orders_claim(drop), tally)
     orders_record(orders_send(go), tally)

@@ -22,6 +22,7 @@ from tests.factories import StrategyFactory, load_candles
 from tests.trades.conftest import START, STEP
 from tests.trades.live import Sim, live_trader
 from trades.models import Order, Position, Trade
+from trades.services import orders_sync_open
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -284,17 +285,19 @@ def test_stop_loss_hit_closes_the_position_with_its_pnl(sim, mode):
     trade = Trade.objects.get(execution=entry)
     assert trade.status == "open" and trade.stop_loss == Decimal("0.0495")
 
-    # when the falling candle closes
+    # when the falling candle closes (live: and the order sync runs)
     strategy_update_settings(strategy=strategy, settings={"signal": "HOLD", "sl": 0.01, "tp": 0.05})
     checked = run_close(sim, strategy, closes[11])
+    if mode == "live":
+        orders_sync_open()
 
-    # then the stop closed it: live at the exchange's price, paper at the stop (less its
-    # slippage); PnL net of fees
+    # then the stop closed it: live by the stop order resting on the exchange (at its stop
+    # price), paper at candle close at the stop (less its slippage); PnL net of fees
     trade.refresh_from_db()
     assert trade.status == "closed" and trade.metadata["exit_reason"] == "stop loss"
-    assert trade.exit_execution_id == checked.pk
+    assert trade.exit_execution_id == (None if mode == "live" else checked.pk)
     slippage = 1 - django_settings.PAPER_SLIPPAGE_BPS / 10000
-    expected_exit = Decimal("0.049") if mode == "live" else Decimal("0.0495") * slippage
+    expected_exit = Decimal("0.0495") if mode == "live" else Decimal("0.0495") * slippage
     assert trade.exit_price == expected_exit
     expected = (trade.exit_price - trade.entry_price) * trade.quantity - trade.fees
     assert trade.pnl == expected.quantize(Decimal("1e-8")) and trade.pnl < 0
@@ -312,16 +315,18 @@ def test_take_profit_hit_closes_the_position_with_its_pnl(sim, mode):
     entry = run_close(sim, strategy, closes[9])
     trade = Trade.objects.get(execution=entry)
 
-    # when the rising candle closes
+    # when the rising candle closes (live: and the order sync runs)
     strategy_update_settings(strategy=strategy, settings={"signal": "HOLD", "sl": 0.05, "tp": 0.01})
     run_close(sim, strategy, closes[11])
+    if mode == "live":
+        orders_sync_open()
 
-    # then the position is closed in profit (live at the market, paper at the target), net of
-    # fees
+    # then the position is closed in profit (live by the take-profit order on the exchange,
+    # paper at the target), net of fees
     trade.refresh_from_db()
     assert trade.status == "closed" and trade.metadata["exit_reason"] == "take profit"
     slippage = 1 - django_settings.PAPER_SLIPPAGE_BPS / 10000
-    expected_exit = Decimal("0.051") if mode == "live" else Decimal("0.0505") * slippage
+    expected_exit = Decimal("0.0505") if mode == "live" else Decimal("0.0505") * slippage
     assert trade.exit_price == expected_exit
     expected = (trade.exit_price - trade.entry_price) * trade.quantity - trade.fees
     assert trade.pnl == expected.quantize(Decimal("1e-8")) and trade.pnl > 0

@@ -121,6 +121,21 @@ def live_cancel_many(
     return hub.run(_gather(hub, coros), _batch_timeout(len(items)))
 
 
+def live_place_oco_many(
+    items: Sequence[tuple[CredentialRef, OrderRequest, OrderRequest]],
+) -> list[tuple[OrderResult, OrderResult]]:
+    """Protective (stop loss, take profit) pairs, each as one one-cancels-the-other list."""
+    if not items:
+        return []
+    hub = get_hub()
+    coros = [place_oco(hub, c, stop, take) for c, stop, take in items]
+    return hub.run(_gather_pairs(coros), _batch_timeout(len(items)))
+
+
+async def _gather_pairs(coros: list[Any]) -> list[tuple[OrderResult, OrderResult]]:
+    return list(await asyncio.gather(*coros))
+
+
 def live_last_price(*, exchange: str, sandbox: bool, symbol: str) -> Decimal | None:
     """The market's last price (for the entry price band); None when it cannot be had."""
     hub = get_hub()
@@ -352,8 +367,8 @@ async def cancel(
             market = exchange.market(request.symbol)
             await hub.limiter.acquire(*hub.buckets(credential))
             await exchange.cancel_order(order_id, request.symbol)
-        except ccxt.OrderNotFound:
-            pass  # filled or cancelled meanwhile: the lookup below tells which
+        except (ccxt.OrderNotFound, ccxt.OperationRejected):
+            pass  # filled, expired or cancelled meanwhile: the lookup below tells which
         except AUTH_ERRORS as exc:
             return _rejected(_describe(exc), auth_failed=True)
         except (ExchangeUnsupported, ccxt.BaseError) as exc:
@@ -362,6 +377,114 @@ async def cancel(
         if isinstance(found, OrderResult):
             return found
         return OrderResult(status=OrderStatus.UNKNOWN, reason=found or "order vanished")
+
+
+# --- protective orders ----------------------------------------------------------------------
+def oco_supported(exchange: Exchange, market: dict[str, Any]) -> bool:
+    """Binance-style spot OCO lists: both exits rest on one reservation of the position.
+
+    On spot, a stop and a take profit sent as two separate sells would each need the whole
+    position (the second is refused), and both could fill: only a one-cancels-the-other list
+    is safe there. ccxt has no unified call for it; Binance's endpoint is used directly.
+    """
+    return (
+        not market.get("contract")
+        and bool((market.get("info") or {}).get("ocoAllowed"))
+        and hasattr(exchange, "private_post_orderlist_oco")
+    )
+
+
+async def place_oco(
+    hub: Hub, credential: CredentialRef, stop: OrderRequest, take: OrderRequest
+) -> tuple[OrderResult, OrderResult]:
+    """Send a stop loss and a take profit as one OCO list; one result per leg."""
+    async with hub.semaphore:
+        try:
+            exchange = await hub.instance(credential)
+            market = exchange.market(stop.symbol)
+        except (ExchangeUnsupported, ccxt.BaseError) as exc:
+            failed = _not_sent(stop, _describe(exc))
+            return failed, failed
+        if not oco_supported(exchange, market):
+            skipped = OrderResult(
+                status=OrderStatus.SKIPPED,
+                reason="the exchange takes no stop orders here: checked at candle close",
+            )
+            return skipped, skipped
+        if stop.lookup_first:  # an earlier attempt may have placed the list
+            found = await _find(hub, credential, exchange, market, stop)
+            if isinstance(found, OrderResult):
+                other = await _find(hub, credential, exchange, market, take)
+                if not isinstance(other, OrderResult):
+                    other = OrderResult(status=OrderStatus.UNKNOWN, reason=other or "")
+                return found, other
+            if found is not None:
+                unknown = OrderResult(status=OrderStatus.UNKNOWN, reason=found)
+                return unknown, unknown
+        try:
+            return await _send_oco(hub, credential, exchange, market, stop, take)
+        except Exception as exc:  # a bug must not lose a list that may have been sent
+            logger.exception("sending the OCO %s failed", stop.client_order_id)
+            unknown = OrderResult(status=OrderStatus.UNKNOWN, reason=f"internal: {_describe(exc)}")
+            return unknown, unknown
+
+
+async def _send_oco(
+    hub: Hub,
+    credential: CredentialRef,
+    exchange: Exchange,
+    market: dict[str, Any],
+    stop: OrderRequest,
+    take: OrderRequest,
+) -> tuple[OrderResult, OrderResult]:
+    symbol = market["symbol"]
+    amount = _amount_to_precision(exchange, symbol, stop.quantity)
+    if amount <= 0:
+        skipped = OrderResult(status=OrderStatus.SKIPPED, reason="the amount rounds to 0")
+        return skipped, skipped
+    assert stop.price is not None and take.price is not None
+    legs = {
+        "stop": ("STOP_LOSS", stop.price, stop.client_order_id),
+        "take": ("TAKE_PROFIT", take.price, take.client_order_id),
+    }
+    # A sell's take profit is above the market and its stop below; a buy's the other way.
+    above, below = ("take", "stop") if stop.side == "sell" else ("stop", "take")
+    params: dict[str, Any] = {
+        "symbol": market["id"],
+        "side": stop.side.upper(),
+        "quantity": exchange.amount_to_precision(symbol, float(amount)),
+        "listClientOrderId": f"{stop.client_order_id}-l"[:36],
+    }
+    for prefix, leg in (("above", above), ("below", below)):
+        kind, price, cid = legs[leg]
+        params[f"{prefix}Type"] = kind
+        params[f"{prefix}StopPrice"] = exchange.price_to_precision(symbol, float(price))
+        params[f"{prefix}ClientOrderId"] = cid
+    await hub.limiter.acquire(*hub.buckets(credential))
+    try:
+        answer = await exchange.private_post_orderlist_oco(params)
+    except AUTH_ERRORS as exc:
+        rejected = _rejected(_describe(exc), amount=amount, auth_failed=True)
+        return rejected, rejected
+    except UNKNOWN_OUTCOME as exc:  # the sync looks both legs up by client order id
+        unknown = OrderResult(status=OrderStatus.UNKNOWN, amount=amount, reason=_describe(exc))
+        return unknown, unknown
+    except ccxt.ExchangeError as exc:
+        rejected = _rejected(_describe(exc), amount=amount)
+        return rejected, rejected
+    reports = {
+        report.get("clientOrderId"): exchange.parse_order(report, market)
+        for report in answer.get("orderReports") or []
+    }
+    results = []
+    for request in (stop, take):
+        order = reports.get(request.client_order_id)
+        results.append(
+            _from_order(order, market, amount=amount)
+            if order is not None
+            else OrderResult(status=OrderStatus.UNKNOWN, amount=amount, reason="not in the answer")
+        )
+    return results[0], results[1]
 
 
 # --- derivatives ----------------------------------------------------------------------------

@@ -80,6 +80,8 @@ class Admin:
                     "type": o.type,
                     "quantity": str(o.orig_qty),
                     "price": str(o.price),
+                    "stop_price": str(o.stop_price),
+                    "order_list_id": o.order_list_id,
                     "status": o.status,
                     "executed": str(o.executed_qty),
                     "quote": str(o.quote_qty),

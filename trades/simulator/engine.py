@@ -92,6 +92,10 @@ class SimOrder:
     reserved_asset: str = ""
     reserved: Decimal = ZERO
     fills: list[Fill] = field(default_factory=list)
+    stop_price: Decimal = ZERO  # STOP_LOSS* / TAKE_PROFIT*: the trigger
+    triggered: bool = False  # a *_LIMIT conditional order now resting as a limit
+    order_list_id: int = -1  # an OCO's legs share it; one filling expires the other
+    sibling: int = 0  # the other leg's order id in an OCO
 
     @property
     def is_open(self) -> bool:
@@ -101,7 +105,7 @@ class SimOrder:
         body = {
             "symbol": self.market.symbol_id,
             "orderId": self.order_id,
-            "orderListId": -1,
+            "orderListId": self.order_list_id,
             "clientOrderId": self.client_order_id,
             "price": _s(self.price),
             "origQty": _s(self.orig_qty),
@@ -111,7 +115,7 @@ class SimOrder:
             "timeInForce": self.time_in_force,
             "type": self.type,
             "side": self.side,
-            "stopPrice": "0.00000000",
+            "stopPrice": _s(self.stop_price),
             "icebergQty": "0.00000000",
             "time": self.time_ms,
             "transactTime": self.update_ms or self.time_ms,
@@ -143,6 +147,20 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+CONDITIONAL = ("STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT")
+ORDER_TYPES = ("MARKET", "LIMIT", *CONDITIONAL)
+
+
+def _crossed(order: SimOrder, high: Decimal, low: Decimal) -> bool:
+    """Whether a candle reaching ``high`` and ``low`` triggers this conditional order.
+
+    A stop loss sells when the price falls to it (buys when it rises); a take profit the
+    other way round.
+    """
+    rising = (order.side == "BUY") == order.type.startswith("STOP_LOSS")
+    return high >= order.stop_price if rising else low <= order.stop_price
+
+
 PriceSource = Callable[[Market], "tuple[Decimal, Decimal, Decimal] | None"]
 
 
@@ -157,6 +175,7 @@ class Exchange:
         self.by_client_id: dict[tuple[str, str], SimOrder] = {}
         self._order_ids = itertools.count(1)
         self._trade_ids = itertools.count(1)
+        self._list_ids = itertools.count(1)
 
     # --- accounts -----------------------------------------------------------------------
     def account_add(self, *, api_key: str, secret: str, balances: dict[str, str]) -> None:
@@ -200,13 +219,16 @@ class Exchange:
         price: str | None,
         client_order_id: str | None,
         time_in_force: str | None,
+        stop_price: str | None = None,
+        order_list_id: int = -1,
+        reserve: bool = True,
     ) -> SimOrder:
         if not account.can_trade:
             raise SimError(400, -2010, "This account may not place or cancel orders.")
         client_order_id = client_order_id or f"sim-{next(self._order_ids)}"
         if (account.api_key, client_order_id) in self.by_client_id:
             raise SimError(400, -2010, "Duplicate order sent.")
-        if side not in ("BUY", "SELL") or type_ not in ("MARKET", "LIMIT"):
+        if side not in ("BUY", "SELL") or type_ not in ORDER_TYPES:
             raise SimError(400, -1116, "Invalid orderType.")
         qty = _decimal(quantity, "quantity")
         if qty <= 0 or qty % market.step_size != 0 or qty < market.min_qty:
@@ -215,10 +237,14 @@ class Exchange:
         if current is None:
             raise SimError(400, -1013, "Market is closed.")
         close = current[0]
-        limit = _decimal(price, "price") if type_ == "LIMIT" else ZERO
-        if type_ == "LIMIT" and (limit <= 0 or limit % market.tick_size != 0):
+        has_limit = type_ == "LIMIT" or type_.endswith("_LIMIT")
+        limit = _decimal(price, "price") if has_limit else ZERO
+        if has_limit and (limit <= 0 or limit % market.tick_size != 0):
             raise SimError(400, -1013, "Filter failure: PRICE_FILTER")
-        notional = qty * (limit if type_ == "LIMIT" else close)
+        stop = _decimal(stop_price, "stopPrice") if type_ in CONDITIONAL else ZERO
+        if type_ in CONDITIONAL and (stop <= 0 or stop % market.tick_size != 0):
+            raise SimError(400, -1013, "Filter failure: PRICE_FILTER")
+        notional = qty * (limit if has_limit else stop if type_ in CONDITIONAL else close)
         if notional < market.min_notional:
             raise SimError(400, -1013, "Filter failure: NOTIONAL")
         ts = now_ms()
@@ -231,13 +257,20 @@ class Exchange:
             type=type_,
             orig_qty=qty,
             price=limit,
-            time_in_force=time_in_force or ("GTC" if type_ == "LIMIT" else ""),
+            time_in_force=time_in_force or ("GTC" if has_limit else ""),
             time_ms=ts,
+            stop_price=stop,
+            order_list_id=order_list_id,
         )
-        self._reserve(account, order, notional)
+        if type_ in CONDITIONAL and _crossed(order, close, close):
+            raise SimError(400, -2010, "Stop price would trigger immediately.")
+        if reserve:
+            self._reserve(account, order, notional)
         self.orders[order.order_id] = order
         self.by_client_id[(account.api_key, client_order_id)] = order
-        if type_ == "MARKET":
+        if type_ in CONDITIONAL:
+            pass  # rests until a candle crosses its stop price
+        elif type_ == "MARKET":
             self._fill(order, close)
         elif (side == "BUY" and close <= limit) or (side == "SELL" and close >= limit):
             self._fill(order, limit)
@@ -271,23 +304,99 @@ class Exchange:
         else:
             account.add(m.quote, quote - commission)
         order.reserved = ZERO
+        sibling = self.orders.get(order.sibling)
+        if sibling is not None and sibling.is_open:
+            # One cancels the other: the shared reservation was this leg's to spend.
+            sibling.status, sibling.update_ms, sibling.reserved = "EXPIRED", ts, ZERO
 
     def order_cancel(self, order: SimOrder) -> SimOrder:
         if not order.is_open:
             raise SimError(400, -2011, "Unknown order sent.")
-        order.status, order.update_ms = "CANCELED", now_ms()
-        self.accounts[order.api_key].add(order.reserved_asset, order.reserved)
-        order.reserved = ZERO
+        for leg in (order, self.orders.get(order.sibling)):  # an OCO is cancelled as a whole
+            if leg is not None and leg.is_open:
+                leg.status, leg.update_ms = "CANCELED", now_ms()
+                self.accounts[leg.api_key].add(leg.reserved_asset, leg.reserved)
+                leg.reserved = ZERO
         return order
 
+    def oco_create(
+        self,
+        *,
+        account: Account,
+        market: Market,
+        side: str,
+        quantity: str | None,
+        above: dict[str, str | None],
+        below: dict[str, str | None],
+        list_client_order_id: str | None,
+    ) -> tuple[int, str, list[SimOrder]]:
+        """Binance's ``orderList/oco``: two legs on one reservation; one filling expires the other.
+
+        ``above`` and ``below`` hold each leg's type, price, stopPrice, clientOrderId and
+        timeInForce. A sell's take profit is above the market and its stop below; a buy's the
+        other way round.
+        """
+        expected = ("TAKE_PROFIT", "STOP_LOSS") if side == "SELL" else ("STOP_LOSS", "TAKE_PROFIT")
+        for leg, kind in zip((above, below), expected, strict=True):
+            if (leg.get("type") or "") not in (kind, f"{kind}_LIMIT"):
+                raise SimError(400, -1116, "Invalid orderType for this OCO leg.")
+        for leg in (above, below):
+            cid = leg.get("clientOrderId")
+            if cid and (account.api_key, cid) in self.by_client_id:
+                raise SimError(400, -2010, "Duplicate order sent.")
+        list_id = next(self._list_ids)
+        legs: list[SimOrder] = []
+        for i, leg in enumerate((above, below)):
+            try:
+                order = self.order_create(
+                    account=account,
+                    market=market,
+                    side=side,
+                    type_=leg.get("type") or "",
+                    quantity=quantity,
+                    price=leg.get("price"),
+                    client_order_id=leg.get("clientOrderId"),
+                    time_in_force=leg.get("timeInForce"),
+                    stop_price=leg.get("stopPrice"),
+                    order_list_id=list_id,
+                    reserve=i == 0,  # one reservation for both legs
+                )
+            except SimError:
+                for placed in legs:  # all or nothing
+                    self.order_cancel(placed)
+                    del self.orders[placed.order_id]
+                    del self.by_client_id[(account.api_key, placed.client_order_id)]
+                raise
+            legs.append(order)
+        first, second = legs
+        first.sibling, second.sibling = second.order_id, first.order_id
+        second.reserved_asset = first.reserved_asset
+        cid = list_client_order_id or f"sim-list-{list_id}"
+        return list_id, cid, legs
+
     def limits_match(self) -> int:
-        """Fill open limit orders that the current candle crossed. Returns the fills made."""
+        """Fill open orders that the current candle crossed. Returns the fills made.
+
+        Conditional orders trigger when the candle crosses their stop price (stop losses
+        before take profits: the conservative reading of a candle touching both); a market
+        one fills at its stop price, a limit one then rests as a limit at its price.
+        """
         filled = 0
-        for order in [o for o in self.orders.values() if o.is_open and o.type == "LIMIT"]:
+        resting = [o for o in self.orders.values() if o.is_open and o.type != "MARKET"]
+        resting.sort(key=lambda o: not o.type.startswith("STOP_LOSS"))
+        for order in resting:
             current = self.price_source(order.market)
-            if current is None:
+            if current is None or not order.is_open:  # an OCO sibling may have just filled
                 continue
             _, high, low = current
+            if order.type in CONDITIONAL and not order.triggered:
+                if not _crossed(order, high, low):
+                    continue
+                if not order.type.endswith("_LIMIT"):
+                    self._fill(order, order.stop_price)
+                    filled += 1
+                    continue
+                order.triggered = True
             if (order.side == "BUY" and low <= order.price) or (
                 order.side == "SELL" and high >= order.price
             ):

@@ -2,7 +2,8 @@
 
 Public: ping, time, exchangeInfo, klines, ticker (24hr, price). Signed (HMAC-SHA256 of the
 query string + body with the account's secret, ``X-MBX-APIKEY`` naming the account,
-``timestamp`` within ``recvWindow``): order (create, query, cancel), openOrders, allOrders,
+``timestamp`` within ``recvWindow``): order (create, query, cancel; market, limit and the
+stop-loss / take-profit types), orderList/oco, openOrders, allOrders,
 account, myTrades, and empty answers for the wallet / margin listings ccxt asks for while
 loading markets with keys set.
 """
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from trades.simulator.engine import Market, SimError, SimOrder, now_ms
+from trades.simulator.engine import ORDER_TYPES, Market, SimError, SimOrder, now_ms
 
 if TYPE_CHECKING:
     from trades.simulator.server import Simulator
@@ -124,11 +125,58 @@ class BinanceRest:
             price=p.get("price"),
             client_order_id=p.get("newClientOrderId"),
             time_in_force=p.get("timeInForce"),
+            stop_price=p.get("stopPrice"),
         )
         if fault == "timeout_after_accept":
             # The order stands; the client gives up waiting and must look it up.
             await asyncio.sleep(sim.faults.hold_s)
         return web.json_response(order.as_binance(full=p.get("newOrderRespType") == "FULL"))
+
+    async def oco_create(self, request: web.Request) -> web.Response:
+        """``POST /api/v3/orderList/oco``: a take profit and a stop loss, one cancels the other."""
+        sim = self.sim
+        api_key, p = await sim.signed_params(request)
+        sim.stats["oco_create"] += 1
+        await sim.latency()
+        fault = await sim.fault(api_key, creating=True)
+        legs = {
+            side: {
+                key: p.get(f"{side}{key[0].upper()}{key[1:]}")
+                for key in ("type", "price", "stopPrice", "clientOrderId", "timeInForce")
+            }
+            for side in ("above", "below")
+        }
+        list_id, list_cid, orders = sim.exchange.oco_create(
+            account=sim.exchange.account(api_key),
+            market=sim.exchange.market(p.get("symbol")),
+            side=p.get("side", ""),
+            quantity=p.get("quantity"),
+            above=legs["above"],
+            below=legs["below"],
+            list_client_order_id=p.get("listClientOrderId"),
+        )
+        if fault == "timeout_after_accept":
+            await asyncio.sleep(sim.faults.hold_s)
+        return web.json_response(
+            {
+                "orderListId": list_id,
+                "contingencyType": "OCO",
+                "listStatusType": "EXEC_STARTED",
+                "listOrderStatus": "EXECUTING",
+                "listClientOrderId": list_cid,
+                "transactionTime": now_ms(),
+                "symbol": orders[0].market.symbol_id,
+                "orders": [
+                    {
+                        "symbol": o.market.symbol_id,
+                        "orderId": o.order_id,
+                        "clientOrderId": o.client_order_id,
+                    }
+                    for o in orders
+                ],
+                "orderReports": [o.as_binance() for o in orders],
+            }
+        )
 
     def _find(self, api_key: str, p: dict[str, str]) -> SimOrder:
         ex = self.sim.exchange
@@ -245,6 +293,7 @@ def install(simulator: Simulator, app: web.Application) -> None:
     r.add_get("/api/v3/ticker/24hr", api.ticker_24hr)
     r.add_get("/api/v3/ticker/price", api.ticker_price)
     r.add_post("/api/v3/order", api.order_create)
+    r.add_post("/api/v3/orderList/oco", api.oco_create)
     r.add_get("/api/v3/order", api.order_query)
     r.add_delete("/api/v3/order", api.order_cancel)
     r.add_get("/api/v3/openOrders", api.open_orders)
@@ -268,9 +317,9 @@ def symbol_info(m: Market) -> dict:
         "quoteAssetPrecision": 8,
         "baseCommissionPrecision": 8,
         "quoteCommissionPrecision": 8,
-        "orderTypes": ["LIMIT", "MARKET"],
+        "orderTypes": list(ORDER_TYPES),
         "icebergAllowed": False,
-        "ocoAllowed": False,
+        "ocoAllowed": True,
         "otoAllowed": False,
         "quoteOrderQtyMarketAllowed": False,
         "allowTrailingStop": False,

@@ -1,0 +1,155 @@
+"""Stop loss and take profit resting on the exchange, for live trades where it takes them.
+
+After a live entry fills, its stop loss and take profit go out as one one-cancels-the-other
+list (``trades.brokers.live.oco_supported``), each leg an ``Order`` intent of its own
+(purposes ``stop:<trade>`` / ``take:<trade>``, deterministic client order ids, claimed and
+looked up before any resend, exactly like entries). From then on the exchange is the source
+of truth: the candle-close check leaves the trade alone, the order sync records the leg that
+filled (closing the trade) and cancels the other, and an exit cancels both first. Where the
+exchange takes no such list (or the placement failed), the intents end skipped or rejected
+and the candle-close check closes the trade, as for paper.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from django.utils import timezone
+
+from subscriptions.models import StrategySubscription
+from trades.brokers import OrderRequest
+from trades.brokers.base import OrderSide
+from trades.brokers.live import credential_ref, live_cancel_many, live_place_oco_many
+from trades.models import Order, Trade
+from trades.orders import (
+    Leg,
+    Tally,
+    client_order_id,
+    leg_for,
+    order_intents,
+    orders_claim,
+    orders_reclaim,
+    orders_record,
+    protective_purpose,
+    protective_q,
+    request_from_intent,
+)
+
+if TYPE_CHECKING:
+    from trades.brokers.hub import CredentialRef
+
+
+def protective_place(*, trade_ids: Iterable[int], tally: Tally) -> int:
+    """Place the stop loss and take profit of these live trades whose entry filled."""
+    filled = Order.objects.filter(
+        trade_id__in=list(trade_ids), purpose=Order.ENTRY, status=Order.Status.FILLED
+    ).values("trade_id")
+    trades = list(
+        Trade.objects.filter(
+            pk__in=filled,
+            status=Trade.Status.OPEN,
+            exit_execution__isnull=True,
+            stop_loss__isnull=False,
+            take_profit__isnull=False,
+            subscription__mode=StrategySubscription.Mode.LIVE,
+        )
+        .select_related("subscription__credential", "execution")
+        .order_by("pk")
+    )
+    by_execution: dict[int, list[Trade]] = defaultdict(list)
+    for trade in trades:
+        by_execution[trade.execution_id].append(trade)
+    pairs: list[tuple[Leg, Leg]] = []
+    for group in by_execution.values():
+        pairs += _pairs(group)
+    claimed = {leg.order.pk for leg in orders_claim([leg for pair in pairs for leg in pair])}
+    # Both legs or neither: a list half-claimed elsewhere is that worker's to send.
+    pairs = [(s, t) for s, t in pairs if s.order.pk in claimed and t.order.pk in claimed]
+    refs: dict[int, CredentialRef] = {}
+    items = []
+    for stop, take in pairs:
+        credential = stop.subscription.credential
+        assert credential is not None
+        if credential.pk not in refs:
+            refs[credential.pk] = credential_ref(credential)
+        items.append((refs[credential.pk], stop.request, take.request))
+    for (stop, take), (stop_result, take_result) in zip(
+        pairs, live_place_oco_many(items), strict=True
+    ):
+        stop.result, take.result = stop_result, take_result
+    orders_record([leg for pair in pairs for leg in pair], tally)
+    return len(pairs)
+
+
+def _pairs(trades: list[Trade]) -> list[tuple[Leg, Leg]]:
+    execution = trades[0].execution
+    now = timezone.now()
+    specs = []
+    for trade in trades:
+        side: OrderSide = "sell" if trade.side == Trade.Side.LONG else "buy"
+        for kind, price in (("stop", trade.stop_loss), ("take", trade.take_profit)):
+            assert price is not None
+            request = OrderRequest(
+                symbol=trade.symbol,
+                side=side,
+                quantity=trade.quantity,
+                client_order_id=client_order_id(
+                    execution_id=execution.pk,
+                    subscription_id=trade.subscription_id,
+                    purpose=f"{kind[0]}{trade.pk}",
+                ),
+                reference_price=price,
+                reference_time=now,
+                reduce_only=True,
+                type=kind,  # the trigger price is the order's price
+                price=price,
+            )
+            specs.append((trade, protective_purpose(kind, trade.pk), request))
+    intents = order_intents(execution, specs)
+    legs = []
+    for trade, purpose, request in specs:
+        order = intents[(trade.subscription_id, purpose)]
+        legs.append(Leg(trade.subscription, trade, order, request_from_intent(order, request)))
+    return [(legs[i], legs[i + 1]) for i in range(0, len(legs), 2)]
+
+
+def protective_release(*, trade_ids: Iterable[int], tally: Tally) -> set[int]:
+    """Cancel the protective orders resting for these trades, before anything else exits them.
+
+    Returns the trades that must not be exited now: one of their protective orders filled
+    (the trade is closed by the exchange) or is in a state not known yet (never double-close).
+    """
+    ids = list(trade_ids)
+    active = list(
+        Order.objects.filter(trade_id__in=ids, status__in=Order.ACTIVE_STATUSES)
+        .filter(protective_q())
+        .select_related("subscription__credential", "trade", "execution__strategy")
+        .order_by("pk")
+    )
+    if not active:
+        return set()
+    legs = [leg_for(order) for order in active if order.exchange_order_id]
+    refs: dict[int, CredentialRef] = {}
+    items = []
+    for leg in legs:
+        credential = leg.subscription.credential
+        assert credential is not None
+        if credential.pk not in refs:
+            refs[credential.pk] = credential_ref(credential)
+        items.append((refs[credential.pk], leg.request, leg.order.exchange_order_id))
+    done = []
+    for leg, result in zip(legs, live_cancel_many(items), strict=True):
+        if result.status.value != "unknown":
+            leg.result = result
+            done.append(leg)
+    orders_record(orders_reclaim(done), tally)
+    still = Order.objects.filter(trade_id__in=ids, status__in=Order.ACTIVE_STATUSES).filter(
+        protective_q()
+    )
+    return set(still.values_list("trade_id", flat=True)) | set(
+        Trade.objects.filter(pk__in=ids)
+        .exclude(status=Trade.Status.OPEN)
+        .values_list("pk", flat=True)
+    )
