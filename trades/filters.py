@@ -22,9 +22,15 @@ class TradeFilter(StrictFilterSet):
 class OrderFilter(StrictFilterSet):
     status = django_filters.ChoiceFilter(choices=Order.Status.choices)
     purpose = django_filters.ChoiceFilter(
-        choices=(("entry", "Entry"), ("exit", "Exit")),
+        choices=(
+            (Order.ENTRY, "Entry"),
+            ("exit", "Exit"),
+            ("stop", "Stop loss"),
+            ("take", "Take profit"),
+        ),
         method="filter_purpose",
-        help_text="`entry`, or `exit` for the exits of every trade.",
+        help_text="`entry`, or `exit`, `stop` (stop loss) or `take` (take profit) for those "
+        "orders of every trade.",
     )
     ordering = django_filters.OrderingFilter(fields=("created_at", "closed_at", "status"))
 
@@ -33,7 +39,7 @@ class OrderFilter(StrictFilterSet):
         fields = ("status",)
 
     def filter_purpose(self, queryset: QuerySet[Order], name: str, value: str) -> QuerySet[Order]:
-        # An exit's purpose names its trade ("exit:<trade id>"), so exits match by prefix.
-        if value == "exit":
-            return queryset.filter(purpose__startswith="exit:")
-        return queryset.filter(purpose=Order.ENTRY)
+        # Only an entry's purpose is bare; the others name their trade ("exit:<trade id>").
+        if value == Order.ENTRY:
+            return queryset.filter(purpose=Order.ENTRY)
+        return queryset.filter(purpose__startswith=f"{value}:")

@@ -71,7 +71,10 @@ class OrderSerializer(serializers.ModelSerializer):
         )
         read_only_fields = fields
         extra_kwargs = {
-            "purpose": {"help_text": "`entry`, or `exit:<trade id>` for a trade's exit."},
+            "purpose": {
+                "help_text": "`entry`; `exit:<trade id>` for a trade's exit; `stop:<trade id>` "
+                "and `take:<trade id>` for its stop loss and take profit on the exchange."
+            },
             "side": {"help_text": "`buy` or `sell`."},
             "type": {"help_text": "`market` or `limit`."},
             "price": {"help_text": "The limit price; null for a market order."},

@@ -51,8 +51,9 @@ POSITION_FIELDS = {
 
 @pytest.fixture
 def orders(me):
-    """A closed trade (entry and exit filled), an open one with a resting limit entry, and a
-    rejected entry; plus another subscription of mine with an order of its own."""
+    """A closed trade (entry and exit filled), an open one with a partly filled limit entry and
+    its resting stop loss and take profit, and a rejected entry; plus another subscription of
+    mine with an order of its own."""
     subscription = subscribe(StrategyFactory(), user=me)
     closed = make_trade(subscription, pnl="30")
     opened = make_trade(subscription, status="open", pnl=None)
@@ -77,6 +78,19 @@ def orders(me):
             error="InsufficientFunds: account has insufficient balance",
         ),
     }
+    # the exchange-side stop loss and take profit of the open trade, resting
+    for kind in ("stop", "take"):
+        made[kind] = make_order(
+            opened,
+            purpose=f"{kind}:{opened.pk}",
+            client_order_id=f"sf-{opened.pk}-{kind}",
+            side="sell",
+            type="limit",
+            status="open",
+            filled=Decimal("0"),
+            average_price=None,
+            reduce_only=True,
+        )
     make_order(make_trade(subscribe(StrategyFactory(), user=me), status="open", pnl=None))
     return subscription, made
 
@@ -116,10 +130,12 @@ def test_a_subscriptions_orders_newest_first_with_their_lifecycle(api, orders):
     [
         ("status=filled", {"entry", "exit"}),
         ("status=partially_filled", {"partial"}),
-        ("status=open", set()),
+        ("status=open", {"stop", "take"}),
         ("purpose=entry", {"entry", "partial", "rejected"}),
         ("purpose=exit", {"exit"}),
         ("purpose=entry&status=filled", {"entry"}),
+        ("purpose=stop", {"stop"}),
+        ("purpose=take", {"take"}),
     ],
 )
 def test_order_filters(api, orders, query, names):
@@ -135,13 +151,13 @@ def test_order_ordering_and_pages(api, orders):
     oldest_first = [o.pk for o in made.values()]
     assert _ids(api.get(f"{url}?ordering=created_at")) == oldest_first
     page = api.get(f"{url}?page_size=3&page=2")
-    assert page.json()["count"] == 4 and _ids(page) == [made["entry"].pk]
+    assert page.json()["count"] == 6 and _ids(page) == oldest_first[2::-1]
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     "query",
-    ["status=done", "purpose=exit:1", "purpose=stop", "ordering=send_token", "page_size=0"],
+    ["status=done", "purpose=exit:1", "purpose=stop_loss", "ordering=send_token", "page_size=0"],
 )
 def test_order_filter_errors_are_400s(api, orders, query):
     subscription, _ = orders
@@ -153,7 +169,7 @@ def test_order_filter_errors_are_400s(api, orders, query):
 @pytest.mark.django_db
 def test_order_page_past_the_last_is_a_404(api, orders):
     subscription, _ = orders
-    url = f"/api/strategies/subscriptions/{subscription.pk}/orders?page=3"
+    url = f"/api/strategies/subscriptions/{subscription.pk}/orders?page=4&page_size=2"
     assert api.get(url).status_code == 404
 
 
