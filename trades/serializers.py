@@ -76,8 +76,13 @@ class OrderSerializer(serializers.ModelSerializer):
                 "and `take:<trade id>` for its stop loss and take profit on the exchange."
             },
             "side": {"help_text": "`buy` or `sell`."},
-            "type": {"help_text": "`market` or `limit`."},
-            "price": {"help_text": "The limit price; null for a market order."},
+            "type": {
+                "help_text": "`market`, `limit`, or `stop`/`take` for a stop loss/take profit."
+            },
+            "price": {
+                "help_text": "The limit price (a stop's or take profit's trigger price); null for "
+                "a market order."
+            },
             "average_price": {"help_text": "Average price of the fills so far."},
             "error": {"help_text": "Why it was rejected, skipped or cancelled, if it was."},
             "attempts": {"help_text": "Times it was sent to the exchange."},
