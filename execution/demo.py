@@ -17,6 +17,7 @@ from config import embedded
 from execution.market_data import market_data_load
 from execution.models import Candle, StrategyExecution
 from execution.processes import WorkerProcess, worker_env
+from execution.selectors import execution_settled
 from execution.tasks import candle_close
 from execution.time_utils import resolution_to_timedelta
 from strategies.models import Strategy
@@ -119,26 +120,12 @@ def _replay_closes(count: int, *, lookback: int) -> list[datetime]:
     return [open_time + step for open_time in opens]
 
 
-def _execution_settled(strategy: Strategy, interval_start: datetime) -> bool:
-    row = (
-        StrategyExecution.objects.filter(strategy=strategy, interval_start=interval_start)
-        .values("status", "fanout_dispatched_at", "fanout_total", "fanout_done")
-        .first()
-    )
-    if row is None or row["status"] == StrategyExecution.Status.RUNNING:
-        return False
-    if row["status"] != StrategyExecution.Status.SUCCESS:
-        return True
-    return row["fanout_dispatched_at"] is not None and row["fanout_done"] >= row["fanout_total"]
-
-
 def demo_replay(run: DemoRun, *, timeout_per_close: float = 60.0) -> None:
     """Fire each close through the real candle-close task, one after the other, as time would."""
-    step = resolution_to_timedelta(RESOLUTION)
     for close in run.closes:
         candle_close.delay(resolution=RESOLUTION, close_time=close.isoformat(), trigger="replay")
         deadline = time.monotonic() + timeout_per_close
-        while not _execution_settled(run.strategy, close - step):
+        while not execution_settled(strategy_id=run.strategy.pk, interval_end=close):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"execution for the close at {close.isoformat()} did not finish")
             time.sleep(0.01)

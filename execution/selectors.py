@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Count
@@ -45,3 +46,17 @@ def execution_counts_by_status(*, strategy_id: int) -> dict[str, int]:
         .annotate(n=Count("id"))
     )
     return {row["status"]: row["n"] for row in rows}
+
+
+def execution_settled(*, strategy_id: int, interval_end: datetime) -> bool:
+    """The execution of that close has finished, and so has its fan-out if it had one."""
+    row = (
+        StrategyExecution.objects.filter(strategy_id=strategy_id, interval_end=interval_end)
+        .values("status", "fanout_dispatched_at", "fanout_total", "fanout_done")
+        .first()
+    )
+    if row is None or row["status"] == StrategyExecution.Status.RUNNING:
+        return False
+    if row["status"] != StrategyExecution.Status.SUCCESS:
+        return True
+    return row["fanout_dispatched_at"] is not None and row["fanout_done"] >= row["fanout_total"]

@@ -23,6 +23,7 @@ from execution.demo import SMA_CROSSOVER
 from execution.market_data import market_data_load
 from execution.models import Candle, StrategyExecution
 from execution.processes import ManageProcess, worker_env
+from execution.selectors import execution_settled
 from execution.tasks import execute_strategy
 from execution.time_utils import resolution_to_timedelta
 from strategies.models import Strategy
@@ -135,19 +136,6 @@ def _deploy(demo: LiveDemo, closes: int) -> None:
     demo.sim.refresh()
 
 
-def _settled(strategy: Strategy, close: datetime) -> bool:
-    row = (
-        StrategyExecution.objects.filter(strategy=strategy, interval_end=close)
-        .values("status", "fanout_dispatched_at", "fanout_total", "fanout_done")
-        .first()
-    )
-    if row is None or row["status"] == StrategyExecution.Status.RUNNING:
-        return False
-    if row["status"] != StrategyExecution.Status.SUCCESS:
-        return True
-    return row["fanout_dispatched_at"] is not None and row["fanout_done"] >= row["fanout_total"]
-
-
 def live_demo_replay(demo: LiveDemo, *, timeout_per_close: float = 120.0) -> None:
     """Each close in turn: the simulator's clock moves to it, then the execution runs."""
     assert demo.sim is not None and demo.strategy is not None
@@ -163,7 +151,7 @@ def live_demo_replay(demo: LiveDemo, *, timeout_per_close: float = 120.0) -> Non
             queue=DEMO_QUEUE,
         )
         deadline = time.monotonic() + timeout_per_close
-        while not _settled(demo.strategy, close):
+        while not execution_settled(strategy_id=demo.strategy.pk, interval_end=close):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the execution for the close at {close} did not finish")
             time.sleep(0.01)
