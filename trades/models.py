@@ -102,6 +102,10 @@ class Order(models.Model):
         REJECTED = "rejected", "Rejected"
         EXPIRED = "expired", "Expired"
         SKIPPED = "skipped", "Skipped"  # never sent, reason in `error`
+        # An exit not sent yet: a protective order of its trade is in a state not known yet
+        # (or its cancel is not confirmed). The order sync sends it once they are known
+        # cancelled, or skips it when one of them filled (the exchange closed the trade).
+        HELD = "held", "Held"
 
     ACTIVE_STATUSES = ("pending", "unknown", "open", "partially_filled")
 
@@ -112,7 +116,7 @@ class Order(models.Model):
         StrategyExecution, on_delete=models.PROTECT, related_name="orders"
     )
     trade = models.ForeignKey(Trade, on_delete=models.PROTECT, related_name="orders")
-    purpose = models.CharField(max_length=32)  # "entry" or "exit:<trade id>"
+    purpose = models.CharField(max_length=32)  # "entry", "exit:<trade id>", "stop:…", "take:…"
     client_order_id = models.CharField(max_length=64, unique=True)
     symbol = models.CharField(max_length=50)
     side = models.CharField(max_length=4)  # buy | sell

@@ -5,7 +5,9 @@ Exactly-once rests on the database:
 * an entry is a ``Trade`` unique per (execution, subscription), and each order an ``Order``
   intent unique per (execution, subscription, purpose), both written before anything is sent,
   with a client order id derived from those ids;
-* an exit is claimed on its trade (a conditional UPDATE) before its intent is written;
+* an exit is claimed on its trade (a conditional UPDATE) before its intent is written; while
+  a protective order of the trade is in a state not known yet, the intent is written *held*
+  (``Order.Status.HELD``) and the order sync sends or skips it once that state is known;
 * a worker *claims* intents (a token and a counted attempt, one UPDATE for the batch) before
   sending them, so two workers never send one intent at once; an intent with an earlier
   attempt is looked up by client order id before it is sent again (the broker does that);
@@ -160,8 +162,10 @@ def orders_claim(legs: Sequence[Leg]) -> list[Leg]:
     now = timezone.now()
     lease = now - timedelta(seconds=settings.ORDER_SEND_LEASE_S)
     ids = [leg.order.pk for leg in legs]
+    # A held exit is claimed like a pending one, by whoever found its trade's protective
+    # orders known final (the exit itself, or the order sync).
     Order.objects.filter(
-        pk__in=ids, status__in=(Order.Status.PENDING, Order.Status.UNKNOWN)
+        pk__in=ids, status__in=(Order.Status.PENDING, Order.Status.UNKNOWN, Order.Status.HELD)
     ).filter(Q(send_token="") | Q(sent_at__lt=lease)).update(
         send_token=token, attempts=F("attempts") + 1, sent_at=now, updated_at=now
     )

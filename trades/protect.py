@@ -16,10 +16,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from django.db.models import Q
 from django.utils import timezone
 
 from subscriptions.models import StrategySubscription
-from trades.brokers import OrderRequest
+from trades.brokers import OrderRequest, OrderResult, OrderStatus
 from trades.brokers.base import OrderSide
 from trades.brokers.live import credential_ref, live_cancel_many, live_place_oco_many
 from trades.models import Order, Trade
@@ -67,6 +68,7 @@ def protective_place(*, trade_ids: Iterable[int], tally: Tally) -> int:
     claimed = {leg.order.pk for leg in orders_claim([leg for pair in pairs for leg in pair])}
     # Both legs or neither: a list half-claimed elsewhere is that worker's to send.
     pairs = [(s, t) for s, t in pairs if s.order.pk in claimed and t.order.pk in claimed]
+    pairs = _stand_down(pairs, tally)
     refs: dict[int, CredentialRef] = {}
     items = []
     for stop, take in pairs:
@@ -81,6 +83,30 @@ def protective_place(*, trade_ids: Iterable[int], tally: Tally) -> int:
         stop.result, take.result = stop_result, take_result
     orders_record([leg for pair in pairs for leg in pair], tally)
     return len(pairs)
+
+
+def _stand_down(pairs: list[tuple[Leg, Leg]], tally: Tally) -> list[tuple[Leg, Leg]]:
+    """Drop the pairs of trades an exit claimed since they were read: nothing is placed.
+
+    Checked after the intents are claimed: an exit claims its trade before it looks for
+    protective orders to cancel, so either it sees these intents (and cancels them, or holds
+    its exit until they are known) or this check sees its claim.
+    """
+    if not pairs:
+        return pairs
+    exiting = set(
+        Trade.objects.filter(pk__in=[stop.trade.pk for stop, _ in pairs])
+        .filter(Q(exit_execution__isnull=False) | ~Q(status=Trade.Status.OPEN))
+        .values_list("pk", flat=True)
+    )
+    skipped = OrderResult(
+        status=OrderStatus.SKIPPED, reason="not placed: the trade is being exited"
+    )
+    for stop, take in pairs:
+        if stop.trade.pk in exiting:
+            stop.result = take.result = skipped
+    orders_record([leg for pair in pairs for leg in pair if leg.result is not None], tally)
+    return [(stop, take) for stop, take in pairs if stop.trade.pk not in exiting]
 
 
 def _pairs(trades: list[Trade]) -> list[tuple[Leg, Leg]]:

@@ -256,15 +256,15 @@ def _exit(
     """Close these open trades at market (paper: at ``prices`` or the execution's close)."""
     if not trades:
         return
-    # Stops resting on the exchange are cancelled first: a trade whose stop filled meanwhile
-    # (or whose stop is in a state not known yet) is not exited again.
-    held = protective_release(trade_ids=[t.pk for t in trades], tally=tally)
-    ids = [t.pk for t in trades if t.pk not in held]
-    if not ids:
-        return
+    ids = [t.pk for t in trades]
+    # The exit claim comes first: a protective placement racing this exit either sees it and
+    # stands down, or placed its orders before, and the release below sees them.
     Trade.objects.filter(pk__in=ids, status=Trade.Status.OPEN).filter(
         Q(exit_execution__isnull=True) | Q(exit_execution=execution)
     ).update(exit_execution=execution)
+    # Stops resting on the exchange are cancelled next: a trade whose stop filled meanwhile is
+    # closed (no second exit); one whose stop is in a state not known yet gets its exit held.
+    waiting = protective_release(trade_ids=ids, tally=tally)
     claimed = list(
         Trade.objects.filter(pk__in=ids, status=Trade.Status.OPEN, exit_execution=execution)
         .select_related("subscription__credential")
@@ -302,7 +302,32 @@ def _exit(
         leg = Leg(trade.subscription, trade, order, request_from_intent(order, request))
         leg.exit_reason = (reasons or {}).get(trade.pk, reason)
         legs.append(leg)
-    orders_settle(legs, tally, symbol=claimed[0].symbol)
+    _exits_hold([leg for leg in legs if leg.trade.pk in waiting])
+    go = [leg for leg in legs if leg.trade.pk not in waiting]
+    if go:
+        orders_settle(go, tally, symbol=claimed[0].symbol)
+
+
+EXIT_HELD = "held: protective order state unknown; sent once it is known cancelled"
+
+
+def _exits_hold(legs: Sequence[Leg]) -> None:
+    """Record exits that cannot go out yet: never lost, sent (or skipped) by the order sync.
+
+    Sending now could close the position twice (the stop may fill too); dropping it would
+    lose the strategy's exit. The trade keeps this execution's exit claim meanwhile, so no
+    other exit is sent for it.
+    """
+    if not legs:
+        return
+    now = timezone.now()
+    Order.objects.filter(
+        pk__in=[leg.order.pk for leg in legs], status=Order.Status.PENDING, attempts=0
+    ).update(status=Order.Status.HELD, error=EXIT_HELD, updated_at=now)
+    Trade.objects.filter(pk__in=[leg.trade.pk for leg in legs], status=Trade.Status.OPEN).update(
+        error=f"exit {EXIT_HELD}", updated_at=now
+    )
+    logger.warning("exit held for trades %s", [leg.trade.pk for leg in legs])
 
 
 # --- the fan-out ----------------------------------------------------------------------------
@@ -516,7 +541,14 @@ def orders_sync_open(*, limit: int = 500) -> int:
     Open orders get their fills; unknown ones (sent, no definite answer) and ones whose
     sender died are looked up by client order id: found → recorded, absent → an exit is
     resent (exits always execute), an entry too while its signal is fresh, else rejected.
+    Then exits held for their protective orders are sent or skipped (``_exits_release``).
     """
+    tally = Tally()
+    synced = _sync_open(tally, limit=limit)
+    return synced + _exits_release(tally, limit=limit)
+
+
+def _sync_open(tally: Tally, *, limit: int) -> int:
     lease = timezone.now() - timedelta(seconds=settings.ORDER_SEND_LEASE_S)
     orders = list(
         Order.objects.filter(subscription__mode=StrategySubscription.Mode.LIVE)
@@ -548,7 +580,6 @@ def orders_sync_open(*, limit: int = 500) -> int:
         elif result.status != OrderStatus.UNKNOWN:
             leg.result = result
             found.append(leg)
-    tally = Tally()
     orders_record(orders_reclaim(found), tally)
     _resend(resend, tally)
     entries = [leg.trade.pk for leg in found if leg.order.purpose == Order.ENTRY]
@@ -561,6 +592,63 @@ def orders_sync_open(*, limit: int = 500) -> int:
     protective_release(trade_ids=list(stopped), tally=tally)
     _refresh_positions(legs)
     return len(found) + len(resend)
+
+
+def _exits_release(tally: Tally, *, limit: int) -> int:
+    """Exits held while a protective order's state was unknown: send or skip them now.
+
+    Their trades' protective orders are cancelled again (the exit still stands). Once they
+    are known final: one filled → the exchange closed the trade, the exit is skipped with
+    the reason; all cancelled, expired or never placed → the exit goes out under its own
+    client order id (claimed, and looked up first on any resend). Still unknown → next sync.
+    """
+    held = list(
+        Order.objects.filter(
+            subscription__mode=StrategySubscription.Mode.LIVE, status=Order.Status.HELD
+        )
+        .select_related("subscription__credential", "trade", "execution__strategy")
+        .order_by("pk")[:limit]
+    )
+    if not held:
+        return 0
+    waiting = protective_release(trade_ids={o.trade_id for o in held}, tally=tally)
+    for order in held:
+        if order.trade_id not in waiting:  # re-take the claim, should a failure have freed it
+            Trade.objects.filter(pk=order.trade_id, status=Trade.Status.OPEN).filter(
+                Q(exit_execution__isnull=True) | Q(exit_execution_id=order.execution_id)
+            ).update(exit_execution_id=order.execution_id)
+    trades = Trade.objects.select_related("subscription__credential").in_bulk(
+        [o.trade_id for o in held]
+    )
+    go: list[Leg] = []
+    skip: dict[int, str] = {}
+    for order in held:
+        trade = trades[order.trade_id]
+        if trade.status != Trade.Status.OPEN:
+            by = (trade.metadata or {}).get("exit_reason", "another order")
+            skip[order.pk] = f"not sent: the trade was closed by its {by} on the exchange"
+        elif trade.pk in waiting:
+            continue  # a protective order is still in a state not known: next sync
+        elif trade.exit_execution_id != order.execution_id:
+            skip[order.pk] = "not sent: another exit holds the trade"
+        else:
+            order.trade = trade
+            go.append(leg_for(order))
+    _exits_skip(skip)
+    orders_record(orders_send(go), tally)
+    subscriptions_pause_refused(tally)
+    _refresh_positions([leg_for(order) for order in held])
+    return len(go) + len(skip)
+
+
+def _exits_skip(reasons: dict[int, str]) -> None:
+    """Skip held exits not claimed by a sender (one being sent is that sender's to record)."""
+    now = timezone.now()
+    lease = now - timedelta(seconds=settings.ORDER_SEND_LEASE_S)
+    for pk, reason in reasons.items():
+        Order.objects.filter(pk=pk, status=Order.Status.HELD).filter(
+            Q(send_token="") | Q(sent_at__lt=lease)
+        ).update(status=Order.Status.SKIPPED, error=reason, closed_at=now, updated_at=now)
 
 
 def _refresh_positions(legs: Sequence[Leg]) -> None:

@@ -159,3 +159,126 @@ def test_paper_trades_keep_the_candle_close_check(sim):
     )
     assert trade.status == "closed" and trade.exit_execution_id == checked.pk
     assert sim.orders() == []
+
+
+def _exit_while_the_cancel_fails(sim, *, last: float):
+    """An open live long with its OCO resting, then an EXIT_LONG whose cancels both fail."""
+    closes = _market_that_moves(last)
+    sim.refresh()
+    strategy = StrategyFactory(code=STOPS, settings={"signal": "LONG", "sl": 0.01, "tp": 0.05})
+    trader = live_trader(sim, strategy)
+    entry = run_close(sim, strategy, closes[9])
+    trade = Trade.objects.get(execution=entry)
+    assert Order.objects.filter(trade=trade, purpose__in=_legs(trade), status="open").count() == 2
+    sim.faults(next={"fail": 2}, keys=[trader.api_key])  # a 503 on each leg's cancel
+    strategy_update_settings(
+        strategy=strategy, settings={"signal": "EXIT_LONG", "sl": 0.01, "tp": 0.05}
+    )
+    exit_execution = run_close(sim, strategy, closes[10])
+    sim.faults(keys=[])
+    assert exit_execution.status == "success", exit_execution.error
+    return strategy, trader, trade, exit_execution, closes
+
+
+def _legs(trade: Trade) -> list[str]:
+    return [f"stop:{trade.pk}", f"take:{trade.pk}"]
+
+
+def test_exit_is_held_while_a_protective_cancel_is_unconfirmed(sim):
+    # given an open live long whose stop and target cancels fail when an exit signal arrives
+    strategy, _, trade, exit_execution, closes = _exit_while_the_cancel_fails(sim, last=0.05)
+
+    # then no exit order went out, and the exit is recorded as held on its intent and trade
+    on_exchange = sim.orders()
+    assert len(on_exchange) == 3
+    assert sorted(o["status"] for o in on_exchange if o["type"] != "MARKET") == ["NEW", "NEW"]
+    held = Order.objects.get(purpose=f"exit:{trade.pk}")
+    assert held.status == "held" and held.error.startswith("held: protective order state")
+    assert held.attempts == 0 and held.execution_id == exit_execution.pk
+    trade.refresh_from_db()
+    assert trade.status == "open" and trade.exit_execution_id == exit_execution.pk
+    assert trade.error.startswith("exit held")
+
+    # when a second exit signal arrives while the first is held (its cancels go through)
+    second = run_close(sim, strategy, closes[11])
+    assert second.status == "success", second.error
+
+    # then it sends no exit of its own: the held one keeps the trade's exit claim
+    assert not [o for o in sim.orders() if o["type"] == "MARKET" and o["side"] == "SELL"]
+    assert list(
+        Order.objects.filter(trade=trade, purpose__startswith="exit:").values_list(
+            "execution_id", "status"
+        )
+    ) == [(exit_execution.pk, "held")]
+
+    # and the next sync sends exactly that one
+    orders_sync_open()
+    exits = [o for o in sim.orders() if o["type"] == "MARKET" and o["side"] == "SELL"]
+    assert len(exits) == 1 and exits[0]["client_order_id"] == held.client_order_id
+    assert Trade.objects.get(pk=trade.pk).status == "closed"
+
+
+def test_held_exit_is_sent_once_the_sync_cancels_the_protective_orders(sim):
+    # given an exit held because the protective cancels failed
+    _, trader, trade, exit_execution, _ = _exit_while_the_cancel_fails(sim, last=0.05)
+
+    # when the order sync runs (the cancels now go through)
+    orders_sync_open()
+
+    # then the legs are cancelled and exactly one exit order went out, under its own id
+    on_exchange = sim.orders()
+    protective = [o for o in on_exchange if o["type"] in ("STOP_LOSS", "TAKE_PROFIT")]
+    assert sorted(o["status"] for o in protective) == ["CANCELED", "CANCELED"]
+    exits = [o for o in on_exchange if o["side"] == "SELL" and o["type"] == "MARKET"]
+    assert len(exits) == 1 and exits[0]["status"] == "FILLED"
+    sub = trader.subscription.pk
+    assert exits[0]["client_order_id"] == f"sf-{exit_execution.pk}-{sub}-x{trade.pk}"
+    exit_order = Order.objects.get(purpose=f"exit:{trade.pk}")
+    assert exit_order.status == "filled" and exit_order.attempts == 1
+
+    # and the trade is closed by the exit signal with the exchange's price and fees
+    trade.refresh_from_db()
+    assert trade.status == "closed" and trade.exit_execution_id == exit_execution.pk
+    assert trade.metadata["exit_reason"] == "exit signal" and trade.error == ""
+    assert trade.exit_price == exit_order.average_price == Decimal("0.05")
+    assert trade.exit_fee == Decimal(exits[0]["fee"]) > 0
+    expected = (trade.exit_price - trade.entry_price) * trade.quantity - trade.fees
+    assert trade.pnl == expected.quantize(Decimal("1e-8"))
+    position = Position.objects.get(subscription=trader.subscription)
+    assert (position.side, position.quantity, position.realized_pnl) == ("flat", 0, trade.pnl)
+
+    # and a second sync sends nothing more
+    orders_sync_open()
+    assert len(sim.orders()) == 4
+    assert Trade.objects.get(pk=trade.pk).pnl == trade.pnl
+
+
+def test_held_exit_is_skipped_when_a_protective_order_filled_meanwhile(sim):
+    # given an exit held because the protective cancels failed
+    strategy, trader, trade, _, closes = _exit_while_the_cancel_fails(sim, last=0.049)
+
+    # when the market falls through the stop before the sync runs
+    _hold(strategy, 0.01, 0.05)
+    run_close(sim, strategy, closes[11])
+    orders_sync_open()
+
+    # then no exit order went out: the stop closed the trade, the held exit is skipped
+    on_exchange = {o["client_order_id"]: o for o in sim.orders()}
+    assert len(on_exchange) == 3
+    stop = Order.objects.get(purpose=f"stop:{trade.pk}")
+    assert stop.status == "filled" and on_exchange[stop.client_order_id]["status"] == "FILLED"
+    held = Order.objects.get(purpose=f"exit:{trade.pk}")
+    assert held.status == "skipped" and held.attempts == 0
+    assert held.error == "not sent: the trade was closed by its stop loss on the exchange"
+    trade.refresh_from_db()
+    assert trade.status == "closed" and trade.metadata["exit_reason"] == "stop loss"
+    assert trade.exit_client_order_id == stop.client_order_id
+    assert trade.exit_price == Decimal("0.0495")
+    expected = (trade.exit_price - trade.entry_price) * trade.quantity - trade.fees
+    assert trade.pnl == expected.quantize(Decimal("1e-8")) and trade.pnl < 0
+    position = Position.objects.get(subscription=trader.subscription)
+    assert (position.side, position.quantity, position.realized_pnl) == ("flat", 0, trade.pnl)
+
+    # and a second sync sends nothing
+    orders_sync_open()
+    assert len(sim.orders()) == 3
