@@ -282,3 +282,43 @@ def test_held_exit_is_skipped_when_a_protective_order_filled_meanwhile(sim):
     # and a second sync sends nothing
     orders_sync_open()
     assert len(sim.orders()) == 3
+
+
+def test_exit_held_while_the_oco_answer_was_lost_goes_out_after_the_sync(sim):
+    # given a live long whose OCO list was accepted but its answer lost (legs unknown here)
+    closes = _market_that_moves(0.05)
+    sim.refresh()
+    strategy = StrategyFactory(code=STOPS, settings={"signal": "LONG", "sl": 0.01, "tp": 0.05})
+    trader = live_trader(sim, strategy)
+    sim.faults(next={"timeout_after_accept": 2}, keys=[trader.api_key])  # the entry, the OCO
+    entry = run_close(sim, strategy, closes[9])
+    sim.faults(keys=[])
+    trade = Trade.objects.get(execution=entry)
+    assert trade.status == "open"
+    legs = Order.objects.filter(trade=trade, purpose__in=_legs(trade))
+    assert sorted(legs.values_list("status", flat=True)) == ["unknown", "unknown"]
+
+    # when an exit signal arrives
+    strategy_update_settings(
+        strategy=strategy, settings={"signal": "EXIT_LONG", "sl": 0.01, "tp": 0.05}
+    )
+    exit_execution = run_close(sim, strategy, closes[10])
+
+    # then nothing is sent (the legs may rest on the exchange): the exit is held
+    held = Order.objects.get(purpose=f"exit:{trade.pk}")
+    assert held.status == "held" and held.execution_id == exit_execution.pk
+    assert not [o for o in sim.orders() if o["type"] == "MARKET" and o["side"] == "SELL"]
+
+    # when the sync finds the legs, cancels them and sends the held exit
+    orders_sync_open()
+
+    # then exactly one exit order went out and the trade is closed with its PnL
+    on_exchange = sim.orders()
+    protective = [o for o in on_exchange if o["type"] in ("STOP_LOSS", "TAKE_PROFIT")]
+    assert sorted(o["status"] for o in protective) == ["CANCELED", "CANCELED"]
+    exits = [o for o in on_exchange if o["type"] == "MARKET" and o["side"] == "SELL"]
+    assert len(exits) == 1 and exits[0]["client_order_id"] == held.client_order_id
+    trade.refresh_from_db()
+    assert trade.status == "closed" and trade.exit_price == Decimal("0.05")
+    expected = (trade.exit_price - trade.entry_price) * trade.quantity - trade.fees
+    assert trade.pnl == expected.quantize(Decimal("1e-8"))
