@@ -2,12 +2,14 @@
 
 ccxt's own limiter lives in one exchange instance, and every credential has its own instance
 in every worker process: only a shared store can hold a credential (or an exchange) to its rate.
-One script call takes a token from several buckets at once, or from none of them.
+One script call takes a token from several buckets at once, or from none of them; another
+grants a whole batch of such takes in one round trip (a fan-out's orders), each all or nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # KEYS: bucket keys. ARGV: pairs of (rate per second, burst) per key.
@@ -39,6 +41,46 @@ end
 return 0
 """
 
+# A batch of takes in one call. KEYS: the distinct bucket keys. ARGV: the number of keys, then
+# (rate per second, burst) per key, then one entry per take: the 1-based indices of its keys,
+# comma-separated. Takes are granted in order while every one of their buckets holds a token.
+# Returns one 1 (granted) or 0 (not granted: take it alone, waiting) per take.
+_TAKE_MANY = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = tonumber(ARGV[1])
+local tokens = {}
+for i, key in ipairs(KEYS) do
+  local rate = tonumber(ARGV[2 * i]) / 1000
+  local burst = tonumber(ARGV[2 * i + 1])
+  local b = redis.call('HMGET', key, 'tokens', 'ts')
+  local have = tonumber(b[1]) or burst
+  local ts = tonumber(b[2]) or now
+  tokens[i] = math.min(burst, have + (now - ts) * rate)
+end
+local granted = {}
+for o = 2 * n + 2, #ARGV do
+  local idx = {}
+  local ok = 1
+  for s in string.gmatch(ARGV[o], '%d+') do
+    local i = tonumber(s)
+    idx[#idx + 1] = i
+    if tokens[i] < 1 then ok = 0 end
+  end
+  if ok == 1 then
+    for _, i in ipairs(idx) do tokens[i] = tokens[i] - 1 end
+  end
+  granted[#granted + 1] = ok
+end
+for i, key in ipairs(KEYS) do
+  local rate = tonumber(ARGV[2 * i]) / 1000
+  local burst = tonumber(ARGV[2 * i + 1])
+  redis.call('HSET', key, 'tokens', tokens[i], 'ts', now)
+  redis.call('PEXPIRE', key, math.ceil(burst / rate) + 1000)
+end
+return granted
+"""
+
 
 @dataclass(frozen=True)
 class Bucket:
@@ -60,6 +102,7 @@ class AsyncRateLimiter:
 
     def __init__(self, redis_client) -> None:  # type: ignore[no-untyped-def]
         self._script = redis_client.register_script(_TAKE)
+        self._many = redis_client.register_script(_TAKE_MANY)
 
     async def acquire(self, *buckets: Bucket, max_wait_s: float = 60.0) -> float:
         """Returns the seconds waited."""
@@ -76,3 +119,24 @@ class AsyncRateLimiter:
                 raise TimeoutError(f"rate limit not granted after {waited:.1f} s on {keys}")
             await asyncio.sleep(wait_ms / 1000)
             waited += wait_ms / 1000
+
+    async def take_many(self, takes: Sequence[Sequence[Bucket]]) -> list[bool]:
+        """Grant a token from every bucket of each take, in order, in one round trip; no waiting.
+
+        Each take is all or nothing; a take that is not granted (a bucket ran dry, e.g. one
+        credential with more orders in the batch than its burst) is left to ``acquire``.
+        """
+        if not takes:
+            return []
+        index: dict[str, int] = {}
+        args: list[float | str] = [0]
+        for take in takes:
+            for bucket in take:
+                if bucket.key not in index:
+                    index[bucket.key] = len(index) + 1
+                    args += [bucket.rate, bucket.burst]
+        args[0] = len(index)
+        # A bucket named twice in one take counts once (the script would take it twice).
+        args += [",".join(str(i) for i in dict.fromkeys(index[b.key] for b in t)) for t in takes]
+        granted = await self._many(keys=list(index), args=args)
+        return [bool(int(g)) for g in granted]

@@ -167,6 +167,54 @@ def test_rate_limit_is_shared_by_separate_clients():
     assert max(stamps) - started >= 0.9
 
 
+def test_batch_take_grants_orders_from_the_shared_buckets_and_leaves_the_rest_waiting():
+    # given a credential bucket of burst 2, another credential's, and an exchange bucket of 3
+    tag = uuid.uuid4().hex
+    first = Bucket(f"ratelimit:test:{tag}:a", rate=2.0, burst=2.0)
+    second = Bucket(f"ratelimit:test:{tag}:b", rate=2.0, burst=2.0)
+    exchange = Bucket(f"ratelimit:test:{tag}:x", rate=1000.0, burst=3.0)
+
+    async def go() -> tuple[list[bool], list[bool], float]:
+        client = aioredis.Redis.from_url(django_settings.REDIS_APP_URL)
+        other = aioredis.Redis.from_url(django_settings.REDIS_APP_URL)  # another process's
+        try:
+            # when one batch asks for four orders on the first and two on the second
+            takes = [(first, exchange)] * 4 + [(second, exchange)] * 2
+            granted = await AsyncRateLimiter(client).take_many(takes)
+            # and another client asks the emptied first credential for a token
+            again = await AsyncRateLimiter(other).take_many([(first,)])
+            waited = await AsyncRateLimiter(other).acquire(first)
+            return granted, again, waited
+        finally:
+            await client.aclose()
+            await other.aclose()
+
+    granted, again, waited = asyncio.run(go())
+
+    # then each order was granted while all its buckets held a token, in order, all or nothing
+    assert granted == [True, True, False, False, True, False]
+    # and the tokens taken by the batch are gone for every other client too: it has to wait
+    assert again == [False]
+    assert waited >= 0.4
+
+
+def test_a_batch_with_more_orders_than_a_credential_burst_keeps_to_its_rate(sim, market, settings):
+    # given a credential allowed 2 requests per second (burst 2)
+    settings.EXCHANGE_RATE_PER_CREDENTIAL = 2.0
+    trader = live_trader(sim, StrategyFactory())
+    ref = credential_ref(trader.subscription.credential)
+
+    # when one batch sends 5 of its orders
+    started = time.monotonic()
+    results = live_place_many([(ref, _request(f"burst-{i}")) for i in range(5)])
+    elapsed = time.monotonic() - started
+
+    # then all filled, signed with its key, but the 3 beyond the burst waited for their tokens
+    assert [r.status for r in results] == [OrderStatus.FILLED] * 5
+    assert [o["api_key"] for o in sim.orders()] == [trader.api_key] * 5
+    assert elapsed >= 1.3
+
+
 def test_unknown_outcome_is_reconciled_by_the_order_sync(sim, market):
     # given an order the exchange accepted while every answer about it was lost
     strategy = StrategyFactory(settings={"signal": "LONG"})

@@ -96,9 +96,7 @@ def live_place_many(items: Sequence[tuple[CredentialRef, OrderRequest]]) -> list
     if not items:
         return []
     hub = get_hub()
-    results = hub.run(
-        _gather(hub, [place(hub, c, r) for c, r in items]), _batch_timeout(len(items))
-    )
+    results = hub.run(place_batch(hub, items), _batch_timeout(len(items)))
     hub.freeze_pool()
     return results
 
@@ -156,29 +154,83 @@ async def _last_price(hub: Hub, exchange_id: str, sandbox: bool, symbol: str) ->
     return _dec(last)
 
 
-# --- one order ------------------------------------------------------------------------------
-async def place(hub: Hub, credential: CredentialRef, request: OrderRequest) -> OrderResult:
-    async with hub.semaphore:
-        try:
-            ready = await _ready(hub, credential, request)
-        except Exception as exc:  # nothing was sent by this attempt
-            logger.exception("preparing %s failed", request.client_order_id)
-            ready = _not_sent(request, f"internal: {_describe(exc)}")
+# --- a batch of orders -----------------------------------------------------------------------
+async def place_batch(
+    hub: Hub, items: Sequence[tuple[CredentialRef, OrderRequest]]
+) -> list[OrderResult]:
+    """Prepare every order, take the rate-limit tokens of all in one Redis call, then send.
+
+    A token per order, each its own Redis round trip, was about a fifth of the client's CPU per
+    order in a fan-out. The batch's tokens come from the same shared buckets, all or nothing per
+    order; an order whose buckets ran dry (a credential with more orders than its burst) waits
+    for its token alone as before. Orders that may already be on the exchange (``lookup_first``)
+    take theirs one by one, after the lookup. Only orders about to be sent get a token. A
+    token is taken a little before its request goes out (at most the batch's send time, with
+    ``EXCHANGE_CONCURRENCY`` orders in flight), never after: the buckets still bound the rate.
+    """
+    readies = await asyncio.gather(*(_ready_guarded(hub, c, r) for c, r in items))
+    sendable = [
+        i
+        for i, ((_, request), ready) in enumerate(zip(items, readies, strict=True))
+        if not isinstance(ready, OrderResult) and not request.lookup_first
+    ]
+    prepaid = dict.fromkeys(sendable, False)
+    try:
+        grants = await hub.limiter.take_many([hub.buckets(items[i][0]) for i in sendable])
+        prepaid.update(zip(sendable, grants, strict=True))
+    except Exception:  # the limiter's Redis: every order asks for its own token, as before
+        logger.warning("batch rate-limit take failed; taking tokens per order", exc_info=True)
+
+    async def one(i: int) -> OrderResult:
+        ready = readies[i]
         if isinstance(ready, OrderResult):
             return ready
-        exchange, market, (amount, price, params) = ready
-        try:
-            return await _send(hub, credential, exchange, market, request, amount, price, params)
-        except Exception as exc:  # a bug must not lose an order that may have been sent
-            logger.exception("sending %s failed", request.client_order_id)
-            return OrderResult(
-                status=OrderStatus.UNKNOWN, amount=amount, reason=f"internal: {_describe(exc)}"
-            )
+        credential, request = items[i]
+        async with hub.semaphore:
+            return await _send_guarded(hub, credential, request, ready, prepaid.get(i, False))
+
+    return list(await asyncio.gather(*(one(i) for i in range(len(items)))))
 
 
-async def _ready(
+# --- one order ------------------------------------------------------------------------------
+Ready = tuple[Exchange, dict[str, Any], tuple[Decimal, Decimal | None, dict]]
+
+
+async def place(hub: Hub, credential: CredentialRef, request: OrderRequest) -> OrderResult:
+    ready = await _ready_guarded(hub, credential, request)
+    if isinstance(ready, OrderResult):
+        return ready
+    async with hub.semaphore:
+        return await _send_guarded(hub, credential, request, ready, False)
+
+
+async def _ready_guarded(
     hub: Hub, credential: CredentialRef, request: OrderRequest
-) -> OrderResult | tuple[Exchange, dict[str, Any], tuple[Decimal, Decimal | None, dict]]:
+) -> OrderResult | Ready:
+    async with hub.semaphore:
+        try:
+            return await _ready(hub, credential, request)
+        except Exception as exc:  # nothing was sent by this attempt
+            logger.exception("preparing %s failed", request.client_order_id)
+            return _not_sent(request, f"internal: {_describe(exc)}")
+
+
+async def _send_guarded(
+    hub: Hub, credential: CredentialRef, request: OrderRequest, ready: Ready, prepaid: bool
+) -> OrderResult:
+    exchange, market, (amount, price, params) = ready
+    try:
+        return await _send(
+            hub, credential, exchange, market, request, amount, price, params, prepaid=prepaid
+        )
+    except Exception as exc:  # a bug must not lose an order that may have been sent
+        logger.exception("sending %s failed", request.client_order_id)
+        return OrderResult(
+            status=OrderStatus.UNKNOWN, amount=amount, reason=f"internal: {_describe(exc)}"
+        )
+
+
+async def _ready(hub: Hub, credential: CredentialRef, request: OrderRequest) -> OrderResult | Ready:
     """The instance, the market and the checked order; or why it can't be sent."""
     try:
         exchange = await hub.instance(credential)
@@ -215,7 +267,10 @@ async def _send(
     amount: Decimal,
     price: Decimal | None,
     params: dict[str, Any],
+    *,
+    prepaid: bool = False,
 ) -> OrderResult:
+    """``prepaid``: the first attempt's rate-limit token was taken with the batch's."""
     retries = max(0, settings.EXCHANGE_ORDER_RETRIES)
     delay = settings.EXCHANGE_RETRY_BACKOFF_S
     last_error = ""
@@ -231,12 +286,14 @@ async def _send(
                 delay *= 2
                 continue
         try:
-            await hub.limiter.acquire(*hub.buckets(credential))
+            if not prepaid:
+                await hub.limiter.acquire(*hub.buckets(credential))
         except Exception as exc:  # the limiter's Redis: nothing sent, try again shortly
             last_error = f"rate limiter: {_describe(exc)}"
             await _sleep(delay)
             delay *= 2
             continue
+        prepaid = False  # a token pays for one request: a resend takes its own
         sent = True
         try:
             order = await exchange.create_order(
