@@ -6,7 +6,9 @@ from datetime import datetime
 from typing import Any
 
 from django.db.models import Count
+from django.utils import timezone
 
+from execution.clock import market_to_real
 from execution.models import StrategyExecution
 
 
@@ -60,3 +62,25 @@ def execution_settled(*, strategy_id: int, interval_end: datetime) -> bool:
     if row["status"] != StrategyExecution.Status.SUCCESS:
         return True
     return row["fanout_dispatched_at"] is not None and row["fanout_done"] >= row["fanout_total"]
+
+
+REALTIME_TRIGGERS = (
+    StrategyExecution.Trigger.BEAT,
+    StrategyExecution.Trigger.STREAM,
+    StrategyExecution.Trigger.BACKFILL,
+)
+
+
+def execution_signal_age_s(execution: StrategyExecution, *, now: datetime | None = None) -> float:
+    """How old the execution's signal is, in real seconds.
+
+    A real-time close ages from the candle's close: a close backfilled after an outage is as
+    old as the outage, even if it ran a moment ago, so its entries are not sent on stale
+    prices. An operator's manual run or a replay ages from when it ran.
+    """
+    now = now or timezone.now()
+    if execution.trigger in REALTIME_TRIGGERS:
+        since = market_to_real(execution.interval_end)
+    else:
+        since = execution.finished_at or now
+    return (now - since).total_seconds()

@@ -21,6 +21,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from execution.models import StrategyExecution
+from execution.selectors import execution_signal_age_s
 from execution.signal_validation import Signal, SignalType
 from subscriptions.models import StrategySubscription
 from trades.brokers import OrderRequest, OrderResult, OrderStatus
@@ -145,7 +146,7 @@ def _skip_reason(
         return f"a {trade.side} position is already open"
     if not ctx.fresh_only:
         return ""
-    age = (timezone.now() - (ctx.execution.finished_at or timezone.now())).total_seconds()
+    age = execution_signal_age_s(ctx.execution)
     if age > settings.SIGNAL_MAX_AGE_S:
         return f"signal is {age:.0f} s old (max {settings.SIGNAL_MAX_AGE_S:g} s)"
     if sub.mode == StrategySubscription.Mode.LIVE and sub.credential is not None:
@@ -666,8 +667,7 @@ def _resend(legs: Sequence[Leg], tally: Tally) -> None:
     go: list[Leg] = []
     drop: list[Leg] = []
     for leg in legs:
-        finished = leg.order.execution.finished_at or leg.order.created_at
-        fresh = (now - finished).total_seconds() <= settings.SIGNAL_MAX_AGE_S
+        fresh = execution_signal_age_s(leg.order.execution, now=now) <= settings.SIGNAL_MAX_AGE_S
         if is_protective(leg.order.purpose):
             drop.append(leg)  # not resent alone: the candle-close check takes over
         else:

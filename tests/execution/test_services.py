@@ -182,3 +182,21 @@ def test_stop_loss_touched_by_a_closed_candle_closes_the_trade(market):
     sub.refresh_from_db()
     assert trade.status == "closed" and trade.metadata["exit_reason"] == "stop loss"
     assert trade.pnl < 0 and sub.realized_pnl == trade.pnl
+
+
+def test_a_backfilled_close_from_long_ago_enters_nobody_but_a_replay_does(market):
+    # given two strategies signalling LONG on a close from 2018
+    backfilled = StrategyFactory(settings={"signal": "LONG"})
+    replayed = StrategyFactory(settings={"signal": "LONG"})
+    subscribe(backfilled)
+    subscribe(replayed)
+
+    # when the stream backfills that close, and an operator replays it
+    stale = StrategyExecution.objects.get(pk=_run(backfilled, 5, trigger="backfill").execution_id)
+    fresh = StrategyExecution.objects.get(pk=_run(replayed, 5, trigger="replay").execution_id)
+
+    # then the backfilled signal is too old to enter on, the replay enters
+    assert stale.status == fresh.status == "success"
+    skipped = Trade.objects.get(execution=stale)
+    assert skipped.status == "skipped" and "old" in skipped.error
+    assert Trade.objects.get(execution=fresh).status == "open"
