@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Self
 
 from django.conf import settings
 
@@ -26,7 +28,7 @@ class ManagedProcess:
     def argv(self) -> list[str]:
         raise NotImplementedError
 
-    def start(self) -> ManagedProcess:
+    def start(self) -> Self:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -84,16 +86,12 @@ class WorkerProcess(ManagedProcess):
         argv += ["--pool=prefork", "--without-gossip", "--without-mingle", "-n", self.node]
         return argv + (["-Q", ",".join(self.queues)] if self.queues else [])
 
-    def start(self) -> WorkerProcess:
-        super().start()
-        return self
-
     def is_ready(self) -> bool:
         prefix = self.node.split("@")[0] + "@"
         replies = app.control.ping(timeout=0.5) or []
         return any(name.startswith(prefix) for reply in replies for name in reply)
 
-    def wait_ready(self, timeout: float = 60.0) -> WorkerProcess:
+    def wait_ready(self, timeout: float = 60.0) -> Self:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.exited():
@@ -113,11 +111,7 @@ class ManageProcess(ManagedProcess):
     def argv(self) -> list[str]:
         return [sys.executable, "manage.py", *self.args]
 
-    def start(self) -> ManageProcess:
-        super().start()
-        return self
-
-    def wait_for_log(self, text: str, timeout: float = 60.0) -> ManageProcess:
+    def wait_for_log(self, text: str, timeout: float = 60.0) -> Self:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if text in self.log_text():
@@ -126,6 +120,13 @@ class ManageProcess(ManagedProcess):
                 raise RuntimeError(f"{self.args[0]} exited; see {self.log_path}")
             time.sleep(0.05)
         raise TimeoutError(f"{self.args[0]} did not print {text!r}; see {self.log_path}")
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (for a simulator a test or benchmark starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def worker_env(**overrides: str) -> dict[str, str]:

@@ -8,7 +8,6 @@ process started with ``process_env()`` shares its clock and points the exchange 
 from __future__ import annotations
 
 import json
-import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,14 +18,8 @@ from django.conf import settings
 
 from execution.candles import candles_import
 from execution.clock import ReplayClock
-from execution.processes import ManageProcess
+from execution.processes import ManageProcess, free_port
 from execution.time_utils import datetime_to_ms, resolution_to_timedelta
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

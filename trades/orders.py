@@ -41,7 +41,7 @@ from trades.brokers import OrderRequest, OrderResult, OrderStatus, paper_broker
 
 # Imported here, not lazily: worker processes fork after importing the tasks, so every pool
 # process starts with ccxt loaded instead of paying for it on its first fan-out.
-from trades.brokers.live import credential_ref, live_place_many
+from trades.brokers.live import credential_ref, live_cancel_many, live_place_many
 from trades.bulk import bulk_insert, bulk_write
 from trades.models import Order, Trade
 from trades.positions import positions_refresh
@@ -190,17 +190,36 @@ def orders_send(legs: Sequence[Leg]) -> list[Leg]:
     broker = paper_broker()
     for leg in paper:
         leg.result = broker.place_market_order(leg.request)
+    items = [(ref, leg.request) for ref, leg in zip(legs_credential_refs(live), live, strict=True)]
+    for leg, result in zip(live, live_place_many(items), strict=True):
+        leg.result = result
+    return claimed
+
+
+def legs_credential_refs(legs: Sequence[Leg]) -> list[CredentialRef]:
+    """Each live leg's credential, resolved once per credential in the batch (resolving may
+    decrypt the keys, which must happen no more than needed)."""
     refs: dict[int, CredentialRef] = {}
-    items = []
-    for leg in live:
+    for leg in legs:
         credential = leg.subscription.credential
         assert credential is not None  # the live_needs_credential constraint
         if credential.pk not in refs:
             refs[credential.pk] = credential_ref(credential)
-        items.append((refs[credential.pk], leg.request))
-    for leg, result in zip(live, live_place_many(items), strict=True):
-        leg.result = result
-    return claimed
+    return [refs[leg.subscription.credential.pk] for leg in legs]  # type: ignore[union-attr]
+
+
+def legs_cancel(legs: Sequence[Leg]) -> list[Leg]:
+    """Cancel resting live orders; the legs whose outcome is known, with ``result`` set."""
+    refs = legs_credential_refs(legs)
+    items = [
+        (ref, leg.request, leg.order.exchange_order_id) for ref, leg in zip(refs, legs, strict=True)
+    ]
+    done = []
+    for leg, result in zip(legs, live_cancel_many(items), strict=True):
+        if result.status != OrderStatus.UNKNOWN:
+            leg.result = result
+            done.append(leg)
+    return done
 
 
 # --- recording ------------------------------------------------------------------------------

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import requests
-from django.conf import settings
 
-from execution.processes import ManageProcess, WorkerProcess
+from execution.processes import ManageProcess, WorkerProcess, free_port
 
 
 class QueueWorker(WorkerProcess):
@@ -21,37 +18,10 @@ class QueueWorker(WorkerProcess):
     def __init__(
         self, *, queue: str, env: dict[str, str], log_dir: Path, concurrency: int = 2
     ) -> None:
-        super().__init__(env=env, log_dir=log_dir, concurrency=concurrency)
+        super().__init__(
+            env=env, log_dir=log_dir, concurrency=concurrency, queues=[queue], loglevel="WARNING"
+        )
         self.queue = queue
-
-    def start(self) -> QueueWorker:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config.celery_app",
-                    "worker",
-                    "--loglevel=INFO",
-                    f"--concurrency={self.concurrency}",
-                    "--pool=prefork",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "-Q",
-                    self.queue,
-                    "-n",
-                    self.node,
-                ],
-                cwd=settings.BASE_DIR,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
 
 
 def simulator_start(
@@ -87,7 +57,4 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["QueueWorker", "free_port", "simulator_start"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from django.db.models import Q
 from django.utils import timezone
@@ -22,13 +21,15 @@ from django.utils import timezone
 from subscriptions.models import StrategySubscription
 from trades.brokers import OrderRequest, OrderResult, OrderStatus
 from trades.brokers.base import OrderSide
-from trades.brokers.live import credential_ref, live_cancel_many, live_place_oco_many
+from trades.brokers.live import live_place_oco_many
 from trades.models import Order, Trade
 from trades.orders import (
     Leg,
     Tally,
     client_order_id,
     leg_for,
+    legs_cancel,
+    legs_credential_refs,
     order_intents,
     orders_claim,
     orders_reclaim,
@@ -37,9 +38,6 @@ from trades.orders import (
     protective_q,
     request_from_intent,
 )
-
-if TYPE_CHECKING:
-    from trades.brokers.hub import CredentialRef
 
 
 def protective_place(*, trade_ids: Iterable[int], tally: Tally) -> int:
@@ -69,14 +67,10 @@ def protective_place(*, trade_ids: Iterable[int], tally: Tally) -> int:
     # Both legs or neither: a list half-claimed elsewhere is that worker's to send.
     pairs = [(s, t) for s, t in pairs if s.order.pk in claimed and t.order.pk in claimed]
     pairs = _stand_down(pairs, tally)
-    refs: dict[int, CredentialRef] = {}
-    items = []
-    for stop, take in pairs:
-        credential = stop.subscription.credential
-        assert credential is not None
-        if credential.pk not in refs:
-            refs[credential.pk] = credential_ref(credential)
-        items.append((refs[credential.pk], stop.request, take.request))
+    refs = legs_credential_refs([stop for stop, _ in pairs])
+    items = [
+        (ref, stop.request, take.request) for ref, (stop, take) in zip(refs, pairs, strict=True)
+    ]
     for (stop, take), (stop_result, take_result) in zip(
         pairs, live_place_oco_many(items), strict=True
     ):
@@ -156,20 +150,7 @@ def protective_release(*, trade_ids: Iterable[int], tally: Tally) -> set[int]:
     )
     if not active:
         return set()
-    legs = [leg_for(order) for order in active if order.exchange_order_id]
-    refs: dict[int, CredentialRef] = {}
-    items = []
-    for leg in legs:
-        credential = leg.subscription.credential
-        assert credential is not None
-        if credential.pk not in refs:
-            refs[credential.pk] = credential_ref(credential)
-        items.append((refs[credential.pk], leg.request, leg.order.exchange_order_id))
-    done = []
-    for leg, result in zip(legs, live_cancel_many(items), strict=True):
-        if result.status.value != "unknown":
-            leg.result = result
-            done.append(leg)
+    done = legs_cancel([leg_for(order) for order in active if order.exchange_order_id])
     orders_record(orders_reclaim(done), tally)
     still = Order.objects.filter(trade_id__in=ids, status__in=Order.ACTIVE_STATUSES).filter(
         protective_q()

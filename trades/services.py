@@ -11,7 +11,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 import redis
 from django.conf import settings
@@ -26,8 +25,6 @@ from execution.signal_validation import Signal, SignalType
 from subscriptions.models import StrategySubscription
 from trades.brokers import OrderRequest, OrderResult, OrderStatus
 from trades.brokers.live import (
-    credential_ref,
-    live_cancel_many,
     live_last_price,
     live_lookup_many,
 )
@@ -40,6 +37,8 @@ from trades.orders import (
     exit_purpose,
     is_protective,
     leg_for,
+    legs_cancel,
+    legs_credential_refs,
     order_intents,
     orders_claim,
     orders_reclaim,
@@ -53,9 +52,6 @@ from trades.orders import (
 from trades.positions import positions_refresh
 from trades.protect import protective_place, protective_release
 from trades.sizing import position_quantity
-
-if TYPE_CHECKING:
-    from trades.brokers.hub import CredentialRef
 
 logger = logging.getLogger(__name__)
 
@@ -564,14 +560,7 @@ def _sync_open(tally: Tally, *, limit: int) -> int:
     if not orders:
         return 0
     legs = [leg_for(order) for order in orders]
-    refs: dict[int, CredentialRef] = {}
-    items = []
-    for leg in legs:
-        credential = leg.subscription.credential
-        assert credential is not None
-        if credential.pk not in refs:
-            refs[credential.pk] = credential_ref(credential)
-        items.append((refs[credential.pk], leg.request))
+    items = [(ref, leg.request) for ref, leg in zip(legs_credential_refs(legs), legs, strict=True)]
     found, resend = [], []
     for leg, result in zip(legs, live_lookup_many(items), strict=True):
         if result.status == OrderStatus.NOT_FOUND:
@@ -703,19 +692,7 @@ def orders_cancel_stale(*, limit: int = 500) -> int:
     if not orders:
         return 0
     legs = [leg_for(order) for order in orders]
-    refs: dict[int, CredentialRef] = {}
-    items = []
-    for leg in legs:
-        credential = leg.subscription.credential
-        assert credential is not None
-        if credential.pk not in refs:
-            refs[credential.pk] = credential_ref(credential)
-        items.append((refs[credential.pk], leg.request, leg.order.exchange_order_id))
-    done = []
-    for leg, result in zip(legs, live_cancel_many(items), strict=True):
-        if result.status != OrderStatus.UNKNOWN:
-            leg.result = result
-            done.append(leg)
+    done = legs_cancel(legs)
     tally = Tally()
     orders_record(orders_reclaim(done), tally)
     _refresh_positions(legs)
