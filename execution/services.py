@@ -341,16 +341,44 @@ def candle_close_dispatch(
     exchange: str | None = None,
     symbol: str | None = None,
 ) -> list[int]:
-    """Queue one execution per registered strategy for the candle just closed.
+    """Queue one execution per registered strategy for each candle just closed.
 
-    Beat covers every market of ``resolution``; the streamer names its market. While a streamer
-    is alive, beat's executions wait ``STREAM_BEAT_GRACE_S`` so the streamer goes first and beat
-    only fills in what it missed (finding the rest done, fenced by the unique constraint).
+    Beat covers every market of ``resolution``; the streamer names its market. A beat message
+    without a close time covers every close since the previous beat run (see
+    :func:`beat_closes_due`), so a message that waited past the next boundary loses no close.
+    Returns the strategy ids queued, once per close.
+    """
+    from execution.scheduling import beat_closes_due
+
+    if close_time is None and trigger == Trigger.BEAT:
+        now_close = round_to_interval_boundary(market_now(), resolution)
+        closes = beat_closes_due(resolution=resolution, close_time=now_close)
+    else:
+        closes = [round_to_interval_boundary(close_time or market_now(), resolution)]
+    queued: list[int] = []
+    for close in closes:
+        queued += _close_dispatch(
+            resolution=resolution,
+            close_time=close,
+            trigger=trigger,
+            exchange=exchange,
+            symbol=symbol,
+        )
+    return queued
+
+
+def _close_dispatch(
+    *, resolution: str, close_time: datetime, trigger: str, exchange: str | None, symbol: str | None
+) -> list[int]:
+    """Queue the executions of one close.
+
+    While a streamer is alive, beat's executions wait ``STREAM_BEAT_GRACE_S`` so the streamer
+    goes first and beat only fills in what it missed (finding the rest done, fenced by the
+    unique constraint).
     """
     from execution.streaming.services import streamer_alive
     from execution.tasks import execute_strategy
 
-    close_time = round_to_interval_boundary(close_time or market_now(), resolution)
     interval_start = close_time - resolution_to_timedelta(resolution)
     strategy_ids = _registered(resolution=resolution, exchange=exchange, symbol=symbol)
     event_emit(

@@ -134,6 +134,8 @@ STRATEGY_SANDBOX_REQUIRE_ISOLATION = env.bool("STRATEGY_SANDBOX_REQUIRE_ISOLATIO
 STRATEGY_SANDBOX_ISOLATION = env.str("STRATEGY_SANDBOX_ISOLATION", default="auto")
 # Beat and stream triggers older than this are stale: the execution is skipped, not run late.
 EXECUTION_MAX_DRIFT_S = env.float("EXECUTION_MAX_DRIFT_S", default=120.0)
+# Each beat run covers the closes since the previous run (a late message loses none), up to this.
+BEAT_CATCHUP_MAX_CLOSES = env.int("BEAT_CATCHUP_MAX_CLOSES", default=12)
 
 # --- candle stream (issue 7) ---------------------------------------------------------------
 # Replay clock shared with the exchange simulator ("<start ISO>@<speed>@<t0>"; empty = real time).

@@ -187,6 +187,25 @@ def test_beat_covers_a_dead_streamer_and_its_return_duplicates_nothing(replay):
     assert by_end[back].trigger == "stream"
 
 
+def test_a_beat_message_that_runs_after_the_next_close_loses_no_close(replay):
+    # given a market covered by beat alone, whose first close beat has run
+    eth = StrategyFactory(settings={"signal": "HOLD"})
+    subscribe(eth)
+    first = replay.wait_closes(1)
+    candle_close.delay(resolution="5m", trigger="beat")
+    wait_for(lambda: _settled_through(eth.pk, first), what="the first beat execution")
+
+    # when the next beat message reaches the worker only after the close after it
+    late = replay.wait_closes(2)
+    candle_close.delay(resolution="5m", trigger="beat")
+    wait_for(lambda: _settled_through(eth.pk, late), what="the late beat run")
+
+    # then both closes since the first ran, once each, started by beat
+    executions = _assert_each_close_once(eth.pk)
+    assert [e.interval_end for e in executions] == [first, first + STEP, late]
+    assert {e.trigger for e in executions} == {"beat"}
+
+
 def test_two_streamers_and_a_gap_still_run_each_close_once_in_order(replay):
     # given two streamers watching the same market
     eth = StrategyFactory(settings={"signal": "HOLD"})
