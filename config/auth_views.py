@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import AuthRateThrottle, StrictFieldsMixin, error_responses
+from core.api import AuthRateThrottle, StrictFieldsMixin, error_responses
 
 
 class RegisterSerializer(StrictFieldsMixin, serializers.Serializer):

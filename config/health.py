@@ -5,7 +5,7 @@ from collections.abc import Callable
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
-from execution.redis_client import get_redis
+from core.redis_client import get_redis
 
 
 def health(request: HttpRequest) -> JsonResponse:

@@ -20,12 +20,12 @@ from decimal import Decimal
 from django.contrib.auth import get_user_model
 from django.test import override_settings
 
-from execution.clock import market_now, market_to_real
+from core.clock import market_now, market_to_real
+from core.time_utils import compute_next_candle_close, ms_to_datetime
 from execution.models import Candle, StrategyExecution
 from execution.processes import ManageProcess, WorkerProcess, worker_env
 from execution.replay import ReplayMarket, replay_log_dir, replay_rows
 from execution.tasks import candle_close
-from execution.time_utils import compute_next_candle_close, ms_to_datetime
 from strategies.models import Strategy
 from strategies.services import strategy_create, strategy_retire
 from subscriptions.services import subscription_create

@@ -13,14 +13,14 @@ from pathlib import Path
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from execution.models import Candle
-from execution.time_utils import (
+from core.time_utils import (
     datetime_to_ms,
     ms_to_datetime,
     normalize_resolution,
     resolution_to_timedelta,
     round_to_interval_boundary,
 )
+from execution.models import Candle
 
 logger = logging.getLogger(__name__)
 

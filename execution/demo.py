@@ -14,12 +14,12 @@ from django.contrib.auth.models import User
 from django.db.models import Sum
 
 from config import embedded
+from core.time_utils import resolution_to_timedelta
 from execution.market_data import market_data_load
 from execution.models import Candle, StrategyExecution
 from execution.processes import WorkerProcess, worker_env
 from execution.selectors import execution_settled
 from execution.tasks import candle_close
-from execution.time_utils import resolution_to_timedelta
 from strategies.models import Strategy
 from strategies.services import strategy_create, strategy_retire
 from subscriptions.models import StrategySubscription

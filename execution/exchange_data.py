@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from execution.clock import market_now
-from execution.time_utils import datetime_to_ms, resolution_to_timedelta
+from core.clock import market_now
+from core.time_utils import datetime_to_ms, resolution_to_timedelta
 
 
 def _rebase(value: Any, base: str, schemes: tuple[str, ...]) -> Any:

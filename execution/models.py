@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-from config.types import DecimalSpec
+from core.types import DecimalSpec
 from strategies.models import Strategy
 
 PRICE: DecimalSpec = {"max_digits": 30, "decimal_places": 12}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from execution.redis_client import get_redis
+from core.redis_client import get_redis
 
 INDEX_KEY = "candle:markets"
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import requests
 from django.conf import settings
 
+from core.clock import ReplayClock
+from core.time_utils import datetime_to_ms, resolution_to_timedelta
 from execution.candles import candles_import
-from execution.clock import ReplayClock
 from execution.processes import ManageProcess, free_port
-from execution.time_utils import datetime_to_ms, resolution_to_timedelta
 
 
 @dataclass

@@ -14,8 +14,8 @@ from django.conf import settings
 from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 
-from execution.redis_client import get_redis
-from execution.time_utils import (
+from core.redis_client import get_redis
+from core.time_utils import (
     CANONICAL_RESOLUTIONS,
     datetime_to_ms,
     ms_to_datetime,

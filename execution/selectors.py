@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import Count
 from django.utils import timezone
 
-from execution.clock import market_to_real
+from core.clock import market_to_real
 from execution.models import StrategyExecution
 
 

@@ -13,10 +13,17 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.clock import market_now, market_to_real
+from core.events import EventType, event_emit
+from core.locks import redis_lock, strategy_run_lock_key
+from core.time_utils import (
+    compute_lock_ttl,
+    format_interval_key,
+    resolution_to_timedelta,
+    round_to_interval_boundary,
+    validate_execution_timing,
+)
 from execution.candles import candles_closed_window, candles_settle
-from execution.clock import market_now, market_to_real
-from execution.events import EventType, event_emit
-from execution.locks import redis_lock, strategy_run_lock_key
 from execution.models import StrategyExecution
 from execution.registry import (
     market_key,
@@ -24,15 +31,11 @@ from execution.registry import (
     registry_strategy_ids_for_resolution,
 )
 from execution.signal_validation import InvalidSignal, Signal, signal_parse
-from execution.time_utils import (
-    compute_lock_ttl,
-    format_interval_key,
-    resolution_to_timedelta,
-    round_to_interval_boundary,
-    validate_execution_timing,
-)
 from strategies.models import Strategy
 from strategies.sandbox import run_strategy
+from trades.selectors import fanout_targets
+from trades.services import fanout_process, trades_check_stops
+from trades.tasks import fanout_orders
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +128,6 @@ def _strategy_settings(strategy: Strategy) -> dict:
 
 
 def _check_stops(execution: StrategyExecution, candle: list[float]) -> None:
-    from trades.services import trades_check_stops  # trades depend on execution, not back
-
     try:
         trades_check_stops(
             execution=execution, high=Decimal(str(candle[2])), low=Decimal(str(candle[3]))
@@ -193,27 +194,6 @@ def _run(execution: StrategyExecution, strategy: Strategy) -> None:
     _finish(execution, status=status, signal=signal.to_json())
 
 
-def _fanout_targets(execution: StrategyExecution) -> list[int]:
-    from subscriptions.models import StrategySubscription
-    from trades.models import Trade
-
-    signal = Signal.from_json(execution.signal or {"signal": "HOLD"})
-    if signal.type.is_entry:
-        active = StrategySubscription.objects.filter(
-            strategy_id=execution.strategy_id, status=StrategySubscription.Status.ACTIVE
-        )
-        return list(active.order_by("id").values_list("id", flat=True))
-    if signal.type.is_exit:
-        # Exits reach every subscriber still holding that side, paused ones included:
-        # pausing stops new entries, it must not strand an open position.
-        side = "long" if signal.type == "EXIT_LONG" else "short"
-        holders = Trade.objects.filter(
-            execution__strategy_id=execution.strategy_id, status=Trade.Status.OPEN, side=side
-        )
-        return sorted(set(holders.values_list("subscription_id", flat=True)))
-    return []
-
-
 def _fanout_chunk_size(count: int) -> int:
     """Subscribers per fan-out task: a batch pays its fixed costs (task, queries, one round
     of concurrent exchange calls) once, so a large fan-out is cut into about
@@ -227,12 +207,10 @@ def execution_dispatch_fanout(*, execution: StrategyExecution, inline: bool = Fa
 
     ``inline`` runs it in this process instead (operators' one-off runs).
     """
-    from execution.tasks import fanout_orders
-    from trades.services import fanout_process
-
     if execution.status != Status.SUCCESS or execution.fanout_dispatched_at is not None:
         return 0
-    targets = _fanout_targets(execution)
+    signal = Signal.from_json(execution.signal or {"signal": "HOLD"})
+    targets = fanout_targets(strategy_id=execution.strategy_id, signal=signal)
     size = _fanout_chunk_size(len(targets))
     chunks = [targets[i : i + size] for i in range(0, len(targets), size)]
     StrategyExecution.objects.filter(pk=execution.pk).update(

@@ -4,22 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import redis
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
 
+from core.retry import RETRY
 from execution.services import candle_close_dispatch, execution_run
-from trades.services import fanout_process
-
-# Infrastructure hiccups are retried; everything else is recorded by the services themselves.
-TRANSIENT = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError)
-RETRY = {
-    "autoretry_for": TRANSIENT,
-    "retry_backoff": True,
-    "retry_backoff_max": 30,
-    "retry_jitter": True,
-    "max_retries": 5,
-}
 
 
 def _parse(value: str | None) -> datetime | None:
@@ -46,8 +34,3 @@ def execute_strategy(
         scheduled_at=_parse(scheduled_at),
     )
     return outcome.outcome
-
-
-@shared_task(**RETRY)
-def fanout_orders(execution_id: int, subscription_ids: list[int]) -> int:
-    return fanout_process(execution_id=execution_id, subscription_ids=subscription_ids).opened

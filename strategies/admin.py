@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from config.admin_utils import (
+from core.admin_utils import (
     ReadOnlyAdmin,
     ReadOnlyInline,
     changelist_link,

@@ -3,9 +3,9 @@ from __future__ import annotations
 import django_filters
 from django.db.models import QuerySet
 
-from config.api import StrictFilterSet, UTCDateTimeFilter
+from core.api import StrictFilterSet, UTCDateTimeFilter
+from core.time_utils import CANONICAL_RESOLUTIONS
 from execution.models import StrategyExecution
-from execution.time_utils import CANONICAL_RESOLUTIONS
 from strategies.models import Strategy
 
 

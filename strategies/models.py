@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from execution.time_utils import CANONICAL_RESOLUTIONS
+from core.time_utils import CANONICAL_RESOLUTIONS
 
 
 class Strategy(models.Model):

@@ -6,9 +6,9 @@ import ccxt
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from config.api import JSONObjectField, StrictFieldsMixin
+from core.api import JSONObjectField, StrictFieldsMixin
+from core.time_utils import CANONICAL_RESOLUTIONS
 from execution.models import StrategyExecution
-from execution.time_utils import CANONICAL_RESOLUTIONS
 from strategies.models import Strategy
 from strategies.services import SYMBOL_RE
 

@@ -12,8 +12,14 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from core.events import EventType, event_emit
+from core.time_utils import (
+    datetime_to_ms,
+    normalize_resolution,
+    resolution_to_timedelta,
+    round_to_interval_boundary,
+)
 from execution.candles import candles_closed_window
-from execution.events import EventType, event_emit
 from execution.registry import (
     market_key,
     registry_active_resolutions,
@@ -23,12 +29,6 @@ from execution.registry import (
 )
 from execution.scheduling import schedule_sync
 from execution.signal_validation import InvalidSignal, signal_parse
-from execution.time_utils import (
-    datetime_to_ms,
-    normalize_resolution,
-    resolution_to_timedelta,
-    round_to_interval_boundary,
-)
 from strategies.models import Strategy, StrategyVersion
 from strategies.sandbox import inspect_code, run_strategy
 from strategies.sandbox.samples import synthetic_candles

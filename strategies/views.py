@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import ServiceUnavailable, authenticated_user, error_responses
+from core.api import ServiceUnavailable, authenticated_user, error_responses
 from execution.models import StrategyExecution
 from strategies.filters import ExecutionFilter, StrategyFilter
 from strategies.models import Strategy

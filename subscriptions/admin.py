@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
-from config.admin_utils import change_link, run_service_action
+from core.admin_utils import change_link, run_service_action
 from subscriptions.models import BrokerCredential, StrategySubscription
 from subscriptions.services import (
     _validate_sizing,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import django_filters
 
-from config.api import StrictFilterSet
+from core.api import StrictFilterSet
 from subscriptions.models import BrokerCredential, StrategySubscription
 
 

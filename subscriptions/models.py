@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from config.types import DecimalSpec
+from core.types import DecimalSpec
 from strategies.models import Strategy
 
 MONEY: DecimalSpec = {"max_digits": 24, "decimal_places": 8}

@@ -7,7 +7,7 @@ from django.conf import settings as django_settings
 from django.db import models
 from rest_framework import serializers
 
-from config.api import DecimalInputField, JSONObjectField, StrictFieldsMixin
+from core.api import DecimalInputField, JSONObjectField, StrictFieldsMixin
 from strategies.serializers import exchange_field
 from subscriptions.models import MONEY, BrokerCredential, StrategySubscription
 from subscriptions.services import MAX_RISK_PER_TRADE

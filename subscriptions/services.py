@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from execution.events import EventType, event_emit
+from core.events import EventType, event_emit
 from strategies.models import Strategy
 from strategies.services import strategy_registry_sync
 from subscriptions.crypto import CredentialDecryptionError, encrypt_secret, rotate_secret

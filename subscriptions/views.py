@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import Conflict, authenticated_user, error_responses
+from core.api import Conflict, authenticated_user, error_responses
 from strategies.selectors import strategy_get_visible
 from subscriptions.filters import CredentialFilter, SubscriptionFilter
 from subscriptions.models import BrokerCredential, StrategySubscription

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from execution.redis_client import get_redis
+from core.redis_client import get_redis
 from tests.factories import UserFactory
 from tests.workers import WorkerPool
 

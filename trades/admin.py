@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from config.admin_utils import (
+from core.admin_utils import (
     ReadOnlyAdmin,
     change_link,
     fieldset_names,

@@ -26,11 +26,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Max, Min
 
+from core.time_utils import datetime_to_ms
 from execution.candles import candles_import
 from execution.models import StrategyExecution
 from execution.processes import ManageProcess, worker_env
 from execution.tasks import execute_strategy
-from execution.time_utils import datetime_to_ms
 from strategies.models import Strategy, StrategyVersion
 from strategies.services import strategy_create, strategy_registry_sync, strategy_update_settings
 from subscriptions.models import BrokerCredential, StrategySubscription

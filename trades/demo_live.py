@@ -19,13 +19,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from config import embedded
+from core.time_utils import resolution_to_timedelta
 from execution.demo import SMA_CROSSOVER
 from execution.market_data import market_data_load
 from execution.models import Candle, StrategyExecution
 from execution.processes import ManageProcess, worker_env
 from execution.selectors import execution_settled
 from execution.tasks import execute_strategy
-from execution.time_utils import resolution_to_timedelta
 from strategies.models import Strategy
 from strategies.services import strategy_create, strategy_retire
 from subscriptions.models import StrategySubscription

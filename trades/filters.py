@@ -3,7 +3,7 @@ from __future__ import annotations
 import django_filters
 from django.db.models import QuerySet
 
-from config.api import StrictFilterSet
+from core.api import StrictFilterSet
 from trades.models import Order, Trade
 
 

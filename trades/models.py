@@ -5,7 +5,7 @@ from decimal import Decimal
 from django.db import models
 from django.db.models import Q
 
-from config.types import DecimalSpec
+from core.types import DecimalSpec
 from execution.models import PRICE, StrategyExecution
 from subscriptions.models import MONEY, StrategySubscription
 

@@ -7,10 +7,29 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from execution.signal_validation import Signal
 from subscriptions.models import StrategySubscription
 from trades.models import Order, Position, Trade
 
 MARKET_STATUSES = (Trade.Status.OPEN, Trade.Status.CLOSED)
+
+
+def fanout_targets(*, strategy_id: int, signal: Signal) -> list[int]:
+    """The subscriptions a signal of the strategy reaches, in id order."""
+    if signal.type.is_entry:
+        active = StrategySubscription.objects.filter(
+            strategy_id=strategy_id, status=StrategySubscription.Status.ACTIVE
+        )
+        return list(active.order_by("id").values_list("id", flat=True))
+    if signal.type.is_exit:
+        # Exits reach every subscriber still holding that side, paused ones included:
+        # pausing stops new entries, it must not strand an open position.
+        side = Trade.Side.LONG if signal.type == "EXIT_LONG" else Trade.Side.SHORT
+        holders = Trade.objects.filter(
+            execution__strategy_id=strategy_id, status=Trade.Status.OPEN, side=side
+        )
+        return sorted(set(holders.values_list("subscription_id", flat=True)))
+    return []
 
 
 def trade_list_for_subscription(*, subscription: StrategySubscription) -> QuerySet[Trade]:

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-import redis
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from core.retry import TRANSIENT
 from execution.models import StrategyExecution
 from execution.selectors import execution_signal_age_s
 from execution.signal_validation import Signal, SignalType
@@ -55,8 +54,6 @@ from trades.sizing import position_quantity
 
 logger = logging.getLogger(__name__)
 
-# Infrastructure hiccups: the task is retried (see execution.tasks.RETRY).
-TRANSIENT = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError)
 ENTRY_SIDE = {SignalType.LONG: Trade.Side.LONG, SignalType.SHORT: Trade.Side.SHORT}
 EXIT_SIDE = {SignalType.EXIT_LONG: Trade.Side.LONG, SignalType.EXIT_SHORT: Trade.Side.SHORT}
 OPPOSITE = {Trade.Side.LONG: Trade.Side.SHORT, Trade.Side.SHORT: Trade.Side.LONG}

@@ -1,10 +1,12 @@
-"""Periodic order upkeep (beat: CELERY_BEAT_SCHEDULE in settings); thin wrappers."""
+"""Trades tasks: the fan-out of a signal and periodic order upkeep (beat: CELERY_BEAT_SCHEDULE
+in settings); thin wrappers around the services."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from execution.tasks import RETRY
+from core.retry import RETRY
+from trades.services import fanout_process
 from trades.services import orders_cancel_stale as cancel_stale
 from trades.services import orders_sync_open as sync_open
 
@@ -17,3 +19,9 @@ def orders_sync_open() -> int:
 @shared_task(**RETRY)
 def orders_cancel_stale() -> int:
     return cancel_stale()
+
+
+# Named for the module it was first defined in: queued messages and retries carry that name.
+@shared_task(name="execution.tasks.fanout_orders", **RETRY)
+def fanout_orders(execution_id: int, subscription_ids: list[int]) -> int:
+    return fanout_process(execution_id=execution_id, subscription_ids=subscription_ids).opened

@@ -6,7 +6,7 @@ from rest_framework import generics
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.api import authenticated_user, error_responses
+from core.api import authenticated_user, error_responses
 from subscriptions.selectors import subscription_get_for_user
 from trades.filters import OrderFilter, TradeFilter
 from trades.models import Order, Trade

@@ -172,9 +172,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "config.api.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "core.api.Pagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "config.api.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.api.api_exception_handler",
     "DEFAULT_PARSER_CLASSES": ["config.parsers.JSONParser"],
 }
 SPECTACULAR_SETTINGS = {
@@ -195,7 +195,7 @@ LOGGING = {
 }
 
 # --- API (issue 4) --------------------------------------------------------------------------
-# Sign-up and token requests per client IP (config.api.AuthRateThrottle).
+# Sign-up and token requests per client IP (core.api.AuthRateThrottle).
 API_AUTH_THROTTLE_RATE = env("API_AUTH_THROTTLE_RATE", default="20/minute")
 SPECTACULAR_SETTINGS.update(
     {

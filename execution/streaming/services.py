@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from core.redis_client import get_redis
+from core.time_utils import candle_close_time, datetime_to_ms, ms_to_datetime
 from execution.candles import candle_store_new
 from execution.models import Candle
-from execution.redis_client import get_redis
 from execution.registry import INDEX_KEY
-from execution.time_utils import candle_close_time, datetime_to_ms, ms_to_datetime
 
 ALIVE_KEY = "stream:alive"
 

@@ -24,15 +24,15 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections
 
-from execution.clock import market_now
-from execution.exchange_data import closed_rows, exchange_public_client, exchange_stream_client
-from execution.streaming import services
-from execution.streaming.closer import CandleCloser, ClosedCandle, Row
-from execution.time_utils import (
+from core.clock import market_now
+from core.time_utils import (
     compute_next_candle_close,
     datetime_to_ms,
     resolution_to_timedelta,
 )
+from execution.exchange_data import closed_rows, exchange_public_client, exchange_stream_client
+from execution.streaming import services
+from execution.streaming.closer import CandleCloser, ClosedCandle, Row
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ def _fetch_closed_since(*, market: Market, since_ms: int) -> list[Row]:
 
 
 def _real_seconds(market_delta: timedelta) -> float:
-    from execution.clock import replay_clock
+    from core.clock import replay_clock
 
     clock = replay_clock()
     seconds = market_delta.total_seconds()

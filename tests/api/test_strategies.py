@@ -6,10 +6,10 @@ from decimal import Decimal
 
 import pytest
 
+from core.redis_client import get_redis
+from core.time_utils import datetime_to_ms
 from execution.models import StrategyExecution
-from execution.redis_client import get_redis
 from execution.services import execution_run
-from execution.time_utils import datetime_to_ms
 from strategies.models import Strategy, StrategyVersion
 from strategies.sandbox import isolation
 from subscriptions.services import subscription_pause

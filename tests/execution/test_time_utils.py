@@ -1,4 +1,4 @@
-"""Tests for execution.time_utils (pure Python, no Django DB)."""
+"""Tests for core.time_utils (pure Python, no Django DB)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from execution.time_utils import (
+from core.time_utils import (
     CANONICAL_RESOLUTIONS,
     candle_close_time,
     compute_lock_ttl,

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.conf import settings as django_settings
 
-from execution.time_utils import datetime_to_ms
+from core.time_utils import datetime_to_ms
 from tests.factories import flat_candles, load_candles
 from tests.trades.live import LIVE_ENV, LIVE_QUEUE, Sim, SimulatorProcess
 from trades.processes import free_port

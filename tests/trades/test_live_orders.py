@@ -12,10 +12,10 @@ from decimal import Decimal
 import pytest
 from django.conf import settings as django_settings
 
-from execution.events import EventType, event_subscribe
+from core.events import EventType, event_subscribe
+from core.time_utils import datetime_to_ms
 from execution.models import StrategyExecution
 from execution.services import execution_run
-from execution.time_utils import datetime_to_ms
 from strategies.services import strategy_update_settings
 from subscriptions.models import StrategySubscription
 from tests.factories import StrategyFactory, load_candles

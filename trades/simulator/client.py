@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from execution.time_utils import datetime_to_ms
+from core.time_utils import datetime_to_ms
 
 
 class SimulatorClient:

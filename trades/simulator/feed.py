@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from execution.time_utils import resolution_to_timedelta
+from core.time_utils import resolution_to_timedelta
 
 Row = tuple[int, Decimal, Decimal, Decimal, Decimal, Decimal]  # open_ms, o, h, l, c, v
 

@@ -23,7 +23,7 @@ from decimal import Decimal
 
 from aiohttp import WSMsgType, web
 
-from execution.clock import ReplayClock
+from core.clock import ReplayClock
 from trades.simulator.server import Extension, Simulator
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import import_string
 
-from execution.clock import ReplayClock, replay_clock_parse
+from core.clock import ReplayClock, replay_clock_parse
 from trades.simulator.server import Extension, Faults, Simulator, run
 from trades.simulator.stream import kline_stream
 

@@ -19,7 +19,7 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 
-from execution.redis_client import get_redis
+from core.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
 

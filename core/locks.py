@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from execution.redis_client import get_redis
+from core.redis_client import get_redis
 
 # Compare-and-delete in one step, so an expired lock taken over by another worker is never
 # released by the worker that lost it.
