@@ -10,7 +10,7 @@ from typing import ClassVar, TypeVar
 from django.conf import settings
 from django.db import connection
 
-from execution.processes import WorkerProcess, worker_env
+from tooling.processes import WorkerProcess, worker_env
 
 T = TypeVar("T")
 

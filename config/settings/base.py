@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "subscriptions",
     "execution",
     "trades",
+    "tooling",  # demos, benchmarks, the exchange simulator: commands only, no app imports it
 ]
 
 MIDDLEWARE = [

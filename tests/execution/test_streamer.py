@@ -17,13 +17,13 @@ import pytest
 from core.clock import market_now, market_to_real
 from core.time_utils import compute_next_candle_close, ms_to_datetime
 from execution.models import Candle, StrategyExecution
-from execution.processes import ManageProcess, worker_env
-from execution.replay import ReplayMarket, replay_log_dir, replay_rows
 from execution.tasks import candle_close
 from subscriptions.services import subscription_cancel
 from tests.factories import StrategyFactory, subscribe
 from tests.workers import WorkerPool, other_pools_paused, wait_for
 from tests.workers import test_database_url as database_url
+from tooling.processes import ManageProcess, worker_env
+from tooling.replay import ReplayMarket, replay_log_dir, replay_rows
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

@@ -8,7 +8,7 @@ from django.conf import settings as django_settings
 from core.time_utils import datetime_to_ms
 from tests.factories import flat_candles, load_candles
 from tests.trades.live import LIVE_ENV, LIVE_QUEUE, Sim, SimulatorProcess
-from trades.processes import free_port
+from tooling.live_processes import free_port
 
 START = datetime(2018, 1, 10, 5, 0, tzinfo=UTC)
 STEP = timedelta(minutes=5)

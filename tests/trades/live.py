@@ -14,14 +14,14 @@ from typing import Any
 
 from django.conf import settings
 
-from execution.processes import ManageProcess, worker_env
 from strategies.models import Strategy
 from subscriptions.models import BrokerCredential, StrategySubscription
 from subscriptions.services import credential_create, subscription_create
 from tests.factories import UserFactory
 from tests.workers import test_database_url
-from trades.processes import QueueWorker, simulator_start
-from trades.simulator.client import SimulatorClient as Sim
+from tooling.live_processes import QueueWorker, simulator_start
+from tooling.processes import ManageProcess, worker_env
+from tooling.simulator.client import SimulatorClient as Sim
 
 LIVE_QUEUE = "trades-live-tests"
 # Short timeouts: a test of a lost answer should not wait the production 10 s.

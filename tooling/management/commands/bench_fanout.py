@@ -1,4 +1,4 @@
-"""Time one signal's fan-out to N subscribers, paper or live (see trades.bench)."""
+"""Time one signal's fan-out to N subscribers, paper or live (see tooling.bench_fanout)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from trades.bench import bench_figures, bench_floor, bench_signal, bench_start, bench_stop
-from trades.processes import free_port
+from tooling.bench_fanout import bench_figures, bench_floor, bench_signal, bench_start, bench_stop
+from tooling.live_processes import free_port
 
 
 class Command(BaseCommand):

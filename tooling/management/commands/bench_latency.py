@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from execution.bench_latency import bench_latency_run
+from tooling.bench_latency import bench_latency_run
 
 
 class Command(BaseCommand):

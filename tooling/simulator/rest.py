@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from trades.simulator.engine import ORDER_TYPES, Market, SimError, SimOrder, now_ms
+from tooling.simulator.engine import ORDER_TYPES, Market, SimError, SimOrder, now_ms
 
 if TYPE_CHECKING:
-    from trades.simulator.server import Simulator
+    from tooling.simulator.server import Simulator
 
 
 class BinanceRest:

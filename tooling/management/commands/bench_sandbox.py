@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from strategies.sandbox.bench import bench
+from tooling.bench_sandbox import bench
 
 
 class Command(BaseCommand):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from trades.simulator.server import Simulator
+    from tooling.simulator.server import Simulator
 
 
 class Admin:

@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import isolation, zygote_client
-from .runner import run_strategy
-from .samples import synthetic_candles
+from strategies.sandbox import isolation, zygote_client
+from strategies.sandbox.runner import run_strategy
+from strategies.sandbox.samples import synthetic_candles
 
 BENCH_STRATEGY = """
 import time

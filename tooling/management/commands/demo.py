@@ -5,7 +5,7 @@ import time
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from execution.demo import (
+from tooling.demo import (
     DemoRun,
     demo_replay,
     demo_report,
@@ -13,7 +13,7 @@ from execution.demo import (
     demo_start_worker,
     demo_teardown,
 )
-from execution.processes import WorkerProcess
+from tooling.processes import WorkerProcess
 
 
 class Command(BaseCommand):

@@ -24,7 +24,7 @@ from decimal import Decimal
 from aiohttp import WSMsgType, web
 
 from core.clock import ReplayClock
-from trades.simulator.server import Extension, Simulator
+from tooling.simulator.server import Extension, Simulator
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from execution.processes import ManageProcess, WorkerProcess, free_port
+from tooling.processes import ManageProcess, WorkerProcess, free_port
 
 
 class QueueWorker(WorkerProcess):

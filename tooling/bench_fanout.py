@@ -29,16 +29,16 @@ from django.db.models import Max, Min
 from core.time_utils import datetime_to_ms
 from execution.candles import candles_import
 from execution.models import StrategyExecution
-from execution.processes import ManageProcess, worker_env
 from execution.tasks import execute_strategy
 from strategies.models import Strategy, StrategyVersion
 from strategies.services import strategy_create, strategy_registry_sync, strategy_update_settings
 from subscriptions.models import BrokerCredential, StrategySubscription
 from subscriptions.services import credential_create, subscription_create
+from tooling.live_processes import QueueWorker, simulator_start
+from tooling.processes import ManageProcess, worker_env
+from tooling.simulator.client import SimulatorClient
 from trades.brokers.hub import _rebase_urls
 from trades.models import Order, Position, Trade
-from trades.processes import QueueWorker, simulator_start
-from trades.simulator.client import SimulatorClient
 
 BENCH_QUEUE = "bench-fanout"
 EXCHANGE, SYMBOL, RESOLUTION = "binance", "BENCH/BTC", "5m"

@@ -19,7 +19,7 @@ from django.conf import settings
 from core.clock import ReplayClock
 from core.time_utils import datetime_to_ms, resolution_to_timedelta
 from execution.candles import candles_import
-from execution.processes import ManageProcess, free_port
+from tooling.processes import ManageProcess, free_port
 
 
 @dataclass
@@ -63,7 +63,7 @@ class ReplayMarket:
         )
 
     def start_simulator(self, *, env: dict[str, str], log_dir: Path) -> ManageProcess:
-        from trades.processes import simulator_start
+        from tooling.live_processes import simulator_start
 
         args = (
             f"--exchange={self.source}",

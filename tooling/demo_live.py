@@ -20,19 +20,19 @@ from django.contrib.auth import get_user_model
 
 from config import embedded
 from core.time_utils import resolution_to_timedelta
-from execution.demo import SMA_CROSSOVER
 from execution.market_data import market_data_load
 from execution.models import Candle, StrategyExecution
-from execution.processes import ManageProcess, worker_env
 from execution.selectors import execution_settled
 from execution.tasks import execute_strategy
 from strategies.models import Strategy
 from strategies.services import strategy_create, strategy_retire
 from subscriptions.models import StrategySubscription
 from subscriptions.services import credential_create, subscription_cancel, subscription_create
+from tooling.demo import SMA_CROSSOVER
+from tooling.live_processes import QueueWorker, free_port, simulator_start
+from tooling.processes import ManageProcess, worker_env
+from tooling.simulator.client import SimulatorClient
 from trades.models import Order, Position, Trade
-from trades.processes import QueueWorker, free_port, simulator_start
-from trades.simulator.client import SimulatorClient
 from trades.tasks import orders_sync_open
 
 DEMO_QUEUE = "demo-live"

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from trades.demo_live import (
+from tooling.demo_live import (
     LiveDemo,
     live_demo_reconcile,
     live_demo_replay,

@@ -17,13 +17,13 @@ from config import embedded
 from core.time_utils import resolution_to_timedelta
 from execution.market_data import market_data_load
 from execution.models import Candle, StrategyExecution
-from execution.processes import WorkerProcess, worker_env
 from execution.selectors import execution_settled
 from execution.tasks import candle_close
 from strategies.models import Strategy
 from strategies.services import strategy_create, strategy_retire
 from subscriptions.models import StrategySubscription
 from subscriptions.services import subscription_cancel, subscription_create
+from tooling.processes import WorkerProcess, worker_env
 from trades.models import Trade
 
 EXCHANGE, SYMBOL, RESOLUTION = "binance", "ETH/BTC", "5m"

@@ -9,8 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import import_string
 
 from core.clock import ReplayClock, replay_clock_parse
-from trades.simulator.server import Extension, Faults, Simulator, run
-from trades.simulator.stream import kline_stream
+from tooling.simulator.server import Extension, Faults, Simulator, run
+from tooling.simulator.stream import kline_stream
 
 
 def _rate(value: str) -> float:

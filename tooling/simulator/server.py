@@ -1,7 +1,7 @@
 """The simulator process: its state, request plumbing, and the aiohttp application.
 
 The HTTP surface is assembled from modules, each adding its routes to one application:
-``trades.simulator.rest`` (a subset of Binance's spot REST API) and ``trades.simulator.admin``
+``tooling.simulator.rest`` (a subset of Binance's spot REST API) and ``tooling.simulator.admin``
 (the unsigned admin API for tests, benchmarks and the demo). Further modules (e.g. a WebSocket
 kline stream) plug in as *extensions*: callables ``(simulator, app) -> None`` passed to
 ``Simulator.app`` or named on the command line (``exchange_simulator --extension dotted.path``).
@@ -22,8 +22,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from trades.simulator.engine import Exchange, Market, SimError, default_market, now_ms
-from trades.simulator.feed import CandleFeed
+from tooling.simulator.engine import Exchange, Market, SimError, default_market, now_ms
+from tooling.simulator.feed import CandleFeed
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class Simulator:
 
     # --- the application -----------------------------------------------------------------
     def app(self, extensions: Iterable[Extension] = ()) -> web.Application:
-        from trades.simulator import admin, rest
+        from tooling.simulator import admin, rest
 
         app = web.Application(middlewares=[_errors_middleware])
         app["simulator"] = self
