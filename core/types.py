@@ -10,3 +10,7 @@ class DecimalSpec(TypedDict):
 
     max_digits: int
     decimal_places: int
+
+
+# Every price column (candles, signals, trades, orders): wide enough for any market's quotes.
+PRICE: DecimalSpec = {"max_digits": 30, "decimal_places": 12}

@@ -23,16 +23,16 @@ from core.time_utils import (
     round_to_interval_boundary,
     validate_execution_timing,
 )
-from execution.candles import candles_closed_window, candles_settle
-from execution.models import StrategyExecution
-from execution.registry import (
+from execution.scheduling import beat_closes_due
+from markets.candles import candles_closed_window, candles_settle
+from markets.registry import (
     market_key,
     registry_strategy_ids,
     registry_strategy_ids_for_resolution,
 )
-from execution.signal_validation import InvalidSignal, Signal, signal_parse
-from strategies.models import Strategy
+from strategies.models import Strategy, StrategyExecution
 from strategies.sandbox import run_strategy
+from strategies.signals import InvalidSignal, Signal, signal_parse
 from trades.selectors import fanout_targets
 from trades.services import fanout_process, trades_check_stops
 from trades.tasks import fanout_orders
@@ -326,8 +326,6 @@ def candle_close_dispatch(
     :func:`beat_closes_due`), so a message that waited past the next boundary loses no close.
     Returns the strategy ids queued, once per close.
     """
-    from execution.scheduling import beat_closes_due
-
     if close_time is None and trigger == Trigger.BEAT:
         now_close = round_to_interval_boundary(market_now(), resolution)
         closes = beat_closes_due(resolution=resolution, close_time=now_close)

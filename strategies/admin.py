@@ -6,42 +6,22 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from core.admin_utils import (
     ReadOnlyAdmin,
     ReadOnlyInline,
+    change_link,
     changelist_link,
+    fieldset_names,
     preformatted,
     pretty_json,
-    run_service_action,
 )
-from execution.models import StrategyExecution
-from strategies.models import Strategy, StrategyVersion
-from strategies.services import strategy_retire, strategy_update_settings
-from subscriptions.models import StrategySubscription
+from strategies.models import Strategy, StrategyExecution, StrategyVersion
+from strategies.services import strategy_update_settings
 
 # Edited in place: no version, no invariant depends on them.
 PLAIN_FIELDS = ("name", "description", "is_public", "is_marketplace")
-
-
-class SubscriberInline(ReadOnlyInline):
-    model = StrategySubscription
-    parent_field = "strategy"
-    verbose_name_plural = "subscribers (most recent 20)"
-    fields = (
-        "user",
-        "mode",
-        "status",
-        "capital",
-        "risk_per_trade",
-        "leverage",
-        "realized_pnl",
-        "fees_paid",
-        "created_at",
-    )
-    readonly_fields = fields
 
 
 class RecentExecutionInline(ReadOnlyInline):
@@ -115,7 +95,6 @@ class StrategyAdmin(admin.ModelAdmin):
         "code_version",
         "lookback",
         "timeout_s",
-        "all_subscribers",
         "all_executions",
         "created_at",
         "updated_at",
@@ -147,27 +126,20 @@ class StrategyAdmin(admin.ModelAdmin):
                     "is_public",
                     "is_marketplace",
                     "subscriber_count",
-                    "all_subscribers",
                     "all_executions",
                 )
             },
         ),
         ("Timestamps", {"fields": ("created_at", "updated_at")}),
     )
-    inlines = (SubscriberInline, RecentExecutionInline)
-    actions = ("retire_strategies",)
+    # subscriptions.admin adds the subscribers and the retire action (which pauses them).
+    inlines = (RecentExecutionInline,)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # strategies are deployed through the API, which validates the market
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # retire instead: executions and trades keep referring to it
-
-    @admin.display(description="subscribers")
-    def all_subscribers(self, strategy: Strategy) -> str:
-        return changelist_link(
-            StrategySubscription, "all its subscriptions", strategy__id__exact=strategy.pk
-        )
 
     @admin.display(description="executions")
     def all_executions(self, strategy: Strategy) -> str:
@@ -190,16 +162,6 @@ class StrategyAdmin(admin.ModelAdmin):
         if form.cleaned_data["settings"] != stored.settings:
             strategy_update_settings(strategy=stored, settings=form.cleaned_data["settings"])
 
-    @admin.action(description="Retire selected strategies (pauses their subscriptions)")
-    def retire_strategies(self, request: HttpRequest, queryset: QuerySet[Strategy]) -> None:
-        run_service_action(
-            self,
-            request,
-            queryset.exclude(status=Strategy.Status.RETIRED),
-            lambda strategy: strategy_retire(strategy=strategy),
-            verb="retired",
-        )
-
 
 @admin.register(StrategyVersion)
 class StrategyVersionAdmin(ReadOnlyAdmin):
@@ -214,3 +176,102 @@ class StrategyVersionAdmin(ReadOnlyAdmin):
     @admin.display(description="code")
     def source(self, version: StrategyVersion) -> str:
         return preformatted(version.code)
+
+
+# Executions are records the pipeline writes: operators read them, never edit them.
+@admin.register(StrategyExecution)
+class StrategyExecutionAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "strategy_link",
+        "interval_start",
+        "status",
+        "trigger",
+        "signal_kind",
+        "duration_ms",
+        "drift_ms",
+        "subscriber_count",
+        "trades_generated",
+        "attempts",
+        "short_error",
+    )
+    list_filter = (
+        "status",
+        "trigger",
+        "sandbox_isolation",
+        "strategy__resolution",
+        "strategy__exchange",
+        "interval_start",
+    )
+    search_fields = ("strategy__name", "=strategy__id", "error", "worker_id")
+    ordering = ("-interval_start", "-id")
+    list_select_related = ("strategy",)
+    date_hierarchy = "interval_start"
+    fieldsets = (
+        (
+            None,
+            {"fields": ("strategy_link", "status", "trigger", "interval_start", "interval_end")},
+        ),
+        ("Signal", {"fields": ("signal_json", "close_price", "error_text")}),
+        (
+            "Timing",
+            {
+                "fields": (
+                    "scheduled_at",
+                    "data_available_at",
+                    "started_at",
+                    "finished_at",
+                    "duration_ms",
+                    "drift_ms",
+                    "worker_id",
+                    "attempts",
+                )
+            },
+        ),
+        (
+            "Run",
+            {
+                "fields": (
+                    "sandbox_isolation",
+                    "settings_version",
+                    "code_version",
+                    "candles_used",
+                    "subscriber_count",
+                    "trades_generated",
+                    "fanout_total",
+                    "fanout_done",
+                    "fanout_dispatched_at",
+                    "first_order_at",
+                    "last_order_at",
+                )
+            },
+        ),
+        ("Captured logs", {"classes": ("collapse",), "fields": ("logs_text",)}),
+    )
+    readonly_fields = fieldset_names(fieldsets)
+
+    @admin.display(description="strategy", ordering="strategy__name")
+    def strategy_link(self, execution: StrategyExecution) -> str:
+        return change_link(execution.strategy)
+
+    @admin.display(description="signal")
+    def signal_kind(self, execution: StrategyExecution) -> str:
+        signal = execution.signal
+        return str(signal.get("signal", "?")) if isinstance(signal, dict) else "—"
+
+    @admin.display(description="error")
+    def short_error(self, execution: StrategyExecution) -> str:
+        error = execution.error
+        return (error[:80] + "…") if len(error) > 80 else error
+
+    @admin.display(description="signal")
+    def signal_json(self, execution: StrategyExecution) -> str:
+        return pretty_json(execution.signal)
+
+    @admin.display(description="error")
+    def error_text(self, execution: StrategyExecution) -> str:
+        return preformatted(execution.error)
+
+    @admin.display(description="logs")
+    def logs_text(self, execution: StrategyExecution) -> str:
+        return preformatted(execution.logs)

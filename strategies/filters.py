@@ -5,8 +5,7 @@ from django.db.models import QuerySet
 
 from core.api import StrictFilterSet, UTCDateTimeFilter
 from core.time_utils import CANONICAL_RESOLUTIONS
-from execution.models import StrategyExecution
-from strategies.models import Strategy
+from strategies.models import Strategy, StrategyExecution
 
 
 class StrategyFilter(StrictFilterSet):

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import math
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
-from django.db.models import Avg, Count, Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404
+from django.utils import timezone
 
-from execution.models import StrategyExecution
-from strategies.models import Strategy
-from subscriptions.models import StrategySubscription
+from core.clock import market_to_real
+from strategies.models import Strategy, StrategyExecution
 
 # Drift percentiles are computed in Python over the most recent executions: a bounded read
 # that works the same on SQLite and PostgreSQL.
@@ -54,7 +54,7 @@ def _percentile(ordered: list[float], fraction: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def _drift_percentiles(strategy: Strategy) -> dict[str, Any]:
+def strategy_drift_percentiles(*, strategy: Strategy) -> dict[str, Any]:
     recent = (
         strategy_execution_list(strategy=strategy)
         .exclude(drift_ms__isnull=True)
@@ -69,27 +69,75 @@ def _drift_percentiles(strategy: Strategy) -> dict[str, Any]:
     }
 
 
-def strategy_stats(*, strategy: Strategy) -> dict[str, Any]:
-    executions = StrategyExecution.objects.filter(strategy=strategy)
-    by_status = {choice: 0 for choice in StrategyExecution.Status.values}
-    for row in executions.values("status").annotate(n=Count("id")).order_by():
-        by_status[row["status"]] = row["n"]
-    totals = executions.aggregate(
-        average_duration_ms=Avg("duration_ms"), trades_generated=Sum("trades_generated")
+def execution_as_dict(execution: StrategyExecution) -> dict[str, Any]:
+    fields = (
+        "id",
+        "strategy_id",
+        "interval_start",
+        "interval_end",
+        "trigger",
+        "status",
+        "signal",
+        "error",
+        "logs",
+        "started_at",
+        "finished_at",
+        "duration_ms",
+        "drift_ms",
+        "worker_id",
+        "attempts",
+        "settings_version",
+        "code_version",
+        "candles_used",
+        "close_price",
+        "subscriber_count",
+        "trades_generated",
+        "fanout_total",
+        "fanout_done",
     )
-    subscriptions = StrategySubscription.objects.filter(strategy=strategy)
-    money = subscriptions.aggregate(pnl=Sum("realized_pnl"), fees=Sum("fees_paid"))
-    Status = StrategySubscription.Status
-    return {
-        "strategy_id": strategy.pk,
-        "executions_total": sum(by_status.values()),
-        "executions_by_status": by_status,
-        "average_duration_ms": totals["average_duration_ms"],
-        **_drift_percentiles(strategy),
-        "active_subscribers": subscriptions.filter(status=Status.ACTIVE).count(),
-        "paused_subscribers": subscriptions.filter(status=Status.PAUSED).count(),
-        "trades_generated": totals["trades_generated"] or 0,
-        # Over every subscription, cancelled ones included: their trades happened.
-        "subscribers_realized_pnl": money["pnl"] or Decimal("0"),
-        "subscribers_fees": money["fees"] or Decimal("0"),
-    }
+    return {name: getattr(execution, name) for name in fields}
+
+
+def execution_counts_by_status(*, strategy_id: int) -> dict[str, int]:
+    rows = (
+        StrategyExecution.objects.filter(strategy_id=strategy_id)
+        .values("status")
+        .annotate(n=Count("id"))
+    )
+    return {row["status"]: row["n"] for row in rows}
+
+
+def execution_settled(*, strategy_id: int, interval_end: datetime) -> bool:
+    """The execution of that close has finished, and so has its fan-out if it had one."""
+    row = (
+        StrategyExecution.objects.filter(strategy_id=strategy_id, interval_end=interval_end)
+        .values("status", "fanout_dispatched_at", "fanout_total", "fanout_done")
+        .first()
+    )
+    if row is None or row["status"] == StrategyExecution.Status.RUNNING:
+        return False
+    if row["status"] != StrategyExecution.Status.SUCCESS:
+        return True
+    return row["fanout_dispatched_at"] is not None and row["fanout_done"] >= row["fanout_total"]
+
+
+REALTIME_TRIGGERS = (
+    StrategyExecution.Trigger.BEAT,
+    StrategyExecution.Trigger.STREAM,
+    StrategyExecution.Trigger.BACKFILL,
+)
+
+
+def execution_signal_age_s(execution: StrategyExecution, *, now: datetime | None = None) -> float:
+    """How old the execution's signal is, in real seconds.
+
+    A real-time close ages from the candle's close: a close backfilled after an outage is as
+    old as the outage, even if it ran a moment ago, so its entries are not sent on stale
+    prices. An operator's manual run or a replay ages from when it ran.
+    """
+    now = now or timezone.now()
+    if execution.trigger in REALTIME_TRIGGERS:
+        since = market_to_real(execution.interval_end)
+    else:
+        since = execution.finished_at or now
+    return (now - since).total_seconds()

@@ -8,8 +8,7 @@ from rest_framework import serializers
 
 from core.api import JSONObjectField, StrictFieldsMixin
 from core.time_utils import CANONICAL_RESOLUTIONS
-from execution.models import StrategyExecution
-from strategies.models import Strategy
+from strategies.models import Strategy, StrategyExecution
 from strategies.services import SYMBOL_RE
 
 RESOLUTIONS = list(CANONICAL_RESOLUTIONS)
@@ -127,21 +126,3 @@ class ExecutionSerializer(serializers.ModelSerializer):
             "trades_generated",
         )
         read_only_fields = fields
-
-
-class StrategyStatsSerializer(serializers.Serializer):
-    strategy_id = serializers.IntegerField()
-    executions_total = serializers.IntegerField()
-    executions_by_status = serializers.DictField(child=serializers.IntegerField())
-    average_duration_ms = serializers.FloatField(allow_null=True)
-    drift_p50_ms = serializers.FloatField(allow_null=True)
-    drift_p95_ms = serializers.FloatField(allow_null=True)
-    drift_p99_ms = serializers.FloatField(allow_null=True)
-    drift_sample_size = serializers.IntegerField(
-        help_text="Executions the percentiles are computed over (the most recent ones)."
-    )
-    active_subscribers = serializers.IntegerField()
-    paused_subscribers = serializers.IntegerField()
-    trades_generated = serializers.IntegerField()
-    subscribers_realized_pnl = serializers.DecimalField(max_digits=40, decimal_places=8)
-    subscribers_fees = serializers.DecimalField(max_digits=40, decimal_places=8)

@@ -19,19 +19,19 @@ from core.time_utils import (
     resolution_to_timedelta,
     round_to_interval_boundary,
 )
-from execution.candles import candles_closed_window
-from execution.registry import (
+from markets.candles import candles_closed_window
+from markets.registry import (
     market_key,
     registry_active_resolutions,
     registry_register,
     registry_replace,
     registry_unregister,
 )
-from execution.scheduling import schedule_sync
-from execution.signal_validation import InvalidSignal, signal_parse
+from markets.schedule import schedule_sync
 from strategies.models import Strategy, StrategyVersion
 from strategies.sandbox import inspect_code, run_strategy
 from strategies.sandbox.samples import synthetic_candles
+from strategies.signals import InvalidSignal, signal_parse
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}(:[A-Z0-9]{1,20})?$")
 
@@ -218,16 +218,14 @@ def _strategy_new_version(*, strategy_id: int, code: str, lookback: int) -> Stra
     return locked
 
 
-@transaction.atomic
-def strategy_retire(*, strategy: Strategy) -> Strategy:
-    """Stop a strategy for good: its subscriptions are paused and it leaves the registry."""
-    from subscriptions.services import subscription_pause  # subscriptions depend on strategies
+def strategy_mark_retired(*, strategy: Strategy) -> Strategy:
+    """Lock the strategy and mark it retired; it leaves the registry once the caller commits.
 
+    Call it inside the caller's transaction (``subscriptions.services.strategy_retire`` also
+    pauses its subscriptions there)."""
     locked = Strategy.objects.select_for_update().get(pk=strategy.pk)
     locked.status = Strategy.Status.RETIRED
     locked.save(update_fields=["status", "updated_at"])
-    for subscription in locked.subscriptions.filter(status="active"):
-        subscription_pause(subscription=subscription, reason="strategy retired")
     transaction.on_commit(lambda: strategy_registry_sync(strategy_id=locked.pk))
     return locked
 

@@ -8,7 +8,6 @@ urlpatterns = [
     path("deploy", views.StrategyDeployView.as_view(), name="strategy-deploy"),
     path("<int:pk>", views.StrategyDetailView.as_view(), name="strategy-detail"),
     path("<int:pk>/settings", views.StrategySettingsView.as_view(), name="strategy-settings"),
-    path("<int:pk>/stats", views.StrategyStatsView.as_view(), name="strategy-stats"),
     path(
         "<int:pk>/executions",
         views.StrategyExecutionListView.as_view(),

@@ -12,22 +12,19 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import ServiceUnavailable, authenticated_user, error_responses
-from execution.models import StrategyExecution
 from strategies.filters import ExecutionFilter, StrategyFilter
-from strategies.models import Strategy
+from strategies.models import Strategy, StrategyExecution
 from strategies.selectors import (
     strategy_execution_list,
     strategy_get_owned,
     strategy_get_visible,
     strategy_list_visible,
-    strategy_stats,
 )
 from strategies.serializers import (
     ExecutionSerializer,
     StrategyDeploySerializer,
     StrategySerializer,
     StrategySettingsSerializer,
-    StrategyStatsSerializer,
 )
 from strategies.services import (
     StrategyCheckUnavailable,
@@ -144,18 +141,6 @@ class StrategySettingsView(APIView):
         data.is_valid(raise_exception=True)
         strategy = strategy_update_settings(strategy=strategy, **data.validated_data)
         return Response(StrategySerializer(strategy, context={"request": request}).data)
-
-
-class StrategyStatsView(APIView):
-    @extend_schema(
-        tags=TAGS,
-        summary="Execution, subscriber and PnL statistics",
-        description="Readable by whoever can see the strategy; figures are aggregates only.",
-        responses={200: StrategyStatsSerializer, **error_responses(401, 404)},
-    )
-    def get(self, request: Request, pk: int) -> Response:
-        strategy = strategy_get_visible(user=authenticated_user(request), strategy_id=pk)
-        return Response(StrategyStatsSerializer(strategy_stats(strategy=strategy)).data)
 
 
 class StrategyExecutionListView(generics.ListAPIView):

@@ -11,10 +11,13 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
-from core.admin_utils import change_link, run_service_action
+from core.admin_utils import ReadOnlyInline, change_link, changelist_link, run_service_action
+from strategies.admin import StrategyAdmin
+from strategies.models import Strategy
 from subscriptions.models import BrokerCredential, StrategySubscription
 from subscriptions.services import (
     _validate_sizing,
+    strategy_retire,
     subscription_cancel,
     subscription_pause,
     subscription_resume,
@@ -234,3 +237,63 @@ class BrokerCredentialAdmin(admin.ModelAdmin):
     @admin.display(description="open subscriptions", ordering="open_subscriptions")
     def open_subscriptions(self, credential: BrokerCredential) -> int:
         return credential.open_subscriptions  # type: ignore[attr-defined]
+
+
+class SubscriberInline(ReadOnlyInline):
+    model = StrategySubscription
+    parent_field = "strategy"
+    verbose_name_plural = "subscribers (most recent 20)"
+    fields = (
+        "user",
+        "mode",
+        "status",
+        "capital",
+        "risk_per_trade",
+        "leverage",
+        "realized_pnl",
+        "fees_paid",
+        "created_at",
+    )
+    readonly_fields = fields
+
+
+def _with_subscribers(fieldsets: Any) -> tuple:
+    return tuple(
+        (name, {**opts, "fields": (*opts["fields"], "all_subscribers")})
+        if name == "Audience"
+        else (name, opts)
+        for name, opts in fieldsets
+    )
+
+
+# The strategy admin as operators use it: strategies.admin knows nothing of subscriptions (it
+# sits below them), so this layer adds the subscribers and the retire action that pauses them.
+admin.site.unregister(Strategy)
+
+
+@admin.register(Strategy)
+class StrategyWithSubscribersAdmin(StrategyAdmin):
+    actions = ("retire_strategies",)
+    fieldsets = _with_subscribers(StrategyAdmin.fieldsets)
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> list:
+        return [SubscriberInline, *super().get_inlines(request, obj)]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [*super().get_readonly_fields(request, obj), "all_subscribers"]
+
+    @admin.display(description="subscribers")
+    def all_subscribers(self, strategy: Strategy) -> str:
+        return changelist_link(
+            StrategySubscription, "all its subscriptions", strategy__id__exact=strategy.pk
+        )
+
+    @admin.action(description="Retire selected strategies (pauses their subscriptions)")
+    def retire_strategies(self, request: HttpRequest, queryset: QuerySet[Strategy]) -> None:
+        run_service_action(
+            self,
+            request,
+            queryset.exclude(status=Strategy.Status.RETIRED),
+            lambda strategy: strategy_retire(strategy=strategy),
+            verb="retired",
+        )

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
 from django.contrib.auth.models import User
-from django.db.models import QuerySet
+from django.db.models import Avg, Count, QuerySet, Sum
 from django.http import Http404
 
+from strategies.models import Strategy, StrategyExecution
+from strategies.selectors import strategy_drift_percentiles
 from subscriptions.models import BrokerCredential, StrategySubscription
 
 
@@ -35,3 +40,29 @@ def credential_get_for_user(*, user: User, credential_id: int) -> BrokerCredenti
     if credential is None:
         raise Http404
     return credential
+
+
+def strategy_stats(*, strategy: Strategy) -> dict[str, Any]:
+    executions = StrategyExecution.objects.filter(strategy=strategy)
+    by_status = {choice: 0 for choice in StrategyExecution.Status.values}
+    for row in executions.values("status").annotate(n=Count("id")).order_by():
+        by_status[row["status"]] = row["n"]
+    totals = executions.aggregate(
+        average_duration_ms=Avg("duration_ms"), trades_generated=Sum("trades_generated")
+    )
+    subscriptions = StrategySubscription.objects.filter(strategy=strategy)
+    money = subscriptions.aggregate(pnl=Sum("realized_pnl"), fees=Sum("fees_paid"))
+    Status = StrategySubscription.Status
+    return {
+        "strategy_id": strategy.pk,
+        "executions_total": sum(by_status.values()),
+        "executions_by_status": by_status,
+        "average_duration_ms": totals["average_duration_ms"],
+        **strategy_drift_percentiles(strategy=strategy),
+        "active_subscribers": subscriptions.filter(status=Status.ACTIVE).count(),
+        "paused_subscribers": subscriptions.filter(status=Status.PAUSED).count(),
+        "trades_generated": totals["trades_generated"] or 0,
+        # Over every subscription, cancelled ones included: their trades happened.
+        "subscribers_realized_pnl": money["pnl"] or Decimal("0"),
+        "subscribers_fees": money["fees"] or Decimal("0"),
+    }

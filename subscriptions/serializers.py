@@ -11,7 +11,6 @@ from core.api import DecimalInputField, JSONObjectField, StrictFieldsMixin
 from strategies.serializers import exchange_field
 from subscriptions.models import MONEY, BrokerCredential, StrategySubscription
 from subscriptions.services import MAX_RISK_PER_TRADE
-from trades.serializers import PositionSerializer
 
 # Input precision matches the columns, so oversize input is a 400 and never a database error.
 CAPITAL = MONEY
@@ -153,39 +152,6 @@ class SubscriptionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class OpenPositionSerializer(serializers.Serializer):
-    trade_id = serializers.IntegerField()
-    side = serializers.CharField()
-    symbol = serializers.CharField()
-    quantity = serializers.DecimalField(max_digits=30, decimal_places=12)
-    entry_price = serializers.DecimalField(max_digits=30, decimal_places=12, allow_null=True)
-    entry_time = serializers.DateTimeField(allow_null=True)
-    stop_loss = serializers.DecimalField(max_digits=30, decimal_places=12, allow_null=True)
-    take_profit = serializers.DecimalField(max_digits=30, decimal_places=12, allow_null=True)
-
-
-class SubscriptionStatsSerializer(serializers.Serializer):
-    subscription_id = serializers.IntegerField()
-    trades = serializers.IntegerField(help_text="Trades that reached the market.")
-    closed_trades = serializers.IntegerField()
-    wins = serializers.IntegerField()
-    losses = serializers.IntegerField()
-    win_rate = serializers.FloatField(allow_null=True, help_text="wins / closed trades.")
-    realized_pnl = serializers.DecimalField(max_digits=40, decimal_places=8)
-    fees = serializers.DecimalField(max_digits=40, decimal_places=8)
-    return_on_capital = serializers.FloatField(help_text="realized_pnl / capital.")
-    max_drawdown = serializers.DecimalField(
-        max_digits=40, decimal_places=8, help_text="Largest peak-to-trough fall of equity."
-    )
-    max_drawdown_pct = serializers.FloatField(help_text="The same, as a fraction of the peak.")
-    open_position = OpenPositionSerializer(allow_null=True)
-    position = PositionSerializer(
-        allow_null=True,
-        help_text="The net position kept in step with the exchange's fills; null before the "
-        "first fill.",
-    )
-
-
 class CredentialCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     exchange = exchange_field(allow_paper=False, help_text="A ccxt exchange id.")
     label = serializers.CharField(  # type: ignore[assignment]  # a field, as DRF allows
@@ -217,3 +183,21 @@ class CredentialSerializer(serializers.ModelSerializer):
         model = BrokerCredential
         fields = ("id", "exchange", "label", "api_key_masked", "is_sandbox", "created_at")
         read_only_fields = fields
+
+
+class StrategyStatsSerializer(serializers.Serializer):
+    strategy_id = serializers.IntegerField()
+    executions_total = serializers.IntegerField()
+    executions_by_status = serializers.DictField(child=serializers.IntegerField())
+    average_duration_ms = serializers.FloatField(allow_null=True)
+    drift_p50_ms = serializers.FloatField(allow_null=True)
+    drift_p95_ms = serializers.FloatField(allow_null=True)
+    drift_p99_ms = serializers.FloatField(allow_null=True)
+    drift_sample_size = serializers.IntegerField(
+        help_text="Executions the percentiles are computed over (the most recent ones)."
+    )
+    active_subscribers = serializers.IntegerField()
+    paused_subscribers = serializers.IntegerField()
+    trades_generated = serializers.IntegerField()
+    subscribers_realized_pnl = serializers.DecimalField(max_digits=40, decimal_places=8)
+    subscribers_fees = serializers.DecimalField(max_digits=40, decimal_places=8)

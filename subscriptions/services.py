@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from core.events import EventType, event_emit
 from strategies.models import Strategy
-from strategies.services import strategy_registry_sync
+from strategies.services import strategy_mark_retired, strategy_registry_sync
 from subscriptions.crypto import CredentialDecryptionError, encrypt_secret, rotate_secret
 from subscriptions.models import BrokerCredential, StrategySubscription
 
@@ -338,3 +338,12 @@ def credential_rotate_keys() -> int:
             )
         rotated += 1
     return rotated
+
+
+@transaction.atomic
+def strategy_retire(*, strategy: Strategy) -> Strategy:
+    """Stop a strategy for good: its subscriptions are paused and it leaves the registry."""
+    retired = strategy_mark_retired(strategy=strategy)
+    for subscription in retired.subscriptions.filter(status=StrategySubscription.Status.ACTIVE):
+        subscription_pause(subscription=subscription, reason="strategy retired")
+    return retired

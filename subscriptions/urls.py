@@ -5,6 +5,7 @@ from django.urls import path
 from subscriptions import views
 
 urlpatterns = [
+    path("<int:pk>/stats", views.StrategyStatsView.as_view(), name="strategy-stats"),
     path("<int:pk>/subscribe", views.SubscribeView.as_view(), name="strategy-subscribe"),
     path("subscriptions", views.SubscriptionListView.as_view(), name="subscription-list"),
     path(
@@ -19,11 +20,6 @@ urlpatterns = [
         "subscriptions/<int:pk>/resume",
         views.SubscriptionResumeView.as_view(),
         name="subscription-resume",
-    ),
-    path(
-        "subscriptions/<int:pk>/stats",
-        views.SubscriptionStatsView.as_view(),
-        name="subscription-stats",
     ),
 ]
 

@@ -16,15 +16,16 @@ from subscriptions.models import BrokerCredential, StrategySubscription
 from subscriptions.selectors import (
     credential_get_for_user,
     credential_list_for_user,
+    strategy_stats,
     subscription_get_for_user,
     subscription_list_for_user,
 )
 from subscriptions.serializers import (
     CredentialCreateSerializer,
     CredentialSerializer,
+    StrategyStatsSerializer,
     SubscribeSerializer,
     SubscriptionSerializer,
-    SubscriptionStatsSerializer,
     SubscriptionUpdateSerializer,
 )
 from subscriptions.services import (
@@ -37,7 +38,6 @@ from subscriptions.services import (
     subscription_resume,
     subscription_update_settings,
 )
-from trades.selectors import subscription_stats
 
 TAGS = ["subscriptions"]
 SUBSCRIBE_EXAMPLES = [
@@ -205,20 +205,6 @@ class SubscriptionResumeView(APIView):
         return Response(SubscriptionSerializer(subscription).data)
 
 
-class SubscriptionStatsView(APIView):
-    @extend_schema(
-        tags=TAGS,
-        summary="Performance of one of your subscriptions",
-        responses={200: SubscriptionStatsSerializer, **error_responses(401, 404)},
-    )
-    def get(self, request: Request, pk: int) -> Response:
-        subscription = subscription_get_for_user(
-            user=authenticated_user(request), subscription_id=pk
-        )
-        stats = subscription_stats(subscription=subscription)
-        return Response(SubscriptionStatsSerializer(stats).data)
-
-
 class CredentialListCreateView(generics.ListAPIView):
     serializer_class = CredentialSerializer
     filterset_class = CredentialFilter
@@ -264,3 +250,15 @@ class CredentialDetailView(APIView):
         except CredentialInUseError as exc:
             raise Conflict(str(exc)) from exc
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class StrategyStatsView(APIView):
+    @extend_schema(
+        tags=["strategies"],
+        summary="Execution, subscriber and PnL statistics",
+        description="Readable by whoever can see the strategy; figures are aggregates only.",
+        responses={200: StrategyStatsSerializer, **error_responses(401, 404)},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        strategy = strategy_get_visible(user=authenticated_user(request), strategy_id=pk)
+        return Response(StrategyStatsSerializer(strategy_stats(strategy=strategy)).data)

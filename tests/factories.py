@@ -5,7 +5,7 @@ from decimal import Decimal
 import factory
 from django.contrib.auth import get_user_model
 
-from execution.candles import candles_import
+from markets.candles import candles_import
 from strategies.models import Strategy, StrategyVersion
 from subscriptions.models import StrategySubscription
 from subscriptions.services import subscription_create

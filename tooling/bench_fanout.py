@@ -27,10 +27,9 @@ from django.contrib.auth import get_user_model
 from django.db.models import Max, Min
 
 from core.time_utils import datetime_to_ms
-from execution.candles import candles_import
-from execution.models import StrategyExecution
 from execution.tasks import execute_strategy
-from strategies.models import Strategy, StrategyVersion
+from markets.candles import candles_import
+from strategies.models import Strategy, StrategyExecution, StrategyVersion
 from strategies.services import strategy_create, strategy_registry_sync, strategy_update_settings
 from subscriptions.models import BrokerCredential, StrategySubscription
 from subscriptions.services import credential_create, subscription_create

@@ -22,11 +22,11 @@ from django.test import override_settings
 
 from core.clock import market_now, market_to_real
 from core.time_utils import compute_next_candle_close, ms_to_datetime
-from execution.models import Candle, StrategyExecution
 from execution.tasks import candle_close
-from strategies.models import Strategy
-from strategies.services import strategy_create, strategy_retire
-from subscriptions.services import subscription_create
+from markets.models import Candle
+from strategies.models import Strategy, StrategyExecution
+from strategies.services import strategy_create
+from subscriptions.services import strategy_retire, subscription_create
 from tooling.processes import ManageProcess, WorkerProcess, worker_env
 from tooling.replay import ReplayMarket, replay_log_dir, replay_rows
 

@@ -15,14 +15,14 @@ from django.db.models import Sum
 
 from config import embedded
 from core.time_utils import resolution_to_timedelta
-from execution.market_data import market_data_load
-from execution.models import Candle, StrategyExecution
-from execution.selectors import execution_settled
 from execution.tasks import candle_close
-from strategies.models import Strategy
-from strategies.services import strategy_create, strategy_retire
+from markets.market_data import market_data_load
+from markets.models import Candle
+from strategies.models import Strategy, StrategyExecution
+from strategies.selectors import execution_settled
+from strategies.services import strategy_create
 from subscriptions.models import StrategySubscription
-from subscriptions.services import subscription_cancel, subscription_create
+from subscriptions.services import strategy_retire, subscription_cancel, subscription_create
 from tooling.processes import WorkerProcess, worker_env
 from trades.models import Trade
 

@@ -20,14 +20,19 @@ from django.contrib.auth import get_user_model
 
 from config import embedded
 from core.time_utils import resolution_to_timedelta
-from execution.market_data import market_data_load
-from execution.models import Candle, StrategyExecution
-from execution.selectors import execution_settled
 from execution.tasks import execute_strategy
-from strategies.models import Strategy
-from strategies.services import strategy_create, strategy_retire
+from markets.market_data import market_data_load
+from markets.models import Candle
+from strategies.models import Strategy, StrategyExecution
+from strategies.selectors import execution_settled
+from strategies.services import strategy_create
 from subscriptions.models import StrategySubscription
-from subscriptions.services import credential_create, subscription_cancel, subscription_create
+from subscriptions.services import (
+    credential_create,
+    strategy_retire,
+    subscription_cancel,
+    subscription_create,
+)
 from tooling.demo import SMA_CROSSOVER
 from tooling.live_processes import QueueWorker, free_port, simulator_start
 from tooling.processes import ManageProcess, worker_env

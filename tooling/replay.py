@@ -18,7 +18,7 @@ from django.conf import settings
 
 from core.clock import ReplayClock
 from core.time_utils import datetime_to_ms, resolution_to_timedelta
-from execution.candles import candles_import
+from markets.candles import candles_import
 from tooling.processes import ManageProcess, free_port
 
 
@@ -92,7 +92,7 @@ def replay_log_dir() -> Path:
 
 def replay_rows(*, symbol: str, resolution: str, count: int = 2000) -> list[list]:
     """Real candles from the market data directory when present, else a seeded synthetic market."""
-    from execution.market_data import market_file, synthetic_candles
+    from markets.market_data import market_file, synthetic_candles
 
     path = market_file(symbol=symbol, resolution=resolution)
     if path.exists():

@@ -5,8 +5,8 @@ from decimal import Decimal
 from django.db import models
 from django.db.models import Q
 
-from core.types import DecimalSpec
-from execution.models import PRICE, StrategyExecution
+from core.types import PRICE, DecimalSpec
+from strategies.models import StrategyExecution
 from subscriptions.models import MONEY, StrategySubscription
 
 QUANTITY: DecimalSpec = {"max_digits": 30, "decimal_places": 12}

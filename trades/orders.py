@@ -35,7 +35,7 @@ from django.db.models import Case, DecimalField, F, Q, Value, When
 from django.utils import timezone
 
 from core.events import EventType, event_emit
-from execution.models import StrategyExecution
+from strategies.models import StrategyExecution
 from subscriptions.models import MONEY, StrategySubscription
 from trades.brokers import OrderRequest, OrderResult, OrderStatus, paper_broker
 

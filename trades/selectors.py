@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from execution.signal_validation import Signal
+from strategies.signals import Signal
 from subscriptions.models import StrategySubscription
 from trades.models import Order, Position, Trade
 

@@ -105,3 +105,36 @@ class PositionSerializer(serializers.ModelSerializer):
             "updated_at",
         )
         read_only_fields = fields
+
+
+class OpenPositionSerializer(serializers.Serializer):
+    trade_id = serializers.IntegerField()
+    side = serializers.CharField()
+    symbol = serializers.CharField()
+    quantity = serializers.DecimalField(max_digits=30, decimal_places=12)
+    entry_price = serializers.DecimalField(max_digits=30, decimal_places=12, allow_null=True)
+    entry_time = serializers.DateTimeField(allow_null=True)
+    stop_loss = serializers.DecimalField(max_digits=30, decimal_places=12, allow_null=True)
+    take_profit = serializers.DecimalField(max_digits=30, decimal_places=12, allow_null=True)
+
+
+class SubscriptionStatsSerializer(serializers.Serializer):
+    subscription_id = serializers.IntegerField()
+    trades = serializers.IntegerField(help_text="Trades that reached the market.")
+    closed_trades = serializers.IntegerField()
+    wins = serializers.IntegerField()
+    losses = serializers.IntegerField()
+    win_rate = serializers.FloatField(allow_null=True, help_text="wins / closed trades.")
+    realized_pnl = serializers.DecimalField(max_digits=40, decimal_places=8)
+    fees = serializers.DecimalField(max_digits=40, decimal_places=8)
+    return_on_capital = serializers.FloatField(help_text="realized_pnl / capital.")
+    max_drawdown = serializers.DecimalField(
+        max_digits=40, decimal_places=8, help_text="Largest peak-to-trough fall of equity."
+    )
+    max_drawdown_pct = serializers.FloatField(help_text="The same, as a fraction of the peak.")
+    open_position = OpenPositionSerializer(allow_null=True)
+    position = PositionSerializer(
+        allow_null=True,
+        help_text="The net position kept in step with the exchange's fills; null before the "
+        "first fill.",
+    )

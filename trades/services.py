@@ -18,9 +18,9 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core.retry import TRANSIENT
-from execution.models import StrategyExecution
-from execution.selectors import execution_signal_age_s
-from execution.signal_validation import Signal, SignalType
+from strategies.models import StrategyExecution
+from strategies.selectors import execution_signal_age_s
+from strategies.signals import Signal, SignalType
 from subscriptions.models import StrategySubscription
 from trades.brokers import OrderRequest, OrderResult, OrderStatus
 from trades.brokers.live import (

@@ -6,6 +6,11 @@ from trades import views
 
 urlpatterns = [
     path(
+        "subscriptions/<int:pk>/stats",
+        views.SubscriptionStatsView.as_view(),
+        name="subscription-stats",
+    ),
+    path(
         "subscriptions/<int:pk>/trades",
         views.SubscriptionTradeListView.as_view(),
         name="subscription-trades",

@@ -5,13 +5,18 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import generics
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from core.api import authenticated_user, error_responses
 from subscriptions.selectors import subscription_get_for_user
 from trades.filters import OrderFilter, TradeFilter
 from trades.models import Order, Trade
-from trades.selectors import order_list_for_subscription, trade_list_for_subscription
-from trades.serializers import OrderSerializer, TradeSerializer
+from trades.selectors import (
+    order_list_for_subscription,
+    subscription_stats,
+    trade_list_for_subscription,
+)
+from trades.serializers import OrderSerializer, SubscriptionStatsSerializer, TradeSerializer
 
 
 class SubscriptionTradeListView(generics.ListAPIView):
@@ -56,3 +61,17 @@ class SubscriptionOrderListView(generics.ListAPIView):
     )
     def get(self, request: Request, *args, **kwargs) -> Response:
         return super().get(request, *args, **kwargs)
+
+
+class SubscriptionStatsView(APIView):
+    @extend_schema(
+        tags=["subscriptions"],
+        summary="Performance of one of your subscriptions",
+        responses={200: SubscriptionStatsSerializer, **error_responses(401, 404)},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        subscription = subscription_get_for_user(
+            user=authenticated_user(request), subscription_id=pk
+        )
+        stats = subscription_stats(subscription=subscription)
+        return Response(SubscriptionStatsSerializer(stats).data)

@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI assets served locally, no CDN
     "django_celery_beat",
+    "markets",
     "strategies",
     "subscriptions",
     "execution",
@@ -211,7 +212,7 @@ SPECTACULAR_SETTINGS.update(
         "ENUM_NAME_OVERRIDES": {
             "StrategyStatusEnum": "strategies.models.Strategy.Status",
             "SubscriptionStatusEnum": "subscriptions.models.StrategySubscription.Status",
-            "ExecutionStatusEnum": "execution.models.StrategyExecution.Status",
+            "ExecutionStatusEnum": "strategies.models.StrategyExecution.Status",
             "TradeStatusEnum": "trades.models.Trade.Status",
         },
     }

@@ -6,9 +6,9 @@ from django.conf import settings
 
 from core.redis_client import get_redis
 from core.time_utils import candle_close_time, datetime_to_ms, ms_to_datetime
-from execution.candles import candle_store_new
-from execution.models import Candle
-from execution.registry import INDEX_KEY
+from markets.candles import candle_store_new
+from markets.models import Candle
+from markets.registry import INDEX_KEY
 
 ALIVE_KEY = "stream:alive"
 

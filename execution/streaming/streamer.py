@@ -30,9 +30,9 @@ from core.time_utils import (
     datetime_to_ms,
     resolution_to_timedelta,
 )
-from execution.exchange_data import closed_rows, exchange_public_client, exchange_stream_client
 from execution.streaming import services
 from execution.streaming.closer import CandleCloser, ClosedCandle, Row
+from markets.exchange_data import closed_rows, exchange_public_client, exchange_stream_client
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Any
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from execution.models import StrategyExecution
-from execution.registry import market_key, registry_strategy_ids
+from markets.registry import market_key, registry_strategy_ids
+from strategies.models import StrategyExecution
 from subscriptions.services import credential_create
 from trades.models import Order, Position, Trade
 

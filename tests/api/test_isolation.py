@@ -12,8 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from execution.models import StrategyExecution
-from strategies.models import Strategy, StrategyVersion
+from strategies.models import Strategy, StrategyExecution, StrategyVersion
 from subscriptions.models import BrokerCredential, StrategySubscription
 from subscriptions.services import subscription_create, subscription_pause
 from tests.api.helpers import (

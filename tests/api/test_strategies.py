@@ -8,9 +8,8 @@ import pytest
 
 from core.redis_client import get_redis
 from core.time_utils import datetime_to_ms
-from execution.models import StrategyExecution
 from execution.services import execution_run
-from strategies.models import Strategy, StrategyVersion
+from strategies.models import Strategy, StrategyExecution, StrategyVersion
 from strategies.sandbox import isolation
 from subscriptions.services import subscription_pause
 from tests.api.helpers import (

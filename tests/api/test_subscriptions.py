@@ -5,9 +5,8 @@ from decimal import Decimal
 import pytest
 
 from strategies.models import Strategy
-from strategies.services import strategy_retire
 from subscriptions.models import StrategySubscription
-from subscriptions.services import subscription_cancel, subscription_pause
+from subscriptions.services import strategy_retire, subscription_cancel, subscription_pause
 from tests.api.helpers import (
     field_errors,
     is_registered,

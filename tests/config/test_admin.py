@@ -9,8 +9,8 @@ from django.contrib import admin
 from django.contrib.admin.utils import quote
 from django.urls import reverse
 
-from execution.models import Candle, StrategyExecution
-from strategies.models import Strategy, StrategyVersion
+from markets.models import Candle
+from strategies.models import Strategy, StrategyExecution, StrategyVersion
 from subscriptions.models import BrokerCredential, StrategySubscription
 from subscriptions.services import subscription_create
 from tests.api.helpers import make_credential, make_trade

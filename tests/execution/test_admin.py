@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from execution.models import Candle, StrategyExecution
+from markets.models import Candle
+from strategies.models import StrategyExecution
 from tests.api.helpers import admin_url, make_execution
 from tests.factories import StrategyFactory, flat_candles, load_candles
 

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from execution.models import Candle
+from markets.models import Candle
 from tests.factories import StrategyFactory, flat_candles, load_candles, subscribe
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "candles" / "ETH_BTC-5m.json"

@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 
 from core.time_utils import datetime_to_ms
-from execution.models import StrategyExecution
 from execution.tasks import candle_close
+from strategies.models import StrategyExecution
 from strategies.services import strategy_update_settings
 from tests.factories import StrategyFactory, flat_candles, load_candles, subscribe
 from tests.workers import WorkerPool, wait_for

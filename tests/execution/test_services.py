@@ -12,8 +12,8 @@ from core.events import EventType, event_subscribe
 from core.locks import lock_acquire, strategy_run_lock_key
 from core.redis_client import get_redis
 from core.time_utils import datetime_to_ms, format_interval_key, round_to_interval_boundary
-from execution.models import StrategyExecution
 from execution.services import execution_run
+from strategies.models import StrategyExecution
 from strategies.services import strategy_update_settings
 from tests.factories import StrategyFactory, flat_candles, load_candles, subscribe
 from trades.models import Trade

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from execution.signal_validation import InvalidSignal, SignalType, signal_parse
+from strategies.signals import InvalidSignal, SignalType, signal_parse
 
 CLOSE = Decimal("100")
 

@@ -16,8 +16,9 @@ import pytest
 
 from core.clock import market_now, market_to_real
 from core.time_utils import compute_next_candle_close, ms_to_datetime
-from execution.models import Candle, StrategyExecution
 from execution.tasks import candle_close
+from markets.models import Candle
+from strategies.models import StrategyExecution
 from subscriptions.services import subscription_cancel
 from tests.factories import StrategyFactory, subscribe
 from tests.workers import WorkerPool, other_pools_paused, wait_for

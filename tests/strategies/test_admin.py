@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from execution.models import StrategyExecution
-from strategies.models import Strategy, StrategyVersion
+from strategies.models import Strategy, StrategyExecution, StrategyVersion
 from subscriptions.models import StrategySubscription
 from tests.api.helpers import (
     VALID_CODE,
@@ -52,7 +51,7 @@ def test_retire_action_pauses_subscribers_and_unregisters(
 
 @pytest.mark.django_db
 def test_retiring_a_retired_strategy_does_nothing(admin_client, followed):
-    from strategies.services import strategy_retire
+    from subscriptions.services import strategy_retire
 
     strategy_retire(strategy=followed)
     admin_client.post(

@@ -15,9 +15,9 @@ import pytest
 from core.events import EventType, event_subscribe
 from core.redis_client import get_redis
 from core.time_utils import datetime_to_ms
-from execution.models import StrategyExecution
 from execution.services import execution_run
 from execution.tasks import candle_close
+from strategies.models import StrategyExecution
 from strategies.sandbox import isolation, zygote_client
 from tests.factories import StrategyFactory, flat_candles, load_candles, subscribe
 from tests.strategies.test_sandbox import CANARY, LANDLOCK, _descendants, _eventually

@@ -16,9 +16,8 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from core.time_utils import datetime_to_ms
-from execution.models import StrategyExecution
 from execution.services import execution_run
-from strategies.models import Strategy, StrategyVersion
+from strategies.models import Strategy, StrategyExecution, StrategyVersion
 from strategies.sandbox import isolation, zygote_client
 from strategies.services import (
     StrategyCheckUnavailable,

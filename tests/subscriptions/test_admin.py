@@ -6,9 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from strategies.services import strategy_retire
 from subscriptions.models import BrokerCredential, StrategySubscription
-from subscriptions.services import subscription_create
+from subscriptions.services import strategy_retire, subscription_create
 from tests.api.helpers import admin_form_data, admin_url, is_registered, make_credential
 from tests.factories import StrategyFactory, subscribe
 

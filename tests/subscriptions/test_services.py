@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 
-from execution.registry import market_key, registry_strategy_ids
+from markets.registry import market_key, registry_strategy_ids
 from subscriptions.crypto import decrypt_secret
 from subscriptions.models import BrokerCredential
 from subscriptions.services import (

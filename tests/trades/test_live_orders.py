@@ -14,8 +14,8 @@ from django.conf import settings as django_settings
 
 from core.events import EventType, event_subscribe
 from core.time_utils import datetime_to_ms
-from execution.models import StrategyExecution
 from execution.services import execution_run
+from strategies.models import StrategyExecution
 from strategies.services import strategy_update_settings
 from subscriptions.models import StrategySubscription
 from tests.factories import StrategyFactory, load_candles

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from execution.models import StrategyExecution
 from execution.services import execution_run
+from strategies.models import StrategyExecution
 from tests.factories import StrategyFactory
 from tests.trades.conftest import STEP
 from tests.trades.live import live_trader, live_worker

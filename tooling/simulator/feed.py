@@ -43,7 +43,7 @@ class CandleFeed:
         self.clock_ms = None
 
     def refresh(self) -> int:
-        from execution.models import Candle  # the simulator runs inside Django
+        from markets.models import Candle  # the simulator runs inside Django
 
         added = 0
         pairs = (

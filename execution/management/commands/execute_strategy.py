@@ -6,10 +6,9 @@ from datetime import UTC, datetime
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from execution.models import StrategyExecution
-from execution.selectors import execution_as_dict
 from execution.services import execution_run, interval_start_for_close
-from strategies.models import Strategy
+from strategies.models import Strategy, StrategyExecution
+from strategies.selectors import execution_as_dict
 
 
 def _close_time(raw: str | None) -> datetime:

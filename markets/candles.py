@@ -20,7 +20,7 @@ from core.time_utils import (
     resolution_to_timedelta,
     round_to_interval_boundary,
 )
-from execution.models import Candle
+from markets.models import Candle
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def _received_at(
 
 def candles_fetch_closed(*, exchange: str, symbol: str, resolution: str, since: datetime) -> int:
     """Fetch candles from ``since`` over REST and store the closed ones (never a partial one)."""
-    from execution.exchange_data import closed_rows, exchange_public_client
+    from markets.exchange_data import closed_rows, exchange_public_client
 
     client = exchange_public_client(exchange)
     rows = client.fetch_ohlcv(symbol, resolution, since=datetime_to_ms(since), limit=500)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from execution.candles import CandleDataError, candles_import_file
+from markets.candles import CandleDataError, candles_import_file
 
 
 class Command(BaseCommand):

@@ -11,7 +11,7 @@ from pathlib import Path
 from django.conf import settings
 
 from core.time_utils import datetime_to_ms, resolution_to_minutes
-from execution.candles import candles_import, candles_import_file
+from markets.candles import candles_import, candles_import_file
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Market data: the candle store, reads from exchanges, and the registry of watched markets."""
