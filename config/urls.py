@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.auth_views import RegisterView, TokenView
 from config.health import health
+from config.home import home
 from strategies.views import StrategyListView
 from subscriptions.urls import credential_urlpatterns
 from subscriptions.views import CredentialListCreateView
@@ -29,6 +30,7 @@ api_patterns: list[URLPattern | URLResolver] = [
 ]
 
 urlpatterns = [
+    path("", home, name="home"),
     path("health/", health, name="health"),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
