@@ -135,17 +135,24 @@ def _received_at(
     )
 
 
-def candles_fetch_closed(*, exchange: str, symbol: str, resolution: str, since: datetime) -> int:
-    """Fetch candles from ``since`` over REST and store the closed ones (never a partial one)."""
+def candle_fetch_closed(*, exchange: str, symbol: str, resolution: str, open_time: datetime) -> int:
+    """Fetch the candle opening at ``open_time`` over REST and store it once it has closed.
+
+    Only that candle: a newer close belongs to whoever dispatches closes (the streamer stores
+    a close and dispatches it in one step). Stored here by an execution that ran late, it would
+    look handled to a streamer coming back, which backfills from the newest stored candle, and
+    its executions would never run.
+    """
     from markets.exchange_data import closed_rows, exchange_public_client
 
     client = exchange_public_client(exchange)
-    rows = client.fetch_ohlcv(symbol, resolution, since=datetime_to_ms(since), limit=500)
+    rows = client.fetch_ohlcv(symbol, resolution, since=datetime_to_ms(open_time), limit=1)
+    wanted = datetime_to_ms(open_time)
     return candles_import(
         exchange=exchange,
         symbol=symbol,
         resolution=resolution,
-        rows=closed_rows(rows, resolution=resolution),
+        rows=[r for r in closed_rows(rows, resolution=resolution) if int(r[0]) == wanted],
     )
 
 
@@ -170,7 +177,7 @@ def candles_settle(
         if received is not None or not _may_fetch(exchange):
             return received
         try:
-            candles_fetch_closed(**market, since=interval_start)
+            candle_fetch_closed(**market, open_time=interval_start)
         except Exception as exc:  # the exchange may be slow or down: retry until the deadline
             logger.warning("fetching %s %s %s failed: %s", exchange, symbol, resolution, exc)
         received = _received_at(**market, open_time=interval_start)

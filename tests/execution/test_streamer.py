@@ -207,6 +207,33 @@ def test_a_beat_message_that_runs_after_the_next_close_loses_no_close(replay):
     assert {e.trigger for e in executions} == {"beat"}
 
 
+def test_a_late_execution_leaves_the_newer_closes_to_the_returning_streamer(replay):
+    # given a streaming strategy whose streamer died
+    eth = StrategyFactory(settings={"signal": "HOLD"})
+    subscribe(eth)
+    streamer = replay.start_streamer()
+    first = replay.wait_closes(1)
+    wait_for(lambda: _settled_through(eth.pk, first), what="a streamed execution")
+    streamer.kill(signal.SIGKILL)
+
+    # when the execution of the next close runs only after two more closes (a busy worker),
+    # fetching its candle over REST while the newer ones have closed too
+    late = replay.wait_closes(1)
+    newest = replay.wait_closes(2)
+    candle_close.delay(resolution="5m", close_time=late.isoformat(), trigger="beat")
+    wait_for(lambda: _settled_through(eth.pk, late), what="the late execution")
+
+    # and the streamer comes back
+    replay.start_streamer()
+    wait_for(lambda: _settled_through(eth.pk, newest), what="the closes after the late one")
+
+    # then the closes after the late one ran too, once each
+    executions = _assert_each_close_once(eth.pk)
+    by_end = {e.interval_end: e for e in executions}
+    assert by_end[late].trigger == "beat"
+    assert {by_end[late + STEP].trigger, by_end[newest].trigger} <= {"backfill", "stream"}
+
+
 def test_two_streamers_and_a_gap_still_run_each_close_once_in_order(replay):
     # given two streamers watching the same market
     eth = StrategyFactory(settings={"signal": "HOLD"})
