@@ -54,13 +54,35 @@ def _validate_trading_policies(**values: str | None) -> None:
         raise ValidationError(errors)
 
 
-def _validate_credential(
+def _credential_attach(
     *, user: User, strategy: Strategy, mode: str, credential: BrokerCredential | None
-) -> None:
+) -> BrokerCredential | None:
+    """The credential a subscription is about to use, locked and checked, for every path that
+    attaches one (None for paper).
+
+    The row is locked and read again, not trusted as the caller read it: credential_delete
+    locks it too, so a delete and an attach are serialised. Whichever comes second sees the
+    other's outcome: the delete sees the subscription (409), the attach sees the credential
+    erased or gone (400), never a live subscription on destroyed keys. The caller's
+    transaction holds the lock until it commits.
+    """
     if mode == StrategySubscription.Mode.PAPER:
-        return
+        return None
     if credential is None:
         raise ValidationError({"credential_id": "a live subscription needs a credential"})
+    locked = (
+        BrokerCredential.objects.select_for_update()
+        .filter(pk=credential.pk)
+        .exclude(secret_encrypted="")  # erased by a delete: as unknown as a missing one
+        .first()
+    )
+    if locked is None:
+        raise ValidationError({"credential_id": "unknown credential"})
+    _validate_credential(user=user, strategy=strategy, credential=locked)
+    return locked
+
+
+def _validate_credential(*, user: User, strategy: Strategy, credential: BrokerCredential) -> None:
     if credential.user_id != user.pk:
         raise ValidationError({"credential_id": "unknown credential"})
     if credential.exchange != strategy.exchange:
@@ -110,7 +132,8 @@ def subscription_create(
         entry_order_type=entry_order_type,
         margin_mode=margin_mode,
     )
-    _validate_credential(user=user, strategy=strategy, mode=mode, credential=credential)
+    # The credential's lock first, then the strategy's: the one order every path takes.
+    credential = _credential_attach(user=user, strategy=strategy, mode=mode, credential=credential)
     strategy = _lock_strategy(strategy.pk)
     if strategy.status != Strategy.Status.ACTIVE:
         raise ValidationError(
@@ -129,7 +152,7 @@ def subscription_create(
         risk_per_trade=risk_per_trade,
         leverage=leverage,
         mode=mode,
-        credential=credential if mode == "live" else None,
+        credential=credential,
         settings=settings or {},
         min_order_policy=min_order_policy,
         join_policy=join_policy,
