@@ -335,6 +335,30 @@ def credential_delete(*, credential: BrokerCredential) -> None:
         raise CredentialInUseError("credential was just attached to a subscription") from exc
 
 
+def credential_record_failure(*, credential_id: int, error: str, pause: bool) -> list[int]:
+    """Record a failure of a request made with this credential; with ``pause`` (the exchange
+    refused the keys, or they cannot be decrypted) also pause every active subscription using
+    it, with the error as the reason, until its owner fixes it. Returns the paused ids.
+
+    Called by the loops that span tenants (fan-out, order sync, stale cancel) instead of
+    letting the failure escape them and stop everyone else's orders.
+    """
+    BrokerCredential.objects.filter(pk=credential_id).update(
+        last_error=error[:2000], last_error_at=timezone.now()
+    )
+    if not pause:
+        return []
+    paused = []
+    active = StrategySubscription.objects.filter(credential_id=credential_id, status=Status.ACTIVE)
+    for subscription in active.order_by("pk"):
+        try:
+            subscription_pause(subscription=subscription, reason=error[:255])
+        except ValidationError:  # cancelled meanwhile: nothing left to pause
+            continue
+        paused.append(subscription.pk)
+    return paused
+
+
 def credential_rotate_keys() -> int:
     """Re-encrypt every stored credential with the newest key (the first of
     CREDENTIALS_ENCRYPTION_KEYS), after which older keys can be dropped from the list.
