@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from decimal import Decimal
 from typing import Any
 
@@ -10,6 +11,7 @@ from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Case, TextField, Value, When
 from django.utils import timezone
 
 from execution.events import EventType, event_emit
@@ -335,24 +337,34 @@ def credential_delete(*, credential: BrokerCredential) -> None:
         raise CredentialInUseError("credential was just attached to a subscription") from exc
 
 
-def credential_record_failure(*, credential_id: int, error: str, pause: bool) -> list[int]:
-    """Record a failure of a request made with this credential; with ``pause`` (the exchange
-    refused the keys, or they cannot be decrypted) also pause every active subscription using
-    it, with the error as the reason, until its owner fixes it. Returns the paused ids.
+def credential_record_failures(*, errors: dict[int, str], pause: Collection[int]) -> list[int]:
+    """Record the failures of requests made with these credentials (id -> error), in one
+    UPDATE; the credentials in ``pause`` (the exchange refused the keys, or they cannot be
+    decrypted) also get every active subscription paused, with the error as the reason, until
+    their owner fixes them. Returns the ids of the subscriptions paused.
 
     Called by the loops that span tenants (fan-out, order sync, stale cancel) instead of
-    letting the failure escape them and stop everyone else's orders.
+    letting one credential's failure escape them and stop everyone else's orders.
     """
-    BrokerCredential.objects.filter(pk=credential_id).update(
-        last_error=error[:2000], last_error_at=timezone.now()
-    )
-    if not pause:
+    if not errors:
         return []
+    BrokerCredential.objects.filter(pk__in=list(errors)).update(
+        last_error=Case(
+            *[When(pk=pk, then=Value(error[:2000])) for pk, error in errors.items()],
+            output_field=TextField(),
+        ),
+        last_error_at=timezone.now(),
+    )
     paused = []
-    active = StrategySubscription.objects.filter(credential_id=credential_id, status=Status.ACTIVE)
+    active = StrategySubscription.objects.filter(
+        credential_id__in=list(pause), status=Status.ACTIVE
+    )
     for subscription in active.order_by("pk"):
+        assert subscription.credential_id is not None
         try:
-            subscription_pause(subscription=subscription, reason=error[:255])
+            subscription_pause(
+                subscription=subscription, reason=errors[subscription.credential_id][:255]
+            )
         except ValidationError:  # cancelled meanwhile: nothing left to pause
             continue
         paused.append(subscription.pk)

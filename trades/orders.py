@@ -247,21 +247,26 @@ def legs_lookup(legs: Sequence[Leg]) -> list[OrderResult]:
 
 def credentials_record_failures(outcomes: Sequence[tuple[Leg, OrderResult]]) -> None:
     """Record each failed credential's first failure of the batch on it; refused or
-    undecryptable keys also pause its active subscriptions, with the reason."""
-    from subscriptions.services import credential_record_failure
+    undecryptable keys also pause its active subscriptions, with the reason.
 
-    failures: dict[int, OrderResult] = {}
+    Best effort, after the orders' own results: the reason is on each order already, and
+    nothing here may stop the batch for the other subscribers.
+    """
+    from subscriptions.services import credential_record_failures as record
+
+    errors: dict[int, str] = {}
+    pause: set[int] = set()
     for leg, result in outcomes:
-        credential_id = leg.subscription.credential_id
-        if result.credential_failure is not None and credential_id is not None:
-            failures.setdefault(credential_id, result)
-    for credential_id, result in failures.items():
-        assert result.credential_failure is not None
-        credential_record_failure(
-            credential_id=credential_id,
-            error=_failure_reason(result.credential_failure, result.reason),
-            pause=result.credential_failure.pauses,
-        )
+        credential_id, failure = leg.subscription.credential_id, result.credential_failure
+        if failure is None or credential_id is None or credential_id in errors:
+            continue
+        errors[credential_id] = _failure_reason(failure, result.reason)
+        if failure.pauses:
+            pause.add(credential_id)
+    try:
+        record(errors=errors, pause=pause)
+    except Exception:
+        logger.exception("could not record the failures of credentials %s", sorted(errors))
 
 
 def _failure_reason(failure: CredentialFailure, reason: str) -> str:
@@ -351,7 +356,7 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> None:
     legs = [leg for leg in legs if leg.result is not None]
     if not legs:
         return
-    credentials_record_failures([(leg, leg.result) for leg in legs if leg.result is not None])
+    outcomes = [(leg, leg.result) for leg in legs if leg.result is not None]
     now = timezone.now()
     closed_pnl: dict[int, tuple[Decimal, Decimal]] = defaultdict(lambda: (Decimal(0), Decimal(0)))
     with transaction.atomic():
@@ -415,6 +420,7 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> None:
         if exits:
             bulk_write(exits, EXIT_FIELDS)
         _add_realized(closed_pnl)
+    credentials_record_failures(outcomes)
 
 
 def _live_trades(legs: Sequence[Leg]) -> set[int]:
