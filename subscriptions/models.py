@@ -27,6 +27,10 @@ class BrokerCredential(models.Model):
     api_key_last4 = models.CharField(max_length=4)
     is_sandbox = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The last failure of a request made with this credential (refused keys, keys that cannot
+    # be decrypted, network errors), recorded by the loops that span tenants.
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("-created_at", "-id")

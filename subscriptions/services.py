@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from decimal import Decimal
 from typing import Any
 
@@ -10,6 +11,7 @@ from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Case, TextField, Value, When
 from django.utils import timezone
 
 from core.events import EventType, event_emit
@@ -54,13 +56,35 @@ def _validate_trading_policies(**values: str | None) -> None:
         raise ValidationError(errors)
 
 
-def _validate_credential(
+def _credential_attach(
     *, user: User, strategy: Strategy, mode: str, credential: BrokerCredential | None
-) -> None:
+) -> BrokerCredential | None:
+    """The credential a subscription is about to use, locked and checked, for every path that
+    attaches one (None for paper).
+
+    The row is locked and read again, not trusted as the caller read it: credential_delete
+    locks it too, so a delete and an attach are serialised. Whichever comes second sees the
+    other's outcome: the delete sees the subscription (409), the attach sees the credential
+    erased or gone (400), never a live subscription on destroyed keys. The caller's
+    transaction holds the lock until it commits.
+    """
     if mode == StrategySubscription.Mode.PAPER:
-        return
+        return None
     if credential is None:
         raise ValidationError({"credential_id": "a live subscription needs a credential"})
+    locked = (
+        BrokerCredential.objects.select_for_update()
+        .filter(pk=credential.pk)
+        .exclude(secret_encrypted="")  # erased by a delete: as unknown as a missing one
+        .first()
+    )
+    if locked is None:
+        raise ValidationError({"credential_id": "unknown credential"})
+    _validate_credential(user=user, strategy=strategy, credential=locked)
+    return locked
+
+
+def _validate_credential(*, user: User, strategy: Strategy, credential: BrokerCredential) -> None:
     if credential.user_id != user.pk:
         raise ValidationError({"credential_id": "unknown credential"})
     if credential.exchange != strategy.exchange:
@@ -110,7 +134,8 @@ def subscription_create(
         entry_order_type=entry_order_type,
         margin_mode=margin_mode,
     )
-    _validate_credential(user=user, strategy=strategy, mode=mode, credential=credential)
+    # The credential's lock first, then the strategy's: the one order every path takes.
+    credential = _credential_attach(user=user, strategy=strategy, mode=mode, credential=credential)
     strategy = _lock_strategy(strategy.pk)
     if strategy.status != Strategy.Status.ACTIVE:
         raise ValidationError(
@@ -129,7 +154,7 @@ def subscription_create(
         risk_per_trade=risk_per_trade,
         leverage=leverage,
         mode=mode,
-        credential=credential if mode == "live" else None,
+        credential=credential,
         settings=settings or {},
         min_order_policy=min_order_policy,
         join_policy=join_policy,
@@ -310,6 +335,40 @@ def credential_delete(*, credential: BrokerCredential) -> None:
             locked.delete()
     except ProtectedError as exc:  # a subscription appeared since the check
         raise CredentialInUseError("credential was just attached to a subscription") from exc
+
+
+def credential_record_failures(*, errors: dict[int, str], pause: Collection[int]) -> list[int]:
+    """Record the failures of requests made with these credentials (id -> error), in one
+    UPDATE; the credentials in ``pause`` (the exchange refused the keys, or they cannot be
+    decrypted) also get every active subscription paused, with the error as the reason, until
+    their owner fixes them. Returns the ids of the subscriptions paused.
+
+    Called by the loops that span tenants (fan-out, order sync, stale cancel) instead of
+    letting one credential's failure escape them and stop everyone else's orders.
+    """
+    if not errors:
+        return []
+    BrokerCredential.objects.filter(pk__in=list(errors)).update(
+        last_error=Case(
+            *[When(pk=pk, then=Value(error[:2000])) for pk, error in errors.items()],
+            output_field=TextField(),
+        ),
+        last_error_at=timezone.now(),
+    )
+    paused = []
+    active = StrategySubscription.objects.filter(
+        credential_id__in=list(pause), status=Status.ACTIVE
+    )
+    for subscription in active.order_by("pk"):
+        assert subscription.credential_id is not None
+        try:
+            subscription_pause(
+                subscription=subscription, reason=errors[subscription.credential_id][:255]
+            )
+        except ValidationError:  # cancelled meanwhile: nothing left to pause
+            continue
+        paused.append(subscription.pk)
+    return paused
 
 
 def credential_rotate_keys() -> int:

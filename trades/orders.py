@@ -11,7 +11,11 @@ Exactly-once rests on the database:
 * a worker *claims* intents (a token and a counted attempt, one UPDATE for the batch) before
   sending them, so two workers never send one intent at once; an intent with an earlier
   attempt is looked up by client order id before it is sent again (the broker does that);
-* results are recorded only on rows still held by the claim, in the state it expected.
+* results are recorded only on rows still held by the claim, in the state it expected;
+* a failure of one credential (refused or undecryptable keys, the network) is that
+  credential's: the broker's guard turns it into its orders' results, and
+  ``credentials_record_failures`` records it on the credential (pausing its subscriptions when
+  the keys are refused or unusable); the batch goes on for everyone else.
 
 A batch costs a fixed number of queries whatever its size: per-subscriber work in Python,
 reads and writes in bulk, and for live orders one round trip to this process's exchange hub,
@@ -24,7 +28,7 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -38,10 +42,16 @@ from core.events import EventType, event_emit
 from strategies.models import StrategyExecution
 from subscriptions.models import MONEY, StrategySubscription
 from trades.brokers import OrderRequest, OrderResult, OrderStatus, paper_broker
+from trades.brokers.base import CredentialFailure
 
 # Imported here, not lazily: worker processes fork after importing the tasks, so every pool
 # process starts with ccxt loaded instead of paying for it on its first fan-out.
-from trades.brokers.live import credential_ref, live_cancel_many, live_place_many
+from trades.brokers.live import (
+    credential_ref,
+    live_cancel_many,
+    live_lookup_many,
+    live_place_many,
+)
 from trades.bulk import bulk_insert, bulk_write
 from trades.models import Order, Trade
 from trades.positions import positions_refresh
@@ -150,7 +160,6 @@ class Tally:
     opened: int = 0
     closed: int = 0
     failed: int = 0
-    pause: dict[int, str] = field(default_factory=dict)  # subscription id -> reason
 
 
 # --- sending --------------------------------------------------------------------------------
@@ -214,12 +223,58 @@ def legs_cancel(legs: Sequence[Leg]) -> list[Leg]:
     items = [
         (ref, leg.request, leg.order.exchange_order_id) for ref, leg in zip(refs, legs, strict=True)
     ]
+    results = live_cancel_many(items)
+    credentials_record_failures(list(zip(legs, results, strict=True)))
     done = []
-    for leg, result in zip(legs, live_cancel_many(items), strict=True):
+    for leg, result in zip(legs, results, strict=True):
         if result.status != OrderStatus.UNKNOWN:
             leg.result = result
             done.append(leg)
     return done
+
+
+def legs_lookup(legs: Sequence[Leg]) -> list[OrderResult]:
+    """The exchange's view of these live orders, one result per leg (``leg.result`` untouched).
+
+    Failures of the credentials are recorded here: a failed lookup is an unknown result that
+    its caller leaves for the next run, so no one else would see them.
+    """
+    refs = legs_credential_refs(legs)
+    results = live_lookup_many([(ref, leg.request) for ref, leg in zip(refs, legs, strict=True)])
+    credentials_record_failures(list(zip(legs, results, strict=True)))
+    return results
+
+
+def credentials_record_failures(outcomes: Sequence[tuple[Leg, OrderResult]]) -> None:
+    """Record each failed credential's first failure of the batch on it; refused or
+    undecryptable keys also pause its active subscriptions, with the reason.
+
+    Best effort, after the orders' own results: the reason is on each order already, and
+    nothing here may stop the batch for the other subscribers.
+    """
+    from subscriptions.services import credential_record_failures as record
+
+    errors: dict[int, str] = {}
+    pause: set[int] = set()
+    for leg, result in outcomes:
+        credential_id, failure = leg.subscription.credential_id, result.credential_failure
+        if failure is None or credential_id is None or credential_id in errors:
+            continue
+        errors[credential_id] = _failure_reason(failure, result.reason)
+        if failure.pauses:
+            pause.add(credential_id)
+    try:
+        record(errors=errors, pause=pause)
+    except Exception:
+        logger.exception("could not record the failures of credentials %s", sorted(errors))
+
+
+def _failure_reason(failure: CredentialFailure, reason: str) -> str:
+    if failure is CredentialFailure.AUTH:
+        return f"exchange refused the credential: {reason}"
+    if failure is CredentialFailure.DECRYPT:
+        return f"credential unusable: {reason}"
+    return reason
 
 
 # --- recording ------------------------------------------------------------------------------
@@ -301,6 +356,7 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> None:
     legs = [leg for leg in legs if leg.result is not None]
     if not legs:
         return
+    outcomes = [(leg, leg.result) for leg in legs if leg.result is not None]
     now = timezone.now()
     closed_pnl: dict[int, tuple[Decimal, Decimal]] = defaultdict(lambda: (Decimal(0), Decimal(0)))
     with transaction.atomic():
@@ -318,8 +374,6 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> None:
             assert leg.result is not None
             _apply_to_order(leg.order, leg.result, now)
             orders.append(leg.order)
-            if leg.result.auth_failed:
-                tally.pause[leg.subscription.pk] = leg.result.reason
             if leg.trade.pk not in live_trades:
                 continue
             if is_protective(leg.order.purpose):
@@ -366,6 +420,7 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> None:
         if exits:
             bulk_write(exits, EXIT_FIELDS)
         _add_realized(closed_pnl)
+    credentials_record_failures(outcomes)
 
 
 def _live_trades(legs: Sequence[Leg]) -> set[int]:
@@ -445,26 +500,9 @@ def _emit_closed(leg: Leg) -> None:
     )
 
 
-def subscriptions_pause_refused(tally: Tally) -> None:
-    """Bad keys or missing permissions: stop trading for that subscriber until it's fixed."""
-    from subscriptions.services import subscription_pause
-
-    for subscription in StrategySubscription.objects.filter(
-        pk__in=list(tally.pause), status=StrategySubscription.Status.ACTIVE
-    ):
-        try:
-            subscription_pause(
-                subscription=subscription,
-                reason=f"exchange refused the credential: {tally.pause[subscription.pk]}"[:255],
-            )
-        except Exception:  # recorded on its trade already; pausing is best effort
-            logger.exception("could not pause subscription %s", subscription.pk)
-
-
 def orders_settle(legs: Sequence[Leg], tally: Tally, *, symbol: str) -> None:
     sent = orders_send(legs)
     orders_record(sent, tally)
-    subscriptions_pause_refused(tally)
     positions_refresh(subscription_ids={leg.subscription.pk for leg in legs}, symbol=symbol)
 
 

@@ -23,10 +23,8 @@ from strategies.selectors import execution_signal_age_s
 from strategies.signals import Signal, SignalType
 from subscriptions.models import StrategySubscription
 from trades.brokers import OrderRequest, OrderResult, OrderStatus
-from trades.brokers.live import (
-    live_last_price,
-    live_lookup_many,
-)
+from trades.brokers.base import CredentialFailure
+from trades.brokers.live import live_last_price
 from trades.bulk import bulk_insert, bulk_write
 from trades.models import Order, Trade
 from trades.orders import (
@@ -37,7 +35,7 @@ from trades.orders import (
     is_protective,
     leg_for,
     legs_cancel,
-    legs_credential_refs,
+    legs_lookup,
     order_intents,
     orders_claim,
     orders_reclaim,
@@ -46,7 +44,6 @@ from trades.orders import (
     orders_settle,
     protective_q,
     request_from_intent,
-    subscriptions_pause_refused,
 )
 from trades.positions import positions_refresh
 from trades.protect import protective_place, protective_release
@@ -557,17 +554,27 @@ def _sync_open(tally: Tally, *, limit: int) -> int:
     if not orders:
         return 0
     legs = [leg_for(order) for order in orders]
-    items = [(ref, leg.request) for ref, leg in zip(legs_credential_refs(legs), legs, strict=True)]
-    found, resend = [], []
-    for leg, result in zip(legs, live_lookup_many(items), strict=True):
+    found, resend, unusable = [], [], []
+    for leg, result in zip(legs, legs_lookup(legs), strict=True):
         if result.status == OrderStatus.NOT_FOUND:
             if leg.order.status in (Order.Status.OPEN, Order.Status.PARTIALLY_FILLED):
                 continue  # we saw it on the exchange once: a lookup glitch, try next time
             resend.append(leg)
+        elif (
+            result.credential_failure is CredentialFailure.DECRYPT
+            and leg.order.status == Order.Status.PENDING
+        ):
+            # Claimed by a sender that never answered, and no one can ever look it up or send
+            # it with these keys: it ends here instead of staying pending forever.
+            leg.result = OrderResult(
+                status=OrderStatus.REJECTED, reason=f"not sent: {result.reason}"
+            )
+            unusable.append(leg)
         elif result.status != OrderStatus.UNKNOWN:
             leg.result = result
             found.append(leg)
     orders_record(orders_reclaim(found), tally)
+    orders_record(orders_claim(unusable), tally)
     _resend(resend, tally)
     entries = [leg.trade.pk for leg in found if leg.order.purpose == Order.ENTRY]
     protective_place(trade_ids=entries, tally=tally)
@@ -623,7 +630,6 @@ def _exits_release(tally: Tally, *, limit: int) -> int:
             go.append(leg_for(order))
     _exits_skip(skip)
     orders_record(orders_send(go), tally)
-    subscriptions_pause_refused(tally)
     _refresh_positions([leg_for(order) for order in held])
     return len(go) + len(skip)
 
@@ -669,7 +675,6 @@ def _resend(legs: Sequence[Leg], tally: Tally) -> None:
         )
     orders_record(orders_claim(drop), tally)
     orders_record(orders_send(go), tally)
-    subscriptions_pause_refused(tally)
 
 
 def orders_cancel_stale(*, limit: int = 500) -> int:

@@ -1,19 +1,22 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+import time
 from io import StringIO
 
 import pytest
 from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import connection, transaction
 
 from subscriptions import crypto
 from subscriptions.crypto import CredentialDecryptionError, decrypt_secret
 from subscriptions.models import BrokerCredential, StrategySubscription
 from subscriptions.services import subscription_cancel, subscription_pause
-from tests.api.helpers import field_errors, make_credential, subscribe_payload
+from tests.api.helpers import client_for, field_errors, make_credential, subscribe_payload
 from tests.factories import StrategyFactory
 
 API_KEY = "AKIA-plain-key-WXYZ"
@@ -256,3 +259,76 @@ def test_rotating_after_dropping_the_old_key_is_a_clear_command_error(me, use_ke
     use_keys(NEW_KEY)
     with pytest.raises(CommandError, match="keep the old key in the list until rotated"):
         call_command("rotate_credential_keys", stdout=StringIO())
+
+
+def _backend_pid() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def _wait_until_blocked(pid: int, *, by: int, thread: threading.Thread) -> None:
+    """Until the backend ``pid`` waits for a lock that the backend ``by`` holds."""
+    deadline = time.monotonic() + 60  # a guard against hanging, not a timing assumption
+    while thread.is_alive() and time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_blocking_pids(%s)", [pid])
+            if by in cursor.fetchone()[0]:
+                return
+        time.sleep(0.01)
+    raise AssertionError("the subscribe never waited for the delete's lock on the credential")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("history", ["unused", "with a cancelled subscription"])
+def test_delete_racing_a_live_subscribe_leaves_no_live_subscription_on_it(me, history):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite runs one writer at a time (BEGIN IMMEDIATE): no interleaving")
+    # given my credential, possibly kept for a cancelled subscription's history
+    credential = make_credential(me)
+    if history != "unused":
+        old = StrategySubscription.objects.get(pk=_subscribe_live(me, credential).json()["id"])
+        subscription_cancel(subscription=old)
+    strategy = StrategyFactory(owner=me)
+    api = client_for(me)  # the token exists before the race: only the credential is contended
+    pids: queue.Queue[int] = queue.Queue()
+    outcome: dict[str, object] = {}
+
+    def subscribe_meanwhile() -> None:
+        try:
+            pids.put(_backend_pid())
+            outcome["response"] = _subscribe_live(me, credential, strategy=strategy)
+        except Exception as exc:  # surfaced by the assertions below
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    # when a subscribe on it runs while its delete holds the credential, uncommitted
+    thread = threading.Thread(target=subscribe_meanwhile)
+    with transaction.atomic():
+        deleted = api.delete(f"/api/credentials/{credential.pk}")
+        thread.start()
+        _wait_until_blocked(pids.get(timeout=60), by=_backend_pid(), thread=thread)
+    thread.join()
+
+    # then the delete went through and the subscribe, which waited for it, is a clean 400
+    assert deleted.status_code == 204
+    assert "error" not in outcome, outcome.get("error")
+    response = outcome["response"]
+    assert response.status_code == 400, response.content
+    assert "credential_id" in field_errors(response)
+    # and no subscription but cancelled ones points at the credential
+    assert (
+        not StrategySubscription.objects.filter(credential_id=credential.pk)
+        .exclude(status=StrategySubscription.Status.CANCELLED)
+        .exists()
+    )
+
+
+def _subscribe_live(user, credential, *, strategy=None):
+    strategy = strategy or StrategyFactory(owner=user)
+    return client_for(user).post(
+        f"/api/strategies/{strategy.pk}/subscribe",
+        subscribe_payload(mode="live", credential_id=credential.pk),
+        format="json",
+    )

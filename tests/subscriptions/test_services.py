@@ -9,9 +9,10 @@ from django.db import connection
 
 from markets.registry import market_key, registry_strategy_ids
 from subscriptions.crypto import decrypt_secret
-from subscriptions.models import BrokerCredential
+from subscriptions.models import BrokerCredential, StrategySubscription
 from subscriptions.services import (
     credential_create,
+    credential_delete,
     subscription_cancel,
     subscription_create,
     subscription_pause,
@@ -161,3 +162,40 @@ def test_subscriber_count_stays_exact_under_concurrent_subscribe_and_cancel():
     assert errors == []
     assert strategy.subscriber_count == 4
     assert _registered(strategy)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("history", ["unused", "with a cancelled subscription"])
+def test_subscribing_with_a_credential_deleted_since_it_was_read_is_refused(history):
+    # given a credential read by a subscribe request (as the view does) ...
+    user = UserFactory()
+    credential = credential_create(
+        user=user, exchange="binance", label="main", api_key="k" * 8, secret="s" * 8
+    )
+    if history != "unused":
+        old = _live(user, StrategyFactory(), credential)
+        subscription_cancel(subscription=old)
+    strategy = StrategyFactory()
+    read_by_the_request = BrokerCredential.objects.get(pk=credential.pk)
+
+    # ... and deleted before the subscription is written
+    credential_delete(credential=credential)
+
+    # when the subscription is written with what the request read
+    with pytest.raises(ValidationError) as error:
+        _live(user, strategy, read_by_the_request)
+
+    # then it is refused on the credential, and no live subscription uses an erased credential
+    assert "credential_id" in error.value.message_dict
+    assert not StrategySubscription.objects.filter(strategy=strategy).exists()
+
+
+def _live(user, strategy, credential) -> StrategySubscription:
+    return subscription_create(
+        user=user,
+        strategy=strategy,
+        capital=Decimal(1),
+        risk_per_trade=Decimal("0.01"),
+        mode="live",
+        credential=credential,
+    )

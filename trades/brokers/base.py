@@ -42,6 +42,19 @@ class OrderStatus(StrEnum):
     NOT_FOUND = "not_found"  # a lookup only: the exchange has no such order
 
 
+class CredentialFailure(StrEnum):
+    """Why a request failed on its credential's account; recorded on the credential."""
+
+    AUTH = "auth"  # the exchange refused the keys (revoked, wrong, no permission): pause
+    DECRYPT = "decrypt"  # the keys cannot be decrypted (or were deleted): pause
+    TRANSIENT = "transient"  # network, exchange down, an unexpected error: retried later
+
+    @property
+    def pauses(self) -> bool:
+        """The credential cannot work until its owner fixes it: its subscriptions pause."""
+        return self in (CredentialFailure.AUTH, CredentialFailure.DECRYPT)
+
+
 @dataclass(frozen=True)
 class OrderResult:
     status: OrderStatus
@@ -54,7 +67,8 @@ class OrderResult:
     filled_at: datetime | None = None
     acknowledged_at: datetime | None = None
     reason: str = ""
-    auth_failed: bool = False  # bad keys or missing permissions: pause the subscription
+    # Set when the failure is the credential's (trades.orders records it on the credential).
+    credential_failure: CredentialFailure | None = None
 
     @property
     def filled(self) -> bool:

@@ -73,6 +73,8 @@ class CredentialRef:
     is_sandbox: bool
     fingerprint: str  # of the ciphertext: a rotated or edited credential gets a new instance
     keys: Keys | None = None
+    # Why the keys cannot be had (e.g. they cannot be decrypted): nothing is sent with it.
+    unusable: str = ""
 
     def __repr__(self) -> str:
         return f"CredentialRef({self.id}, {self.exchange}, sandbox={self.is_sandbox})"

@@ -12,6 +12,11 @@ again. Each ccxt error class maps to one outcome:
   caller pauses the subscription;
 * ``InsufficientFunds``, ``InvalidOrder``, ``BadSymbol`` and every other ``ExchangeError``:
   rejected with the exchange's reason, never retried.
+
+Every request of a batch runs under one per-credential guard (``_guarded``): whatever fails on
+one credential (refused or undecryptable keys, the network, a bug) becomes that order's result,
+marked with its ``CredentialFailure`` for the caller to record on the credential; it never
+escapes into the batch, where it would lose every other subscriber's results with it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
@@ -30,9 +35,9 @@ from ccxt.base.decimal_to_precision import TICK_SIZE
 from django.conf import settings
 from django.utils import timezone
 
-from subscriptions.crypto import decrypt_secret
+from subscriptions.crypto import CredentialDecryptionError, decrypt_secret
 from subscriptions.models import BrokerCredential
-from trades.brokers.base import OrderRequest, OrderResult, OrderStatus
+from trades.brokers.base import CredentialFailure, OrderRequest, OrderResult, OrderStatus
 from trades.brokers.hub import (
     CredentialRef,
     Exchange,
@@ -62,28 +67,93 @@ CCXT_STATUS = {
 
 
 def credential_ref(credential: BrokerCredential) -> CredentialRef:
-    """Decrypts the keys only when this process's pool does not hold the credential yet."""
+    """Decrypts the keys only when this process's pool does not hold the credential yet.
+
+    Keys that cannot be decrypted make an *unusable* reference rather than an exception: the
+    guard answers for its orders, and the other credentials of the batch go on.
+    """
     fp = fingerprint(
         credential.api_key_encrypted, credential.secret_encrypted, credential.passphrase_encrypted
     )
-    keys = None
+    keys, unusable = None, ""
     if not get_hub().is_pooled(credential.pk, fp):
-        keys = Keys(
-            api_key=decrypt_secret(credential.api_key_encrypted),
-            secret=decrypt_secret(credential.secret_encrypted),
-            passphrase=(
-                decrypt_secret(credential.passphrase_encrypted)
-                if credential.passphrase_encrypted
-                else ""
-            ),
-        )
+        try:
+            keys = _decrypt_keys(credential)
+        except CredentialDecryptionError as exc:
+            unusable = (
+                f"{exc}: the credential was deleted"
+                if not credential.secret_encrypted
+                else str(exc)
+            )
     return CredentialRef(
         id=credential.pk,
         exchange=credential.exchange,
         is_sandbox=credential.is_sandbox,
         fingerprint=fp,
         keys=keys,
+        unusable=unusable,
     )
+
+
+def _decrypt_keys(credential: BrokerCredential) -> Keys:
+    return Keys(
+        api_key=decrypt_secret(credential.api_key_encrypted),
+        secret=decrypt_secret(credential.secret_encrypted),
+        passphrase=(
+            decrypt_secret(credential.passphrase_encrypted)
+            if credential.passphrase_encrypted
+            else ""
+        ),
+    )
+
+
+# --- the per-credential guard ---------------------------------------------------------------
+async def _guarded(
+    credential: CredentialRef, work: Callable[[], Awaitable[OrderResult]], *, on_exchange: bool
+) -> OrderResult:
+    """One request of a batch spanning credentials; ``on_exchange``: the order may be there."""
+    if credential.unusable:
+        return _unusable(credential, on_exchange=on_exchange)
+    try:
+        return await work()
+    except Exception as exc:
+        return _failed(credential, exc, on_exchange=on_exchange)
+
+
+def _unusable(credential: CredentialRef, *, on_exchange: bool) -> OrderResult:
+    """No request can be made with these keys. An order that may be on the exchange keeps an
+    unknown state; one that was not sent ends rejected: no one can ever send it."""
+    if on_exchange:
+        return OrderResult(
+            status=OrderStatus.UNKNOWN,
+            reason=credential.unusable,
+            credential_failure=CredentialFailure.DECRYPT,
+        )
+    return _rejected(f"not sent: {credential.unusable}", failure=CredentialFailure.DECRYPT)
+
+
+def _failed(
+    credential: CredentialRef,
+    exc: Exception,
+    *,
+    on_exchange: bool,
+    amount: Decimal | None = None,
+) -> OrderResult:
+    """An exception of one credential's request as that order's result (called in ``except``)."""
+    failure = (
+        CredentialFailure.AUTH if isinstance(exc, AUTH_ERRORS) else CredentialFailure.TRANSIENT
+    )
+    if isinstance(exc, ccxt.BaseError | ExchangeUnsupported):
+        reason = _describe(exc)
+        logger.warning("request on %r failed: %s", credential, reason)
+    else:  # a bug: with its traceback
+        reason = f"internal: {_describe(exc)}"
+        logger.exception("request on %r failed", credential)
+    if on_exchange:
+        return OrderResult(
+            status=OrderStatus.UNKNOWN, amount=amount, reason=reason, credential_failure=failure
+        )
+    return _rejected(reason, amount=amount, failure=failure)
 
 
 # --- sync entry points (called from worker threads) -----------------------------------------
@@ -106,7 +176,8 @@ def live_lookup_many(items: Sequence[tuple[CredentialRef, OrderRequest]]) -> lis
     if not items:
         return []
     hub = get_hub()
-    return hub.run(_gather(hub, [lookup(hub, c, r) for c, r in items]), _batch_timeout(len(items)))
+    coros = [_guarded(c, _bind(lookup, hub, c, r), on_exchange=True) for c, r in items]
+    return hub.run(_gather(hub, coros), _batch_timeout(len(items)))
 
 
 def live_cancel_many(
@@ -115,8 +186,18 @@ def live_cancel_many(
     if not items:
         return []
     hub = get_hub()
-    coros = [cancel(hub, c, r, order_id) for c, r, order_id in items]
+    coros = [
+        _guarded(c, _bind(cancel, hub, c, r, order_id), on_exchange=True)
+        for c, r, order_id in items
+    ]
     return hub.run(_gather(hub, coros), _batch_timeout(len(items)))
+
+
+def _bind(
+    fn: Callable[..., Awaitable[OrderResult]], *args: Any
+) -> Callable[[], Awaitable[OrderResult]]:
+    """The guard calls the work itself: a coroutine it never awaits would leak a warning."""
+    return lambda: fn(*args)
 
 
 def live_place_oco_many(
@@ -126,8 +207,22 @@ def live_place_oco_many(
     if not items:
         return []
     hub = get_hub()
-    coros = [place_oco(hub, c, stop, take) for c, stop, take in items]
+    coros = [_oco_guarded(hub, c, stop, take) for c, stop, take in items]
     return hub.run(_gather_pairs(coros), _batch_timeout(len(items)))
+
+
+async def _oco_guarded(
+    hub: Hub, credential: CredentialRef, stop: OrderRequest, take: OrderRequest
+) -> tuple[OrderResult, OrderResult]:
+    """``_guarded`` for a pair: both legs get the failure."""
+    if credential.unusable:
+        failed = _unusable(credential, on_exchange=stop.lookup_first)
+        return failed, failed
+    try:
+        return await place_oco(hub, credential, stop, take)
+    except Exception as exc:
+        failed = _failed(credential, exc, on_exchange=stop.lookup_first)
+        return failed, failed
 
 
 async def _gather_pairs(coros: list[Any]) -> list[tuple[OrderResult, OrderResult]]:
@@ -207,12 +302,14 @@ async def place(hub: Hub, credential: CredentialRef, request: OrderRequest) -> O
 async def _ready_guarded(
     hub: Hub, credential: CredentialRef, request: OrderRequest
 ) -> OrderResult | Ready:
+    if credential.unusable:
+        # Final even after an earlier attempt: no one can ever look it up or send it.
+        return _unusable(credential, on_exchange=False)
     async with hub.semaphore:
         try:
             return await _ready(hub, credential, request)
         except Exception as exc:  # nothing was sent by this attempt
-            logger.exception("preparing %s failed", request.client_order_id)
-            return _not_sent(request, f"internal: {_describe(exc)}")
+            return _failed(credential, exc, on_exchange=request.lookup_first)
 
 
 async def _send_guarded(
@@ -223,11 +320,8 @@ async def _send_guarded(
         return await _send(
             hub, credential, exchange, market, request, amount, price, params, prepaid=prepaid
         )
-    except Exception as exc:  # a bug must not lose an order that may have been sent
-        logger.exception("sending %s failed", request.client_order_id)
-        return OrderResult(
-            status=OrderStatus.UNKNOWN, amount=amount, reason=f"internal: {_describe(exc)}"
-        )
+    except Exception as exc:  # e.g. a lookup refused, or a bug: the order may have been sent
+        return _failed(credential, exc, on_exchange=True, amount=amount)
 
 
 async def _ready(hub: Hub, credential: CredentialRef, request: OrderRequest) -> OrderResult | Ready:
@@ -306,7 +400,7 @@ async def _send(
             )
             return _from_order(order, market, amount=amount)
         except AUTH_ERRORS as exc:
-            return _rejected(_describe(exc), amount=amount, auth_failed=True)
+            return _rejected(_describe(exc), amount=amount, failure=CredentialFailure.AUTH)
         except UNKNOWN_OUTCOME as exc:
             last_error = _describe(exc)
             # A 429 / 418 asks for more patience than a dropped connection.
@@ -321,11 +415,14 @@ async def _send(
         except ccxt.ExchangeError as exc:
             return _rejected(_describe(exc), amount=amount)
     if not sent:
-        return _rejected(f"not sent: {last_error}", amount=amount)
+        return _rejected(
+            f"not sent: {last_error}", amount=amount, failure=CredentialFailure.TRANSIENT
+        )
     return OrderResult(
         status=OrderStatus.UNKNOWN,
         amount=amount,
         reason=f"no definite answer after {retries + 1} attempts: {last_error}",
+        credential_failure=CredentialFailure.TRANSIENT,
     )
 
 
@@ -399,12 +496,10 @@ async def _with_trade_fees(
 
 
 async def lookup(hub: Hub, credential: CredentialRef, request: OrderRequest) -> OrderResult:
+    """The order's state on the exchange (run under ``_guarded``: failures stay unknown)."""
     async with hub.semaphore:
-        try:
-            exchange = await hub.instance(credential)
-            market = exchange.market(request.symbol)
-        except (ExchangeUnsupported, ccxt.BaseError) as exc:
-            return OrderResult(status=OrderStatus.UNKNOWN, reason=_describe(exc))
+        exchange = await hub.instance(credential)
+        market = exchange.market(request.symbol)
         found = await _find(hub, credential, exchange, market, request)
         if isinstance(found, OrderResult):
             return found
@@ -412,28 +507,31 @@ async def lookup(hub: Hub, credential: CredentialRef, request: OrderRequest) -> 
             return OrderResult(
                 status=OrderStatus.NOT_FOUND, reason="the exchange has no such order"
             )
-        return OrderResult(status=OrderStatus.UNKNOWN, reason=found)
+        return OrderResult(
+            status=OrderStatus.UNKNOWN, reason=found, credential_failure=CredentialFailure.TRANSIENT
+        )
 
 
 async def cancel(
     hub: Hub, credential: CredentialRef, request: OrderRequest, order_id: str
 ) -> OrderResult:
+    """Cancel, then look the order up (under ``_guarded``: a refused cancel is no answer, the
+    order may still rest on the exchange, so it stays unknown rather than taken for final)."""
     async with hub.semaphore:
-        try:
-            exchange = await hub.instance(credential)
-            market = exchange.market(request.symbol)
-            await hub.limiter.acquire(*hub.buckets(credential))
+        exchange = await hub.instance(credential)
+        market = exchange.market(request.symbol)
+        await hub.limiter.acquire(*hub.buckets(credential))
+        # Filled, expired or cancelled meanwhile: the lookup below tells which.
+        with contextlib.suppress(ccxt.OrderNotFound, ccxt.OperationRejected):
             await exchange.cancel_order(order_id, request.symbol)
-        except (ccxt.OrderNotFound, ccxt.OperationRejected):
-            pass  # filled, expired or cancelled meanwhile: the lookup below tells which
-        except AUTH_ERRORS as exc:
-            return _rejected(_describe(exc), auth_failed=True)
-        except (ExchangeUnsupported, ccxt.BaseError) as exc:
-            return OrderResult(status=OrderStatus.UNKNOWN, reason=_describe(exc))
         found = await _find(hub, credential, exchange, market, request)
         if isinstance(found, OrderResult):
             return found
-        return OrderResult(status=OrderStatus.UNKNOWN, reason=found or "order vanished")
+        if found is None:
+            return OrderResult(status=OrderStatus.UNKNOWN, reason="order vanished")
+        return OrderResult(
+            status=OrderStatus.UNKNOWN, reason=found, credential_failure=CredentialFailure.TRANSIENT
+        )
 
 
 # --- protective orders ----------------------------------------------------------------------
@@ -454,14 +552,11 @@ def oco_supported(exchange: Exchange, market: dict[str, Any]) -> bool:
 async def place_oco(
     hub: Hub, credential: CredentialRef, stop: OrderRequest, take: OrderRequest
 ) -> tuple[OrderResult, OrderResult]:
-    """Send a stop loss and a take profit as one OCO list; one result per leg."""
+    """Send a stop loss and a take profit as one OCO list; one result per leg (run under
+    ``_oco_guarded``)."""
     async with hub.semaphore:
-        try:
-            exchange = await hub.instance(credential)
-            market = exchange.market(stop.symbol)
-        except (ExchangeUnsupported, ccxt.BaseError) as exc:
-            failed = _not_sent(stop, _describe(exc))
-            return failed, failed
+        exchange = await hub.instance(credential)
+        market = exchange.market(stop.symbol)
         if not oco_supported(exchange, market):
             skipped = OrderResult(
                 status=OrderStatus.SKIPPED,
@@ -521,10 +616,15 @@ async def _send_oco(
     try:
         answer = await exchange.private_post_orderlist_oco(params)
     except AUTH_ERRORS as exc:
-        rejected = _rejected(_describe(exc), amount=amount, auth_failed=True)
+        rejected = _rejected(_describe(exc), amount=amount, failure=CredentialFailure.AUTH)
         return rejected, rejected
     except UNKNOWN_OUTCOME as exc:  # the sync looks both legs up by client order id
-        unknown = OrderResult(status=OrderStatus.UNKNOWN, amount=amount, reason=_describe(exc))
+        unknown = OrderResult(
+            status=OrderStatus.UNKNOWN,
+            amount=amount,
+            reason=_describe(exc),
+            credential_failure=CredentialFailure.TRANSIENT,
+        )
         return unknown, unknown
     except ccxt.ExchangeError as exc:
         rejected = _rejected(_describe(exc), amount=amount)
@@ -563,7 +663,7 @@ async def _configure(
         if exchange.has.get("setLeverage"):
             await exchange.set_leverage(int(request.leverage), market["symbol"])
     except AUTH_ERRORS as exc:
-        return _rejected(_describe(exc), auth_failed=True)
+        return _rejected(_describe(exc), failure=CredentialFailure.AUTH)
     except ccxt.BaseError as exc:
         return _rejected(f"could not set leverage / margin mode: {_describe(exc)}")
     hub.configured.add(key)
@@ -697,9 +797,14 @@ def _fees_in_quote(items: list[Any], market: dict[str, Any], price: Decimal | No
     return total.quantize(Decimal("0.00000001"))
 
 
-def _rejected(reason: str, *, amount: Decimal | None = None, auth_failed: bool = False):
+def _rejected(
+    reason: str, *, amount: Decimal | None = None, failure: CredentialFailure | None = None
+) -> OrderResult:
     return OrderResult(
-        status=OrderStatus.REJECTED, amount=amount, reason=reason[:2000], auth_failed=auth_failed
+        status=OrderStatus.REJECTED,
+        amount=amount,
+        reason=reason[:2000],
+        credential_failure=failure,
     )
 
 
