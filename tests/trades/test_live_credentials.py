@@ -10,9 +10,9 @@ import pytest
 from cryptography.fernet import Fernet
 from django.utils import timezone
 
-from execution.events import EventType, event_subscribe
+from core.events import EventType, event_subscribe
+from core.time_utils import datetime_to_ms
 from execution.services import execution_run
-from execution.time_utils import datetime_to_ms
 from subscriptions.models import BrokerCredential, StrategySubscription
 from tests.factories import StrategyFactory, load_candles
 from tests.trades.conftest import START, STEP
