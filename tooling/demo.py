@@ -13,7 +13,6 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.db.models import Sum
 
-from config import embedded
 from core.time_utils import resolution_to_timedelta
 from execution.tasks import candle_close
 from markets.market_data import market_data_load
@@ -174,8 +173,6 @@ def demo_teardown(run: DemoRun | None, worker: WorkerProcess | None) -> None:
     if run is not None:
         for sub in StrategySubscription.objects.filter(strategy=run.strategy, status="active"):
             subscription_cancel(subscription=sub)
-    if embedded.started_here:
-        embedded.stop_embedded_redis(settings.VAR_DIR)
 
 
 def demo_start_worker() -> WorkerProcess:

@@ -18,7 +18,6 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from config import embedded
 from core.time_utils import resolution_to_timedelta
 from execution.tasks import execute_strategy
 from markets.market_data import market_data_load
@@ -251,5 +250,3 @@ def live_demo_stop(demo: LiveDemo | None) -> None:
         sub.refresh_from_db()
         if sub.status != StrategySubscription.Status.CANCELLED:
             subscription_cancel(subscription=sub)
-    if embedded.started_here:
-        embedded.stop_embedded_redis(settings.VAR_DIR)
