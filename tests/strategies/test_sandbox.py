@@ -750,6 +750,97 @@ def test_oversized_result(mode: str) -> None:
     assert result.error.startswith("invalid result: larger than")
 
 
+# --------------------------------------------------------------------------- storable output
+#
+# Whatever a strategy produces must be storable as it is recorded (PostgreSQL text refuses
+# NUL, JSON refuses lone surrogates and non-finite numbers): unstorable characters become
+# U+FFFD at the sandbox boundary, and frames that cannot be made storable fail the execution.
+
+
+def test_nul_and_lone_surrogates_in_logs_and_result_are_replaced(any_mode: str) -> None:
+    # given a strategy printing a NUL and returning NULs and lone surrogates, keys included
+    code = """
+    def generate_signal(c, s):
+        print("before\\x00after")
+        return {"signal": "HOLD", "note\\x00": "\\ud800",
+                "metadata": {"k\\x00": ["\\udfff", {"\\udc80": "x\\x00y"}]}}
+    """
+
+    # when it runs
+    result = hostile(code, any_mode)
+
+    # then every string of it is storable, with U+FFFD where a character was not
+    assert result.ok, result.error
+    assert result.logs == "before\ufffdafter\n"
+    assert result.value == {
+        "signal": "HOLD",
+        "note\ufffd": "\ufffd",
+        "metadata": {"k\ufffd": ["\ufffd", {"\ufffd": "x\ufffdy"}]},
+    }
+
+
+def test_nul_and_lone_surrogates_in_an_exception_keep_the_strategy_error(any_mode: str) -> None:
+    # given a strategy raising an exception whose text holds a NUL and a lone surrogate
+    code = "def generate_signal(c, s):\n    raise ValueError('nul\\x00 and \\udc80')\n"
+
+    # when it runs
+    result = hostile(code, any_mode)
+
+    # then its own error is reported, made storable
+    assert not result.ok
+    assert result.error.startswith("exception: ValueError: nul\ufffd and \ufffd (line 2)")
+    assert "\x00" not in result.error
+
+
+DEEP = "[" * 10_000 + "]" * 10_000
+
+
+def _forging(frame: str) -> str:
+    """A strategy writing ``frame`` itself on the result pipe (fd 3), then exiting."""
+    body = f"os.write(3, {frame.encode()!r})\n    os._exit(0)"
+    return f"import os\ndef generate_signal(c, s):\n    {body}\n"
+
+
+@pytest.mark.parametrize(
+    ("frame", "error"),
+    [
+        ('{"ok": true, "value": {"x": 1e999}}', "invalid result: non-finite number"),
+        ('{"ok": true, "value": {"x": -1E400}}', "invalid result: non-finite number"),
+        ('{"ok": true, "value": {"x": ' + DEEP + "}}", "invalid result: nested too deeply"),
+        (
+            '{"ok": true, "value": {"x": ' + "[" * 70 + "]" * 70 + "}}",
+            "invalid result: nested too deeply",
+        ),
+        ('{"ok": false, "error": "nul \\u0000 \\ud800"}', "nul \ufffd \ufffd"),
+    ],
+    ids=["overflow", "negative-overflow", "deep", "deeper-than-limit", "error-text"],
+)
+def test_forged_result_frames_are_made_storable_or_refused(
+    mode: str, frame: str, error: str
+) -> None:
+    # given a strategy that writes its own result frame on the result pipe and exits
+    code = _forging(frame)
+
+    # when it runs
+    result = hostile(code, mode)
+
+    # then nothing unstorable comes back
+    assert not result.ok
+    assert result.value is None
+    assert result.error == error
+
+
+def test_a_forged_huge_error_is_cut(mode: str) -> None:
+    frame = '{"ok": false, "error": "' + "e" * 500_000 + '"}'
+    code = _forging(frame)
+
+    result = hostile(code, mode)
+
+    assert not result.ok
+    assert result.error.startswith("eeee")
+    assert len(result.error) <= 8192
+
+
 def test_concurrent_runs_complete_while_a_hostile_one_times_out(mode: str) -> None:
     with ThreadPoolExecutor(6) as pool:
         hostile_run = pool.submit(run, LOOP, timeout_s=3, isolation_mode=mode)
