@@ -96,28 +96,60 @@ def _take_over(execution: StrategyExecution) -> bool:
     )
 
 
-def _finish(
-    execution: StrategyExecution, *, status: str, error: str = "", **fields: object
+def execution_finish(
+    *, execution: StrategyExecution, status: str, error: str = "", **fields: object
 ) -> None:
+    """Record an execution's final status and result, then announce it.
+
+    Recording must not fail an execution into staying ``running``: if the result cannot be
+    saved (the database refused a value), the execution is failed with the reason's class
+    instead, in a transaction of its own, and announced as such."""
     finished = timezone.now()
     execution.status, execution.error, execution.finished_at = status, error, finished
     execution.duration_ms = (finished - execution.started_at).total_seconds() * 1000
     for name, value in fields.items():
         setattr(execution, name, value)
-    execution.save()
-    if status == Status.FAILED:
+    try:
+        # A savepoint when called inside a transaction, so a refused write leaves it usable.
+        with transaction.atomic():
+            execution.save()
+    except Exception as exc:
+        logger.exception("could not record the result of execution %s", execution.pk)
+        _finish_unrecordable(execution, cause=type(exc).__name__)
+    _announce(execution)
+
+
+def _finish_unrecordable(execution: StrategyExecution, *, cause: str) -> None:
+    """Fail the execution with only values that are always storable (the result is dropped:
+    any of its fields may be what the database refused)."""
+    execution.status = Status.FAILED
+    execution.error = f"internal error: could not record result: {cause}"
+    execution.signal, execution.logs = None, ""
+    with transaction.atomic():
+        StrategyExecution.objects.filter(pk=execution.pk).update(
+            status=execution.status,
+            error=execution.error,
+            signal=None,
+            logs="",
+            finished_at=execution.finished_at,
+            duration_ms=execution.duration_ms,
+        )
+
+
+def _announce(execution: StrategyExecution) -> None:
+    if execution.status == Status.FAILED:
         event_emit(
             EventType.EXECUTION_ERROR,
             execution_id=execution.pk,
             strategy_id=execution.strategy_id,
-            error=error[:500],
+            error=execution.error[:500],
         )
     else:
         event_emit(
             EventType.EXECUTION_COMPLETE,
             execution_id=execution.pk,
             strategy_id=execution.strategy_id,
-            status=status,
+            status=execution.status,
             signal=execution.signal,
         )
 
@@ -151,8 +183,8 @@ def _run(execution: StrategyExecution, strategy: Strategy) -> None:
         interval_start=execution.interval_start,
     )
     if available_at is None:
-        _finish(
-            execution,
+        execution_finish(
+            execution=execution,
             status=Status.SKIPPED,
             error="the closed candle for this interval did not reach the candle store "
             f"within {settings.CANDLE_SETTLE_S:g} s",
@@ -183,15 +215,15 @@ def _run(execution: StrategyExecution, strategy: Strategy) -> None:
     )
     execution.logs, execution.sandbox_isolation = result.logs, result.isolation
     if not result.ok:
-        _finish(execution, status=Status.FAILED, error=result.error)
+        execution_finish(execution=execution, status=Status.FAILED, error=result.error)
         return
     try:
         signal = signal_parse(result.value, fallback_price=execution.close_price)
     except InvalidSignal as exc:
-        _finish(execution, status=Status.FAILED, error=f"invalid signal: {exc}")
+        execution_finish(execution=execution, status=Status.FAILED, error=f"invalid signal: {exc}")
         return
     status = Status.NO_SIGNAL if signal.type == "HOLD" else Status.SUCCESS
-    _finish(execution, status=status, signal=signal.to_json())
+    execution_finish(execution=execution, status=status, signal=signal.to_json())
 
 
 def _fanout_chunk_size(count: int) -> int:
@@ -298,14 +330,18 @@ def _run_locked(
         execution_dispatch_fanout(execution=execution, inline=inline_fanout)
         return RunOutcome("duplicate", execution.pk, "this candle was executed already")
     if stale is not None:
-        _finish(execution, status=Status.SKIPPED, error=f"stale trigger: {stale.detail}")
+        execution_finish(
+            execution=execution, status=Status.SKIPPED, error=f"stale trigger: {stale.detail}"
+        )
         return RunOutcome("ran", execution.pk, stale.detail)
     try:
         _run(execution, strategy)
     except Exception as exc:  # record every failure on the execution, never leave it running
         logger.exception("execution %s failed", execution.pk)
-        _finish(
-            execution, status=Status.FAILED, error=f"internal error: {type(exc).__name__}: {exc}"
+        execution_finish(
+            execution=execution,
+            status=Status.FAILED,
+            error=f"internal error: {type(exc).__name__}: {exc}",
         )
     execution_dispatch_fanout(execution=execution, inline=inline_fanout)
     return RunOutcome("ran", execution.pk)

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from markets.candles import candles_import
-from strategies.models import Strategy, StrategyVersion
+from strategies.models import Strategy, StrategyExecution, StrategyVersion
 from subscriptions.models import StrategySubscription
 from subscriptions.services import subscription_create
 from tests.strategy_code import SCRIPTED
@@ -73,3 +75,17 @@ def flat_candles(*, start_ms: int, count: int, step_ms: int = 300_000, price: fl
 
 def load_candles(*, exchange="binance", symbol="ETH/BTC", resolution="5m", rows) -> int:
     return candles_import(exchange=exchange, symbol=symbol, resolution=resolution, rows=rows)
+
+
+class StrategyExecutionFactory(factory.django.DjangoModelFactory):
+    """A running execution, as execution_run claims it before the strategy runs."""
+
+    class Meta:
+        model = StrategyExecution
+
+    strategy = factory.SubFactory(StrategyFactory)
+    interval_start = factory.Sequence(
+        lambda n: datetime(2018, 1, 10, tzinfo=UTC) + timedelta(minutes=5 * n)
+    )
+    interval_end = factory.LazyAttribute(lambda e: e.interval_start + timedelta(minutes=5))
+    started_at = factory.LazyFunction(timezone.now)

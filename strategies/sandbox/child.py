@@ -37,6 +37,7 @@ from typing import Any
 STRATEGY_FILENAME = "<strategy>"
 MAX_LOG_BYTES = 1024 * 1024
 MAX_RESULT_BYTES = 1024 * 1024
+MAX_ERROR_CHARS = 8192
 DEFAULT_LOOKBACK = 100
 MAX_LOOKBACK = 5000
 CANDLE_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
@@ -270,7 +271,7 @@ def format_exception(exc: BaseException, memory_mb: int) -> str:
     message = f"exception: {type(exc).__name__}: {exc}{where}"
     if frames:
         message += "\nTraceback (most recent call last):\n" + "".join(traceback.format_list(frames))
-    return message[:8192]
+    return message[:MAX_ERROR_CHARS]
 
 
 def execute(header: dict[str, Any], candles: bytes, log_fd: int) -> dict[str, Any]:

@@ -4,9 +4,10 @@ this file is bind-mounted alone into the bubblewrap sandbox).
 * namespaces: per-execution user + PID + mount + IPC namespaces, a private tmpfs work dir and an
   empty /proc, so an execution cannot see other executions' processes or files;
 * capabilities: everything dropped before the strategy runs;
-* seccomp: no fork/clone/threads, no sockets, no signals to other processes, no ptrace-like or
-  mount-like syscalls. This is what stops fork bombs and kill(getppid()) even for uid 0, where
-  RLIMIT_NPROC does not apply;
+* seccomp: an allow-list of what Python, numpy, pandas and ta need; so no fork/clone/threads,
+  no exec, no sockets, no signals or other reach (prlimit, F_SETOWN, ptrace) to other
+  processes, no mount-like or namespace syscalls. This is what stops fork bombs and
+  kill(getppid()) even for uid 0, where RLIMIT_NPROC does not apply;
 * Landlock (Linux >= 5.13, unprivileged): without bubblewrap there is no mount namespace, so the
   file system is restricted this way instead: read-only access to the Python installation and
   system libraries, read-write access to the execution's own work dir, nothing else (no
@@ -45,93 +46,6 @@ _CAP_LAST_CAP_GUESS = 63
 _RET_ALLOW = 0x7FFF0000
 _RET_ERRNO = 0x00050000
 _RET_KILL_PROCESS = 0x80000000
-
-# Denied syscalls (-> EPERM) per architecture. clone3 gets ENOSYS so libc falls back to clone.
-_SYSCALLS = {
-    "x86_64": {
-        "audit_arch": 0xC000003E,
-        # fork vfork clone socket socketpair ptrace pivot_root chroot mount umount2 add_key
-        # request_key keyctl unshare perf_event_open setns process_vm_readv/writev bpf
-        # userfaultfd pidfd_send_signal io_uring_setup open_tree move_mount fsopen fsmount
-        # fspick pidfd_open pidfd_getfd mount_setattr
-        "deny": [
-            57,
-            58,
-            56,
-            41,
-            53,
-            101,
-            155,
-            161,
-            165,
-            166,
-            248,
-            249,
-            250,
-            272,
-            298,
-            308,
-            310,
-            311,
-            321,
-            323,
-            424,
-            425,
-            428,
-            429,
-            430,
-            432,
-            433,
-            434,
-            438,
-            442,
-        ],
-        "enosys": [435],
-        "kill": 62,
-        "tkill": 200,
-        "tgkill": 234,
-        "x32_bit": 0x40000000,
-    },
-    "aarch64": {
-        "audit_arch": 0xC00000B7,
-        # same list (no fork/vfork on arm64)
-        "deny": [
-            220,
-            198,
-            199,
-            117,
-            41,
-            51,
-            40,
-            39,
-            217,
-            218,
-            219,
-            97,
-            241,
-            268,
-            270,
-            271,
-            280,
-            282,
-            424,
-            425,
-            428,
-            429,
-            430,
-            432,
-            433,
-            434,
-            438,
-            442,
-        ],
-        "enosys": [435],
-        "kill": 129,
-        "tkill": 130,
-        "tgkill": 131,
-        "x32_bit": 0,
-    },
-}
 
 
 class JailError(OSError):
@@ -287,17 +201,193 @@ def _landlock_allow(ruleset: int, path: str, access: int) -> None:
 
 
 # --------------------------------------------------------------------------- seccomp
+#
+# An allow-list: what CPython, numpy, pandas and ta need once they are imported (file I/O on
+# the descriptors and paths the other layers permit, memory, time, signals to itself), and
+# nothing else. A deny-list misses whatever it did not think of (rt_sigqueueinfo sent SIGTERM
+# to other processes; prlimit64, fcntl(F_SETOWN) and execve were open too) and every syscall a
+# newer kernel adds. Everything not allowed fails with EPERM rather than killing the process:
+# the strategy gets a PermissionError it can report (or survive), as tests and authors expect,
+# and a refused call has no effect either way. Only a foreign architecture's syscalls (i386
+# through int 0x80) kill: their numbers mean other calls, so no answer is safe.
+
+_ARCHES = {
+    # audit arch, x32 ABI bit (x86_64 only), column in _NUMBERS
+    "x86_64": (0xC000003E, 0x40000000, 0),
+    "aarch64": (0xC00000B7, 0, 1),
+}
+
+# name: (x86_64, aarch64) numbers; None where the architecture has no such call (arm64 only
+# has the *at variants). From the kernel's asm/unistd_64.h and asm-generic/unistd.h.
+_NUMBERS: dict[str, tuple[int | None, int | None]] = {
+    # descriptors and files (the paths reachable are Landlock's / the mount namespace's)
+    "read": (0, 63),
+    "write": (1, 64),
+    "readv": (19, 65),
+    "writev": (20, 66),
+    "pread64": (17, 67),
+    "pwrite64": (18, 68),
+    "preadv": (295, 69),
+    "pwritev": (296, 70),
+    "lseek": (8, 62),
+    "close": (3, 57),
+    "close_range": (436, 436),
+    "dup": (32, 23),
+    "dup2": (33, None),
+    "dup3": (292, 24),
+    "flock": (73, 32),
+    "fsync": (74, 82),
+    "fdatasync": (75, 83),
+    "ftruncate": (77, 46),
+    "truncate": (76, 45),
+    "fallocate": (285, 47),
+    "fadvise64": (221, 223),
+    "sendfile": (40, 71),
+    "copy_file_range": (326, 285),
+    "open": (2, None),
+    "openat": (257, 56),
+    "creat": (85, None),
+    "stat": (4, None),
+    "fstat": (5, 80),
+    "lstat": (6, None),
+    "newfstatat": (262, 79),
+    "statx": (332, 291),
+    "statfs": (137, 43),
+    "fstatfs": (138, 44),
+    "access": (21, None),
+    "faccessat": (269, 48),
+    "faccessat2": (439, 439),
+    "readlink": (89, None),
+    "readlinkat": (267, 78),
+    "getdents64": (217, 61),
+    "getcwd": (79, 17),
+    "chdir": (80, 49),
+    "fchdir": (81, 50),
+    "mkdir": (83, None),
+    "mkdirat": (258, 34),
+    "rmdir": (84, None),
+    "unlink": (87, None),
+    "unlinkat": (263, 35),
+    "rename": (82, None),
+    "renameat": (264, 38),
+    "renameat2": (316, 276),
+    "link": (86, None),
+    "linkat": (265, 37),
+    "symlink": (88, None),
+    "symlinkat": (266, 36),
+    "chmod": (90, None),
+    "fchmod": (91, 52),
+    "fchmodat": (268, 53),
+    "utimensat": (280, 88),
+    "umask": (95, 166),
+    "pipe": (22, None),
+    "pipe2": (293, 59),
+    "poll": (7, None),
+    "ppoll": (271, 73),
+    "select": (23, None),
+    "pselect6": (270, 72),
+    "epoll_create1": (291, 20),
+    "epoll_ctl": (233, 21),
+    "epoll_wait": (232, None),
+    "epoll_pwait": (281, 22),
+    # memory (mbind/get_mempolicy: numpy's allocator on NUMA-aware builds)
+    "brk": (12, 214),
+    "mmap": (9, 222),
+    "munmap": (11, 215),
+    "mremap": (25, 216),
+    "mprotect": (10, 226),
+    "madvise": (28, 233),
+    "msync": (26, 227),
+    "mbind": (237, 235),
+    "get_mempolicy": (239, 236),
+    # about itself (getrlimit/setrlimit can only lower its own limits, capabilities dropped)
+    "getpid": (39, 172),
+    "getppid": (110, 173),
+    "gettid": (186, 178),
+    "getuid": (102, 174),
+    "geteuid": (107, 175),
+    "getgid": (104, 176),
+    "getegid": (108, 177),
+    "getgroups": (115, 158),
+    "getresuid": (118, 148),
+    "getresgid": (120, 150),
+    "getpgrp": (111, None),
+    "getpgid": (121, 155),
+    "getsid": (124, 156),
+    "uname": (63, 160),
+    "sysinfo": (99, 179),
+    "getrusage": (98, 165),
+    "times": (100, 153),
+    "getpriority": (140, 141),
+    "sched_getaffinity": (204, 123),
+    "sched_yield": (24, 124),
+    "getrlimit": (97, 163),
+    "setrlimit": (160, 164),
+    "getrandom": (318, 278),
+    # time
+    "clock_gettime": (228, 113),
+    "clock_getres": (229, 114),
+    "gettimeofday": (96, 169),
+    "time": (201, None),
+    "clock_nanosleep": (230, 115),
+    "nanosleep": (35, 101),
+    "alarm": (37, None),
+    "getitimer": (36, 102),
+    "setitimer": (38, 103),
+    # its own signals
+    "rt_sigaction": (13, 134),
+    "rt_sigprocmask": (14, 135),
+    "rt_sigreturn": (15, 139),
+    "rt_sigpending": (127, 136),
+    "rt_sigsuspend": (130, 133),
+    "rt_sigtimedwait": (128, 137),
+    "sigaltstack": (131, 132),
+    "pause": (34, None),
+    "restart_syscall": (219, 128),
+    # other
+    "futex": (202, 98),
+    "exit": (60, 93),
+    "exit_group": (231, 94),
+    # allowed for some arguments only (_ARGUMENT_RULES)
+    "kill": (62, 129),
+    "tkill": (200, 130),
+    "tgkill": (234, 131),
+    "prlimit64": (302, 261),
+    "fcntl": (72, 25),
+    "ioctl": (16, 29),
+    # ENOSYS, so that glibc falls back to clone (refused with EPERM like fork and threads)
+    "clone3": (435, 435),
+}
+_OWN_PID = None  # in _ARGUMENT_RULES: the pid the process sees for itself
+# name: (argument index, values allowed); compared on the argument's low 32 bits, which is
+# all the kernel reads of these int arguments.
+_ARGUMENT_RULES: dict[str, tuple[int, tuple[int | None, ...]]] = {
+    # Signals to itself only: raise()/abort() use tgkill(own tgid, own tid), os.kill(getpid())
+    # kill. tgkill's tid must belong to that tgid, and the process has a single thread.
+    "kill": (0, (_OWN_PID,)),
+    "tkill": (0, (_OWN_PID,)),
+    "tgkill": (0, (_OWN_PID,)),
+    # resource.setrlimit/getrlimit (pid 0) and resource.prlimit on itself, never another's.
+    "prlimit64": (0, (0, _OWN_PID)),
+    # F_DUPFD F_GETFD F_SETFD F_GETFL F_SETFL F_GETLK F_SETLK F_SETLKW, F_OFD_GETLK/SETLK/
+    # SETLKW, F_DUPFD_CLOEXEC; not F_SETOWN/F_SETSIG (SIGIO to another process) nor leases.
+    "fcntl": (1, (0, 1, 2, 3, 4, 5, 6, 7, 36, 37, 38, 1030)),
+    # TCGETS (isatty), TIOCGWINSZ, FIONREAD, FIONBIO, FIONCLEX, FIOCLEX (os.set_inheritable);
+    # not terminal injection (TIOCSTI) or device ioctls.
+    "ioctl": (1, (0x5401, 0x5413, 0x541B, 0x5421, 0x5450, 0x5451)),
+}
+_ENOSYS = ("clone3",)
+_ALLOWED = tuple(name for name in _NUMBERS if name not in _ARGUMENT_RULES and name not in _ENOSYS)
 
 
 def seccomp_supported() -> bool:
-    return platform.machine() in _SYSCALLS
+    return platform.machine() in _ARCHES
 
 
 def install_seccomp(own_pid: int) -> None:
-    """Deny process creation, sockets, foreign signals and namespace/mount/ptrace syscalls.
-    ``own_pid`` is the pid this process sees for itself: kill/tgkill are allowed only on it."""
-    table = _SYSCALLS[platform.machine()]
-    program = _build_filter(table, own_pid)
+    """Allow only the syscalls above. ``own_pid`` is the pid this process sees for itself:
+    signals may only go there."""
+    program = _build_filter(platform.machine(), own_pid)
 
     class SockFprog(ctypes.Structure):
         _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_char_p))
@@ -313,31 +403,34 @@ _LD_W_ABS = 0x20
 _JEQ_K = 0x15
 _JGE_K = 0x35
 _RET_K = 0x06
+# offsetof(struct seccomp_data, ...)
+_NR_OFFSET, _ARCH_OFFSET, _ARGS_OFFSET = 0, 4, 16
 
 
-def _build_filter(table: dict, own_pid: int) -> list[tuple[int, int, int, int]]:
+def _build_filter(machine: str, own_pid: int) -> list[tuple[int, int, int, int]]:
+    audit_arch, x32_bit, column = _ARCHES[machine]
     deny = _RET_ERRNO | errno.EPERM
+    numbers = {name: nr for name, nrs in _NUMBERS.items() if (nr := nrs[column]) is not None}
     prog: list[tuple[int, int, int, int]] = [
-        (_LD_W_ABS, 0, 0, 4),  # seccomp_data.arch
-        (_JEQ_K, 1, 0, table["audit_arch"]),
+        (_LD_W_ABS, 0, 0, _ARCH_OFFSET),
+        (_JEQ_K, 1, 0, audit_arch),
         (_RET_K, 0, 0, _RET_KILL_PROCESS),
-        (_LD_W_ABS, 0, 0, 0),  # seccomp_data.nr
+        (_LD_W_ABS, 0, 0, _NR_OFFSET),
     ]
-    if table["x32_bit"]:
-        prog += [(_JGE_K, 0, 1, table["x32_bit"]), (_RET_K, 0, 0, deny)]
-    for nr in table["deny"]:
-        prog += [(_JEQ_K, 0, 1, nr), (_RET_K, 0, 0, deny)]
-    for nr in table["enosys"]:
-        prog += [(_JEQ_K, 0, 1, nr), (_RET_K, 0, 0, _RET_ERRNO | errno.ENOSYS)]
-    # kill(pid, sig), tkill(tid, sig), tgkill(tgid, tid, sig): allowed only when the first
-    # argument (low 32 bits of args[0], offset 16) is our own pid.
-    for name in ("kill", "tkill", "tgkill"):
-        prog += [
-            (_JEQ_K, 0, 4, table[name]),
-            (_LD_W_ABS, 0, 0, 16),
-            (_JEQ_K, 0, 1, own_pid),
-            (_RET_K, 0, 0, _RET_ALLOW),
-            (_RET_K, 0, 0, deny),
-        ]
-    prog.append((_RET_K, 0, 0, _RET_ALLOW))
+    if x32_bit:
+        prog += [(_JGE_K, 0, 1, x32_bit), (_RET_K, 0, 0, deny)]
+    for name in _ALLOWED:
+        if name in numbers:
+            prog += [(_JEQ_K, 0, 1, numbers[name]), (_RET_K, 0, 0, _RET_ALLOW)]
+    for name in _ENOSYS:
+        prog += [(_JEQ_K, 0, 1, numbers[name]), (_RET_K, 0, 0, _RET_ERRNO | errno.ENOSYS)]
+    for name, (index, values) in _ARGUMENT_RULES.items():
+        # Every block ends in a return, so the syscall number need not be reloaded after it.
+        block = [(_LD_W_ABS, 0, 0, _ARGS_OFFSET + 8 * index)]
+        for value in values:
+            wanted = own_pid if value is _OWN_PID else value
+            block += [(_JEQ_K, 0, 1, wanted), (_RET_K, 0, 0, _RET_ALLOW)]
+        block.append((_RET_K, 0, 0, deny))
+        prog += [(_JEQ_K, 0, len(block), numbers[name]), *block]
+    prog.append((_RET_K, 0, 0, deny))
     return prog

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 import shutil
@@ -23,6 +24,14 @@ SANDBOX_DIR = Path(__file__).resolve().parent
 CHILD_SCRIPT = SANDBOX_DIR / "child.py"
 MAX_LOG_BYTES = child.MAX_LOG_BYTES
 MAX_RESULT_BYTES = child.MAX_RESULT_BYTES
+MAX_ERROR_CHARS = child.MAX_ERROR_CHARS
+# Nesting allowed in a result frame ({"value": {"metadata": {...}}} is 3): deeper structures
+# are refused rather than handed to the database (and json/jsonb parsers) to recurse through.
+MAX_RESULT_DEPTH = 64
+# What PostgreSQL cannot store: NUL (in text and in jsonb) and lone surrogates (not UTF-8;
+# SQLite refuses them too). Everything from the child is decoded by strategy-controlled JSON
+# and bytes, so any string may hold them, dict keys included.
+_UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
 READY_BYTE = child.READY_BYTE
 
 
@@ -159,6 +168,36 @@ def build_request(
         raise RequestError(f"invalid settings: {exc}") from None
 
 
+class UnstorableResult(ValueError):
+    """The child's result cannot be made storable (the message says why)."""
+
+
+def storable_text(text: str, limit: int | None = None) -> str:
+    """``text`` (cut to ``limit`` characters) with NUL and lone surrogates replaced by U+FFFD."""
+    if limit is not None:
+        text = text[:limit]
+    return _UNSTORABLE_CHARS.sub("\ufffd", text)
+
+
+def storable_json(value: Any, depth: int = 0) -> Any:
+    """A decoded JSON value made storable: every string (keys too) through ``storable_text``;
+    non-finite numbers (``1e999`` decodes to inf) and nesting beyond MAX_RESULT_DEPTH raise
+    UnstorableResult."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UnstorableResult("non-finite number")
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth >= MAX_RESULT_DEPTH:
+        raise UnstorableResult("nested too deeply")
+    if isinstance(value, list):
+        return [storable_json(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        return {storable_text(k): storable_json(v, depth + 1) for k, v in value.items()}
+    raise UnstorableResult(f"unexpected {type(value).__name__}")
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError("non-finite number")
 
@@ -168,7 +207,12 @@ def parse_result(raw: bytes) -> tuple[bool, dict[str, Any] | None, str, int]:
     if len(raw) > MAX_RESULT_BYTES + 64 * 1024:
         return False, None, "invalid result: result too large", 0
     try:
-        frame = json.loads(raw, parse_constant=_reject_constant)
+        # The one place the child's result is decoded: nothing unstorable gets past it.
+        frame = storable_json(json.loads(raw, parse_constant=_reject_constant))
+    except RecursionError:
+        return False, None, "invalid result: nested too deeply", 0
+    except UnstorableResult as exc:
+        return False, None, f"invalid result: {exc}", 0
     except ValueError as exc:
         if "non-finite" in str(exc):
             return False, None, "invalid result: non-finite number", 0
@@ -179,7 +223,8 @@ def parse_result(raw: bytes) -> tuple[bool, dict[str, Any] | None, str, int]:
     dropped = dropped if isinstance(dropped, int) and dropped >= 0 else 0
     if not frame["ok"]:
         error = frame.get("error")
-        return False, None, str(error) if error else "strategy failed", dropped
+        message = storable_text(str(error), MAX_ERROR_CHARS) if error else "strategy failed"
+        return False, None, message, dropped
     value = frame.get("value")
     if value is not None and not isinstance(value, dict):
         return False, None, "invalid result: expected a dict or None", dropped
@@ -202,7 +247,8 @@ def describe_exit(returncode: int | None) -> str:
 
 
 def format_logs(outcome: RawOutcome, child_dropped: int) -> str:
-    text = outcome.logs.decode("utf-8", "replace")
+    # Where the child's output is decoded (invalid UTF-8 -> U+FFFD, never a surrogate).
+    text = storable_text(outcome.logs.decode("utf-8", "replace"))
     dropped = outcome.dropped + child_dropped
     if dropped:
         text += f"\n[... {dropped} bytes dropped]"

@@ -14,6 +14,8 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import platform
+import resource
 import signal
 import socket
 import subprocess
@@ -729,6 +731,214 @@ def test_killing_other_processes_fails_and_everyone_survives(any_mode: str, targ
     assert run(TRIVIAL, isolation_mode=any_mode).ok
 
 
+# --------------------------------------------------------------------------- syscall filter
+#
+# Raw syscalls through ctypes, in the modes without namespaces, with Landlock switched off: only
+# the seccomp filter stands between the strategy and another process of the same user.
+
+# name: (x86_64, aarch64) numbers, independent of the product's table so a wrong one shows.
+SYSCALL_NUMBERS = {
+    "rt_sigqueueinfo": (129, 138),
+    "rt_tgsigqueueinfo": (297, 240),
+    "pidfd_send_signal": (424, 424),
+    "pidfd_open": (434, 434),
+    "kill": (62, 129),
+    "tkill": (200, 130),
+    "tgkill": (234, 131),
+    "setpriority": (141, 140),
+    "prlimit64": (302, 261),
+    "fcntl": (72, 25),
+    "ptrace": (101, 117),
+    "process_vm_readv": (310, 270),
+    "mount": (165, 40),
+    "unshare": (272, 97),
+    "setns": (308, 268),
+    "socket": (41, 198),
+    "execve": (59, 221),
+}
+MACHINE_COLUMN = {"x86_64": 0, "aarch64": 1}.get(platform.machine())
+SIGTERM, SI_QUEUE, PTRACE_ATTACH, F_SETOWN, RLIMIT_NOFILE = 15, -1, 16, 8, 7
+# Arguments: TARGET is the other process's pid, PIDFD a /proc/<pid> directory fd (what
+# pidfd_send_signal accepts), INFO a siginfo (SIGTERM, SI_QUEUE) or an rlimit {1, 1}.
+DENIED_CALLS = [
+    ("rt_sigqueueinfo", ["TARGET", SIGTERM, "INFO"]),
+    ("rt_tgsigqueueinfo", ["TARGET", "TARGET", SIGTERM, "INFO"]),
+    ("pidfd_send_signal", ["PIDFD", SIGTERM, None, 0]),
+    ("pidfd_open", ["TARGET", 0]),
+    ("kill", ["TARGET", SIGTERM]),
+    ("tkill", ["TARGET", SIGTERM]),
+    ("tgkill", ["TARGET", "TARGET", SIGTERM]),
+    ("setpriority", [0, "TARGET", 19]),  # PRIO_PROCESS: renice the worker
+    ("prlimit64", ["TARGET", RLIMIT_NOFILE, "INFO", None]),  # starve the worker of fds
+    ("fcntl", [1, F_SETOWN, "TARGET"]),  # SIGIO to the worker on I/O
+    ("ptrace", [PTRACE_ATTACH, "TARGET", None, None]),
+    ("process_vm_readv", ["TARGET", None, 0, None, 0, 0]),
+    ("mount", [None, "/tmp", "tmpfs", 0, None]),
+    ("unshare", [0x10000000]),  # CLONE_NEWUSER
+    ("setns", [0, 0]),
+    ("socket", [2, 1, 0]),  # AF_INET, SOCK_STREAM
+    ("execve", ["/bin/true", None, None]),
+]
+RAW_SYSCALL = """
+import ctypes, os, struct
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+def generate_signal(c, s):
+    info = ctypes.create_string_buffer(128)
+    struct.pack_into("iii", info, 0, 15, 0, -1)  # rt_sig*: SIGTERM, SI_QUEUE
+    if s["name"] == "prlimit64":
+        struct.pack_into("QQ", info, 0, 1, 1)
+    args = []
+    for arg in s["args"]:
+        if arg == "TARGET":
+            arg = s["target"]
+        elif arg == "PIDFD":
+            arg = os.open(f"/proc/{s['target']}", os.O_RDONLY | os.O_DIRECTORY)
+        if arg == "INFO":
+            args.append(info)
+        elif isinstance(arg, int):
+            args.append(ctypes.c_long(arg))
+        else:
+            args.append(arg.encode() if isinstance(arg, str) else arg)
+    ctypes.set_errno(0)
+    rc = libc.syscall(ctypes.c_long(s["nr"]), *args)
+    return {"rc": rc, "errno": ctypes.get_errno()}
+"""
+
+
+@pytest.fixture
+def without_landlock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Zygotes and cold children started without Landlock (as on a kernel older than 5.13),
+    so that its signal scoping (ABI 6) does not hide what the filter lets through."""
+    zygote_client.shutdown()
+    monkeypatch.setattr(isolation, "landlock_read_paths", lambda: [])
+    yield
+    zygote_client.shutdown()
+
+
+@pytest.fixture
+def other_process() -> Iterator[subprocess.Popen[bytes]]:
+    """A process of the same user that is none of the sandbox's: the worker's stand-in."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+@pytest.mark.skipif(MACHINE_COLUMN is None, reason="syscall numbers known for x86_64/aarch64")
+@pytest.mark.parametrize(("name", "args"), DENIED_CALLS, ids=[name for name, _ in DENIED_CALLS])
+@pytest.mark.parametrize("unisolated_mode", ["rlimit", "cold"])
+def test_the_syscall_filter_alone_refuses_reaching_other_processes(
+    without_landlock: None,
+    other_process: subprocess.Popen[bytes],
+    unisolated_mode: str,
+    name: str,
+    args: list,
+) -> None:
+    # given another process of the same user and a strategy making a raw syscall at it
+    assert MACHINE_COLUMN is not None
+    nice = os.getpriority(os.PRIO_PROCESS, other_process.pid)
+    limits = resource.prlimit(other_process.pid, RLIMIT_NOFILE)
+    settings = {
+        "name": name,
+        "nr": SYSCALL_NUMBERS[name][MACHINE_COLUMN],
+        "args": args,
+        "target": other_process.pid,
+    }
+
+    # when it runs with nothing but the seccomp filter between them
+    result = hostile(RAW_SYSCALL, unisolated_mode, settings=settings)
+
+    # then the call fails with EPERM, and the other process is untouched
+    assert result.ok, result.error
+    assert result.value == {"rc": -1, "errno": 1}, result.value
+    assert other_process.poll() is None, "the other process was signalled"
+    assert os.getpriority(os.PRIO_PROCESS, other_process.pid) == nice
+    assert resource.prlimit(other_process.pid, RLIMIT_NOFILE) == limits
+
+
+LIBRARIES = """
+import bisect, calendar, collections, csv, dataclasses, datetime, decimal, enum, fractions
+import functools, hashlib, heapq, io, itertools, json, logging, math, os, random, re, secrets
+import statistics, string, struct, tempfile, textwrap, time, typing, uuid, zoneinfo
+import numpy as np
+import pandas as pd
+import ta
+from ta.trend import MACD, ADXIndicator
+from ta.volatility import AverageTrueRange, BollingerBands
+from ta.volume import OnBalanceVolumeIndicator
+
+LOOKBACK = 200
+
+
+def generate_signal(candles, settings):
+    logging.basicConfig(level=logging.INFO)
+    df = candles.set_index("timestamp")
+    bars = df.resample("5min").agg({"open": "first", "high": "max", "low": "min",
+                                    "close": "last", "volume": "sum"})
+    by_hour = df.groupby(df.index.hour)["close"].mean()
+    indicators = {
+        "macd": MACD(df["close"]).macd_diff().iloc[-1],
+        "bb": BollingerBands(df["close"]).bollinger_hband().iloc[-1],
+        "atr": AverageTrueRange(df["high"], df["low"], df["close"]).average_true_range().iloc[-1],
+        "adx": ADXIndicator(df["high"], df["low"], df["close"]).adx().iloc[-1],
+        "obv": OnBalanceVolumeIndicator(df["close"], df["volume"]).on_balance_volume().iloc[-1],
+        "rsi": ta.momentum.RSIIndicator(df["close"]).rsi().iloc[-1],
+    }
+    buffer = io.StringIO()
+    df.tail(5).to_csv(buffer)
+    back = pd.read_csv(io.StringIO(buffer.getvalue()))
+    local = df.index.tz_convert("America/New_York")[-1]
+    paris = datetime.datetime(2024, 1, 1, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))
+    with tempfile.NamedTemporaryFile("w", delete=False) as fh:
+        fh.write("x" * 1000)
+    with open(fh.name) as fh2:
+        size = len(fh2.read())
+    os.makedirs("sub/dir", exist_ok=True)
+    listed = sorted(os.listdir("."))
+    os.remove(fh.name)
+    time.sleep(0.01)
+    rng = np.random.default_rng(1)
+    inverse = np.linalg.inv(np.eye(3) * 2)[0, 0]
+    spectrum = abs(np.fft.fft(np.arange(8))[1])
+    logging.getLogger("strategy").info("bars=%d", len(bars))
+    print(df.describe().to_string()[:20], os.getcwd() != "", os.cpu_count())
+    return {
+        "signal": "HOLD",
+        "metadata": {
+            **indicators,
+            "hours": len(by_hour), "csv_rows": len(back), "local": local.isoformat(),
+            "paris": paris.utcoffset().total_seconds(), "size": size, "listed": listed,
+            "inverse": inverse, "spectrum": spectrum, "normal": rng.normal(size=10).std() > 0,
+            "median": statistics.median([1, 2, 3]), "decimal": str(decimal.Decimal("1.1") * 3),
+            "sha": hashlib.sha256(b"x").hexdigest()[:8], "token": len(secrets.token_hex(4)),
+            "uuid": len(str(uuid.uuid4())), "random": 0 <= random.random() < 1,
+            "fraction": str(fractions.Fraction(1, 3)), "json": json.dumps({"a": 1}),
+        },
+    }
+"""
+
+
+def test_the_syscall_filter_lets_the_standard_library_numpy_pandas_and_ta_work(
+    any_mode: str,
+) -> None:
+    # given a strategy using the libraries and a wide part of the standard library, imported
+    # and first used after the filter is in place
+    # when it runs
+    result = hostile(LIBRARIES, any_mode, timeout_s=20)
+
+    # then everything worked
+    assert result.ok, result.error
+    assert result.value is not None
+    metadata = result.value["metadata"]
+    assert "sub" in metadata["listed"] and len(metadata["listed"]) == 2  # and the temp file
+    assert metadata["size"] == 1000 and metadata["csv_rows"] == 5 and metadata["hours"] > 0
+    assert metadata["paris"] == 3600.0 and metadata["local"].endswith("-05:00")
+    assert metadata["inverse"] == 0.5 and metadata["normal"] is True
+    assert "INFO:strategy:bars=" in result.logs
+
+
 def test_exception_traceback_has_only_strategy_frames(any_mode: str) -> None:
     code = "import pandas as pd\n\ndef generate_signal(c, s):\n    return pd.Series([1]).loc[5]\n"
     result = hostile(code, any_mode)
@@ -748,6 +958,97 @@ def test_oversized_result(mode: str) -> None:
     code = "def generate_signal(c, s):\n    return {'x': 'y' * (2 * 1024 * 1024)}\n"
     result = hostile(code, mode)
     assert result.error.startswith("invalid result: larger than")
+
+
+# --------------------------------------------------------------------------- storable output
+#
+# Whatever a strategy produces must be storable as it is recorded (PostgreSQL text refuses
+# NUL, JSON refuses lone surrogates and non-finite numbers): unstorable characters become
+# U+FFFD at the sandbox boundary, and frames that cannot be made storable fail the execution.
+
+
+def test_nul_and_lone_surrogates_in_logs_and_result_are_replaced(any_mode: str) -> None:
+    # given a strategy printing a NUL and returning NULs and lone surrogates, keys included
+    code = """
+    def generate_signal(c, s):
+        print("before\\x00after")
+        return {"signal": "HOLD", "note\\x00": "\\ud800",
+                "metadata": {"k\\x00": ["\\udfff", {"\\udc80": "x\\x00y"}]}}
+    """
+
+    # when it runs
+    result = hostile(code, any_mode)
+
+    # then every string of it is storable, with U+FFFD where a character was not
+    assert result.ok, result.error
+    assert result.logs == "before\ufffdafter\n"
+    assert result.value == {
+        "signal": "HOLD",
+        "note\ufffd": "\ufffd",
+        "metadata": {"k\ufffd": ["\ufffd", {"\ufffd": "x\ufffdy"}]},
+    }
+
+
+def test_nul_and_lone_surrogates_in_an_exception_keep_the_strategy_error(any_mode: str) -> None:
+    # given a strategy raising an exception whose text holds a NUL and a lone surrogate
+    code = "def generate_signal(c, s):\n    raise ValueError('nul\\x00 and \\udc80')\n"
+
+    # when it runs
+    result = hostile(code, any_mode)
+
+    # then its own error is reported, made storable
+    assert not result.ok
+    assert result.error.startswith("exception: ValueError: nul\ufffd and \ufffd (line 2)")
+    assert "\x00" not in result.error
+
+
+DEEP = "[" * 10_000 + "]" * 10_000
+
+
+def _forging(frame: str) -> str:
+    """A strategy writing ``frame`` itself on the result pipe (fd 3), then exiting."""
+    body = f"os.write(3, {frame.encode()!r})\n    os._exit(0)"
+    return f"import os\ndef generate_signal(c, s):\n    {body}\n"
+
+
+@pytest.mark.parametrize(
+    ("frame", "error"),
+    [
+        ('{"ok": true, "value": {"x": 1e999}}', "invalid result: non-finite number"),
+        ('{"ok": true, "value": {"x": -1E400}}', "invalid result: non-finite number"),
+        ('{"ok": true, "value": {"x": ' + DEEP + "}}", "invalid result: nested too deeply"),
+        (
+            '{"ok": true, "value": {"x": ' + "[" * 70 + "]" * 70 + "}}",
+            "invalid result: nested too deeply",
+        ),
+        ('{"ok": false, "error": "nul \\u0000 \\ud800"}', "nul \ufffd \ufffd"),
+    ],
+    ids=["overflow", "negative-overflow", "deep", "deeper-than-limit", "error-text"],
+)
+def test_forged_result_frames_are_made_storable_or_refused(
+    mode: str, frame: str, error: str
+) -> None:
+    # given a strategy that writes its own result frame on the result pipe and exits
+    code = _forging(frame)
+
+    # when it runs
+    result = hostile(code, mode)
+
+    # then nothing unstorable comes back
+    assert not result.ok
+    assert result.value is None
+    assert result.error == error
+
+
+def test_a_forged_huge_error_is_cut(mode: str) -> None:
+    frame = '{"ok": false, "error": "' + "e" * 500_000 + '"}'
+    code = _forging(frame)
+
+    result = hostile(code, mode)
+
+    assert not result.ok
+    assert result.error.startswith("eeee")
+    assert len(result.error) <= 8192
 
 
 def test_concurrent_runs_complete_while_a_hostile_one_times_out(mode: str) -> None:

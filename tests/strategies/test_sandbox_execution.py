@@ -11,15 +11,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 from core.events import EventType, event_subscribe
 from core.redis_client import get_redis
 from core.time_utils import datetime_to_ms
-from execution.services import execution_run
+from execution.services import execution_finish, execution_run
 from execution.tasks import candle_close
 from strategies.models import StrategyExecution
 from strategies.sandbox import isolation, zygote_client
-from tests.factories import StrategyFactory, flat_candles, load_candles, subscribe
+from tests.factories import (
+    StrategyExecutionFactory,
+    StrategyFactory,
+    flat_candles,
+    load_candles,
+    subscribe,
+)
 from tests.strategies.test_sandbox import CANARY, LANDLOCK, _descendants, _eventually
 from tests.strategy_code import SCRIPTED
 from tests.workers import wait_for
@@ -195,6 +202,95 @@ def test_timeout_is_capped_by_the_operator_setting(market, settings):
     row = StrategyExecution.objects.get(pk=outcome.execution_id)
     assert row.error == "timeout after 1.0 s"
     assert row.duration_ms < 10_000
+
+
+# (name, strategy body, expected status, recorded field, expected value or regex)
+UNSTORABLE = [
+    ("NUL printed", "print('before\\x00after')\nreturn None", "no_signal", "logs",
+     "before\ufffdafter\n"),
+    ("lone surrogates in metadata",
+     f"return {{**{LONG}, 'metadata': {{'\\ud800': ['\\udfff', {{'k\\x00': 'v\\x00'}}]}}}}",
+     "success", "metadata", {"\ufffd": ["\ufffd", {"k\ufffd": "v\ufffd"}]}),
+    ("NUL in the exception", "raise ValueError('x\\x00y \\udc80')", "failed", "error",
+     r"exception: ValueError: x\ufffdy \ufffd \(line 4\)\nTraceback"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field", "expected"),
+    [
+        pytest.param(body, status, f, expected, id=name)
+        for name, body, status, f, expected in UNSTORABLE
+    ],
+)
+def test_unstorable_strategy_output_is_recorded_made_storable(
+    market, mode, body, status, field, expected
+):
+    # given a strategy producing a NUL or a lone surrogate, with a subscriber
+    strategy = StrategyFactory(code=_body(body))
+    subscribe(strategy)
+
+    # when the candle closes (fanning out in this process)
+    outcome = execution_run(
+        strategy_id=strategy.pk,
+        interval_start=START + STEP * 10,
+        trigger="replay",
+        inline_fanout=True,
+    )
+
+    # then the execution reached its final status with what the strategy produced, storable
+    row = StrategyExecution.objects.get(pk=outcome.execution_id)
+    assert row.status == status, row.error
+    if field == "error":
+        assert re.match(expected, row.error), row.error
+    elif field == "metadata":
+        assert row.signal is not None and row.signal["metadata"] == expected
+        assert Trade.objects.filter(execution=row).count() == 1
+    else:
+        assert getattr(row, field) == expected
+
+
+# (recorded fields, the exception the database raises, only on PostgreSQL)
+UNRECORDABLE = [
+    pytest.param({"status": "failed", "error": "strategy said \ud800"}, "UnicodeEncodeError",
+                 False, id="surrogate-in-error"),
+    pytest.param({"status": "no_signal", "logs": "\udfff"}, "UnicodeEncodeError", False,
+                 id="surrogate-in-logs"),
+    pytest.param({"status": "no_signal", "logs": "a\x00b"}, "ValueError", True,
+                 id="nul-in-logs"),
+    pytest.param({"status": "success", "signal": {"signal": "LONG", "metadata": {"k": "\ud800"}}},
+                 "DataError", True, id="surrogate-in-json"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fields", "cause", "postgres_only"), UNRECORDABLE)
+def test_a_result_that_cannot_be_recorded_still_finishes_the_execution(
+    fields, cause, postgres_only
+):
+    if postgres_only and connection.vendor != "postgresql":
+        pytest.skip("SQLite stores this value")
+    # given a running execution
+    execution = StrategyExecutionFactory()
+    errors: list[dict] = []
+    unsubscribe = event_subscribe(
+        event_type=EventType.EXECUTION_ERROR, handler=lambda e: errors.append(e.payload)
+    )
+
+    # when its result cannot be stored
+    try:
+        execution_finish(execution=execution, **fields)
+    finally:
+        unsubscribe()
+
+    # then it is failed with an internal error, in the database and for the caller, announced
+    row = StrategyExecution.objects.get(pk=execution.pk)
+    assert row.status == "failed"
+    assert row.error == f"internal error: could not record result: {cause}"
+    assert row.finished_at is not None and row.duration_ms is not None
+    assert row.signal is None
+    assert execution.status == "failed" and execution.error == row.error
+    assert [e["execution_id"] for e in errors] == [row.pk]
+    assert errors[0]["error"] == row.error
 
 
 # --------------------------------------------------------------------------- real worker
