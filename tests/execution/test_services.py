@@ -17,8 +17,9 @@ from execution.redis_client import get_redis
 from execution.services import execution_run
 from execution.time_utils import datetime_to_ms, format_interval_key, round_to_interval_boundary
 from strategies.services import strategy_update_settings
+from subscriptions.services import subscription_create
 from tests.api.helpers import client_for
-from tests.factories import StrategyFactory, flat_candles, load_candles, subscribe
+from tests.factories import StrategyFactory, UserFactory, flat_candles, load_candles, subscribe
 from trades.models import Trade
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -337,3 +338,39 @@ def test_an_order_whose_pnl_at_its_target_cannot_be_stored_is_skipped(market):
     trade = Trade.objects.get(subscription=sub)
     assert row.status == "success"
     assert trade.status == "skipped" and "PnL at the take profit" in trade.error, trade.error
+
+
+WITH_TARGET = """
+def generate_signal(candles, settings):
+    if settings.get("signal") != "LONG":
+        return None
+    close = float(candles["close"].iloc[-1])
+    return {"signal": "LONG", "price": close, "takeProfit": close * 1.01}
+"""
+
+
+def test_join_now_does_not_enter_once_the_market_is_past_the_target():
+    # given a strategy holding a long with a 1% target, and a join_now subscriber joining after
+    rows = flat_candles(start_ms=datetime_to_ms(START), count=8)
+    jump = rows[4][4] * 1.05
+    rows[5] = [rows[5][0], jump, jump * 1.001, jump * 0.999, jump, 10.0]
+    load_candles(rows=rows)
+    strategy = StrategyFactory(code=WITH_TARGET, settings={"signal": "LONG"})
+    first = subscribe(strategy)
+    entry = StrategyExecution.objects.get(pk=_run(strategy, 4).execution_id)
+    joiner = subscription_create(
+        user=UserFactory(),
+        strategy=strategy,
+        capital=Decimal("1000"),
+        risk_per_trade=Decimal("0.01"),
+        join_policy="join_now",
+    )
+
+    # when the next candle closes 5% higher, above the target
+    strategy_update_settings(strategy=strategy, settings={"signal": "HOLD"})
+    _run(strategy, 5)
+
+    # then the holder took its profit, and the joiner did not enter a trade already past it
+    held = Trade.objects.get(execution=entry, subscription=first)
+    assert held.status == "closed" and held.metadata["exit_reason"] == "take profit"
+    assert not Trade.objects.filter(subscription=joiner).exists()
