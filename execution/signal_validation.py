@@ -62,7 +62,8 @@ class Signal:
 
 
 def _as_str(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+    # Plain notation: a normalized 150 is Decimal("1.5E+2"), recorded as "150".
+    return None if value is None else f"{value:f}"
 
 
 def _as_decimal(value: Any) -> Decimal | None:

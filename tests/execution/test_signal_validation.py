@@ -114,3 +114,14 @@ def test_prices_are_rounded_to_the_columns_places():
     # then the signal carries exactly what will be stored
     assert signal.stop_loss == Decimal("99.123456789012")
     assert signal.price == Decimal("100")
+
+
+def test_a_signal_records_its_prices_in_plain_notation():
+    # given a LONG whose levels are round numbers
+    signal = signal_parse(
+        {"signal": "LONG", "price": 100.0, "stopLoss": 90, "takeProfit": "120"}, market_price=CLOSE
+    )
+    # when recorded
+    recorded = signal.to_json()
+    # then the numbers read as written, never in exponent form
+    assert (recorded["price"], recorded["stopLoss"], recorded["takeProfit"]) == ("100", "90", "120")
