@@ -162,7 +162,10 @@ def _strategy_settings(strategy: Strategy) -> dict:
 def _check_stops(execution: StrategyExecution, candle: list[float]) -> None:
     try:
         trades_check_stops(
-            execution=execution, high=Decimal(str(candle[2])), low=Decimal(str(candle[3]))
+            execution=execution,
+            open_price=Decimal(str(candle[1])),
+            high=Decimal(str(candle[2])),
+            low=Decimal(str(candle[3])),
         )
     except Exception:  # stop checks must never stop the strategy from running
         logger.exception("stop checks failed for execution %s", execution.pk)
@@ -218,7 +221,7 @@ def _run(execution: StrategyExecution, strategy: Strategy) -> None:
         execution_finish(execution=execution, status=Status.FAILED, error=result.error)
         return
     try:
-        signal = signal_parse(result.value, fallback_price=execution.close_price)
+        signal = signal_parse(result.value, market_price=execution.close_price)
     except InvalidSignal as exc:
         execution_finish(execution=execution, status=Status.FAILED, error=f"invalid signal: {exc}")
         return

@@ -93,7 +93,7 @@ def _validated_code(
             raise StrategyCheckUnavailable(f"the strategy could not be checked: {result.error}")
         raise ValidationError({"code": f"dry run failed: {result.error[:DRY_RUN_ERROR_CHARS]}"})
     try:
-        signal_parse(result.value, fallback_price=Decimal(str(candles[-1][4])))
+        signal_parse(result.value, market_price=Decimal(str(candles[-1][4])))
     except InvalidSignal as exc:
         raise ValidationError({"code": f"dry run returned an invalid signal: {exc}"}) from None
     return lookback

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
 
 from django.db.models import Q
 from django.utils import timezone
@@ -38,6 +40,51 @@ from trades.orders import (
     protective_q,
     request_from_intent,
 )
+
+
+@dataclass(frozen=True)
+class ProtectiveFill:
+    reason: str  # "stop loss" | "take profit"
+    price: Decimal  # a price the candle traded
+
+
+def protective_fill(
+    *,
+    side: str,
+    stop_loss: Decimal | None,
+    take_profit: Decimal | None,
+    open_price: Decimal,
+    high: Decimal,
+    low: Decimal,
+) -> ProtectiveFill | None:
+    """The stop or target a closed candle reached first from its open, and the price it filled.
+
+    A candle that opens beyond a level gapped through it: the fill is at the open, the first
+    price traded past it (filling at the level would book a loss smaller, or a profit larger,
+    than the market gave). Opening between them, a level the candle's range touched fills at
+    the level; when it touched both, which came first is unknown, so the stop is taken (the
+    conservative reading).
+    """
+    long = side == "long"
+
+    def past_stop(price: Decimal) -> bool:
+        assert stop_loss is not None
+        return price <= stop_loss if long else price >= stop_loss
+
+    def past_target(price: Decimal) -> bool:
+        assert take_profit is not None
+        return price >= take_profit if long else price <= take_profit
+
+    if stop_loss is not None and past_stop(open_price):
+        return ProtectiveFill("stop loss", open_price)
+    if take_profit is not None and past_target(open_price):
+        return ProtectiveFill("take profit", open_price)
+    worst, best = (low, high) if long else (high, low)
+    if stop_loss is not None and past_stop(worst):
+        return ProtectiveFill("stop loss", stop_loss)
+    if take_profit is not None and past_target(best):
+        return ProtectiveFill("take profit", take_profit)
+    return None
 
 
 def protective_place(*, trade_ids: Iterable[int], tally: Tally) -> int:

@@ -20,7 +20,7 @@ from django.utils import timezone
 from core.retry import TRANSIENT
 from strategies.models import StrategyExecution
 from strategies.selectors import execution_signal_age_s
-from strategies.signals import Signal, SignalType
+from strategies.signals import InvalidSignal, Signal, SignalType, signal_check_levels
 from subscriptions.models import StrategySubscription
 from trades.brokers import OrderRequest, OrderResult, OrderStatus
 from trades.brokers.base import CredentialFailure
@@ -46,8 +46,13 @@ from trades.orders import (
     request_from_intent,
 )
 from trades.positions import positions_refresh
-from trades.protect import protective_place, protective_release
-from trades.sizing import position_quantity
+from trades.protect import (
+    ProtectiveFill,
+    protective_fill,
+    protective_place,
+    protective_release,
+)
+from trades.sizing import PositionUnfit, position_check, position_quantity
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +74,7 @@ class FanoutOutcome:
 class _EntryContext:
     execution: StrategyExecution  # the execution the intents belong to
     signal: Signal
-    price: Decimal  # sizing and paper fills
+    price: Decimal  # the market price at the signal: sizing, paper fills, the price band
     time: datetime
     fresh_only: bool  # apply the signal's max age and the price band
 
@@ -122,6 +127,35 @@ def _entry_request(ctx: _EntryContext, sub: StrategySubscription, trade: Trade) 
     )
 
 
+def _entry_prepare(
+    ctx: _EntryContext,
+    sub: StrategySubscription,
+    trade: Trade,
+    *,
+    holding: set[int],
+    moved: dict[tuple[str, bool], str],
+) -> tuple[str, OrderRequest | None]:
+    """The order to send for this subscriber, or the reason none is sent."""
+    reason = _skip_reason(ctx, sub, trade, holding=holding, moved=moved)
+    if reason:
+        return reason, None
+    try:
+        request = _entry_request(ctx, sub, trade)
+        if request.quantity <= 0:
+            return "position size rounds to zero", None
+        # Recorded numbers must fit their columns: skipped here, never a failed write later.
+        position_check(
+            side=trade.side,
+            quantity=request.quantity,
+            price=ctx.price,
+            stop_loss=ctx.signal.stop_loss,
+            take_profit=ctx.signal.take_profit,
+        )
+    except PositionUnfit as exc:
+        return str(exc), None
+    return "", request
+
+
 def _skip_reason(
     ctx: _EntryContext,
     sub: StrategySubscription,
@@ -147,8 +181,8 @@ def _skip_reason(
 def _price_band(
     ctx: _EntryContext, subs: Iterable[StrategySubscription]
 ) -> dict[tuple[str, bool], str]:
-    """Skip reasons per (exchange, sandbox) whose market moved beyond the band."""
-    reference = ctx.signal.price or ctx.price
+    """Skip reasons per (exchange, sandbox) whose market moved beyond the band since the close."""
+    reference = ctx.price
     venues = {
         (s.credential.exchange, s.credential.is_sandbox)
         for s in subs
@@ -164,7 +198,7 @@ def _price_band(
         change = abs(last - reference) / reference
         if change > settings.ENTRY_PRICE_BAND:
             moved[(exchange, sandbox)] = (
-                f"price moved {change:.2%} from the signal's {reference} to {last} "
+                f"price moved {change:.2%} from the signal's close {reference} to {last} "
                 f"(band {settings.ENTRY_PRICE_BAND:.2%})"
             )
     return moved
@@ -194,10 +228,7 @@ def _enter(ctx: _EntryContext, subs: Sequence[StrategySubscription], tally: Tall
     for sub in pending:
         trade = trades[sub.pk]
         try:
-            reason = _skip_reason(ctx, sub, trade, holding=holding, moved=moved)
-            request = None if reason else _entry_request(ctx, sub, trade)
-            if request is not None and request.quantity <= 0:
-                reason = "position size rounds to zero"
+            reason, request = _entry_prepare(ctx, sub, trade, holding=holding, moved=moved)
         except Exception as exc:  # one subscriber's bad data stops nobody else
             logger.exception("entry preparation failed for subscription %s", sub.pk)
             trade.status, trade.error = Trade.Status.FAILED, f"{type(exc).__name__}: {exc}"
@@ -334,8 +365,7 @@ def fanout_process(*, execution_id: int, subscription_ids: list[int]) -> FanoutO
     tally = Tally()
     try:
         if signal.type.is_entry:
-            price = execution.close_price or signal.price
-            assert price is not None  # an entry signal always carries a price
+            price = _market_price(execution)
             ctx = _EntryContext(execution, signal, price, execution.interval_end, fresh_only=True)
             _enter(ctx, subs, tally)
         elif signal.type.is_exit:
@@ -363,6 +393,16 @@ def fanout_process(*, execution_id: int, subscription_ids: list[int]) -> FanoutO
     )
 
 
+def _market_price(execution: StrategyExecution) -> Decimal:
+    """What entries are sized and paper-filled at: the close the signal was made at.
+
+    Never the strategy's own ``price``: a fill must be a price the market traded.
+    """
+    if execution.close_price is None:
+        raise ValueError(f"execution {execution.pk} has no close price to enter at")
+    return execution.close_price
+
+
 def _record_batch_failure(
     execution: StrategyExecution, subscription_ids: list[int], exc: Exception
 ) -> int:
@@ -386,10 +426,10 @@ def trade_enter(
     *, execution: StrategyExecution, subscription: StrategySubscription, signal: Signal
 ) -> bool:
     """One subscriber's entry (the fan-out does the same in batches). True when it opened."""
-    price = execution.close_price or signal.price
-    assert price is not None
     tally = Tally()
-    ctx = _EntryContext(execution, signal, price, execution.interval_end, fresh_only=True)
+    ctx = _EntryContext(
+        execution, signal, _market_price(execution), execution.interval_end, fresh_only=True
+    )
     _enter(ctx, [subscription], tally)
     return tally.opened > 0
 
@@ -410,13 +450,15 @@ def trade_exit(
 
 
 # --- at every candle close ------------------------------------------------------------------
-def trades_check_stops(*, execution: StrategyExecution, high: Decimal, low: Decimal) -> int:
+def trades_check_stops(
+    *, execution: StrategyExecution, open_price: Decimal, high: Decimal, low: Decimal
+) -> int:
     """Candle-close housekeeping for one strategy, paper and live alike.
 
-    Closes open trades whose stop loss or take profit the closed candle touched (when one
-    candle touches both, the stop is assumed first: the conservative reading), values open
-    positions at the close, and enters ``join_now`` subscribers who joined while the strategy
-    holds a position.
+    Closes open trades whose stop loss or take profit the closed candle reached, at the price
+    it reached them (``protective_fill``: the open when the candle gapped through, the stop
+    when it touched both), values open positions at the close, and enters ``join_now``
+    subscribers who joined while the strategy holds a position.
     """
     open_trades = (
         Trade.objects.filter(
@@ -432,10 +474,17 @@ def trades_check_stops(*, execution: StrategyExecution, high: Decimal, low: Deci
         )
         .select_related("subscription__credential")
     )
-    hits: dict[int, tuple[str, Decimal]] = {}
+    hits: dict[int, ProtectiveFill] = {}
     by_id = {}
     for trade in open_trades:
-        hit = _stop_hit(trade, high=high, low=low)
+        hit = protective_fill(
+            side=trade.side,
+            stop_loss=trade.stop_loss,
+            take_profit=trade.take_profit,
+            open_price=open_price,
+            high=high,
+            low=low,
+        )
         if hit is not None:
             hits[trade.pk], by_id[trade.pk] = hit, trade
     tally = Tally()
@@ -444,25 +493,12 @@ def trades_check_stops(*, execution: StrategyExecution, high: Decimal, low: Deci
         list(by_id.values()),
         reason="stop",
         tally=tally,
-        reasons={pk: hit[0] for pk, hit in hits.items()},
-        prices={pk: hit[1] for pk, hit in hits.items()},
+        reasons={pk: hit.reason for pk, hit in hits.items()},
+        prices={pk: hit.price for pk, hit in hits.items()},
     )
     _mark_positions(execution)
     _join_now(execution, tally)
     return tally.closed
-
-
-def _stop_hit(trade: Trade, *, high: Decimal, low: Decimal) -> tuple[str, Decimal] | None:
-    long = trade.side == Trade.Side.LONG
-    if trade.stop_loss is not None and (
-        low <= trade.stop_loss if long else high >= trade.stop_loss
-    ):
-        return "stop loss", trade.stop_loss
-    if trade.take_profit is not None and (
-        high >= trade.take_profit if long else low <= trade.take_profit
-    ):
-        return "take profit", trade.take_profit
-    return None
 
 
 def _mark_positions(execution: StrategyExecution) -> None:
@@ -497,11 +533,15 @@ def _join_now(execution: StrategyExecution, tally: Tally) -> None:
     )
     if not joiners:
         return
-    if signal.stop_loss is not None and (
-        (signal.type == SignalType.LONG and signal.stop_loss >= execution.close_price)
-        or (signal.type == SignalType.SHORT and signal.stop_loss <= execution.close_price)
-    ):
-        return  # the market went through the strategy's stop: nothing left to join
+    try:
+        signal_check_levels(
+            kind=signal.type,
+            market_price=execution.close_price,
+            stop=signal.stop_loss,
+            tp=signal.take_profit,
+        )
+    except InvalidSignal:
+        return  # the market went through the strategy's stop or target: nothing left to join
     ctx = _EntryContext(
         entry, signal, execution.close_price, execution.interval_end, fresh_only=False
     )

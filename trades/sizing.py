@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from decimal import ROUND_DOWN, Decimal
 
+from core.decimals import decimal_fit, decimal_limit
+from subscriptions.models import MONEY
+from trades.models import QUANTITY
+
 QUANTITY_STEP = Decimal("0.00000001")
+
+
+class PositionUnfit(ValueError):
+    """A position whose size, notional or PnL its columns cannot hold: the order is skipped."""
 
 
 def position_quantity(
@@ -29,7 +37,43 @@ def position_quantity(
         quantity = min(quantity, max_notional / price)
     else:
         quantity = capital * risk_per_trade * leverage / price
+    if quantity >= decimal_limit(QUANTITY):  # checked before rounding, which would overflow
+        raise PositionUnfit(
+            f"position size {quantity:.6e} does not fit the quantity column "
+            f"(below {decimal_limit(QUANTITY):.0e})"
+        )
     return quantity.quantize(QUANTITY_STEP, rounding=ROUND_DOWN)
+
+
+def position_check(
+    *,
+    side: str,
+    quantity: Decimal,
+    price: Decimal,
+    stop_loss: Decimal | None,
+    take_profit: Decimal | None,
+) -> None:
+    """Refuse (``PositionUnfit``) a position whose numbers could not be recorded.
+
+    Its notional, its fees (a fraction of it) and its PnL at the stop and at the target are
+    money columns; a value beyond them would fail the write on PostgreSQL and every later read
+    on SQLite.
+    """
+    limit = decimal_limit(MONEY)
+    if decimal_fit(quantity * price, MONEY) is None:
+        raise PositionUnfit(
+            f"notional {quantity * price:.6e} does not fit a money column (below {limit:.0e})"
+        )
+    for name, level in (("stop loss", stop_loss), ("take profit", take_profit)):
+        if level is None:
+            continue
+        pnl = realized_pnl(
+            side=side, quantity=quantity, entry_price=price, exit_price=level, fees=Decimal(0)
+        )
+        if decimal_fit(pnl, MONEY) is None:
+            raise PositionUnfit(
+                f"the PnL at the {name} ({pnl:.6e}) does not fit a money column (below {limit:.0e})"
+            )
 
 
 def realized_pnl(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
+from django.conf import settings as django_settings
 from django.utils import timezone
 
 from core.events import EventType, event_subscribe
@@ -15,7 +17,9 @@ from core.time_utils import datetime_to_ms, format_interval_key, round_to_interv
 from execution.services import execution_run
 from strategies.models import StrategyExecution
 from strategies.services import strategy_update_settings
-from tests.factories import StrategyFactory, flat_candles, load_candles, subscribe
+from subscriptions.services import subscription_create
+from tests.api.helpers import client_for
+from tests.factories import StrategyFactory, UserFactory, flat_candles, load_candles, subscribe
 from trades.models import Trade
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -200,3 +204,173 @@ def test_a_backfilled_close_from_long_ago_enters_nobody_but_a_replay_does(market
     skipped = Trade.objects.get(execution=stale)
     assert skipped.status == "skipped" and "old" in skipped.error
     assert Trade.objects.get(execution=fresh).status == "open"
+
+
+# A LONG claiming twice the close as its price, to pass a stop 1.5x the close as "below" it:
+# the next candle, entirely under that stop, would "stop it out" at a price never traded.
+FABRICATED_STOP = """
+def generate_signal(candles, settings):
+    close = float(candles["close"].iloc[-1])
+    return {"signal": "LONG", "price": close * 2, "stopLoss": close * 1.5}
+"""
+
+
+def test_a_fabricated_price_and_stop_book_no_profit(market):
+    # given a strategy returning a stop above the market, made "valid" by a fabricated price
+    strategy = StrategyFactory(code=FABRICATED_STOP)
+    sub = subscribe(strategy)
+
+    # when two candles close
+    first = StrategyExecution.objects.get(pk=_run(strategy, 4).execution_id)
+    _run(strategy, 5)
+
+    # then the signal is invalid (its stop is checked against the close), nothing was entered
+    # or closed, and the subscriber's record shows no profit
+    assert first.status == "failed" and first.error.startswith("invalid signal: stopLoss")
+    assert "must be below the market price" in first.error
+    assert not Trade.objects.filter(status__in=("open", "closed")).exists()
+    sub.refresh_from_db()
+    assert sub.realized_pnl == 0
+    stats = client_for(sub.user).get(f"/api/strategies/subscriptions/{sub.pk}/stats").json()
+    assert stats["trades"] == 0 and Decimal(stats["realized_pnl"]) == 0
+
+
+def test_a_stop_the_market_gapped_through_fills_at_the_open():
+    # given an open paper long with a 1% stop, and a next candle opening 5% lower
+    rows = flat_candles(start_ms=datetime_to_ms(START), count=8)
+    gap_open = 0.0475  # about 5% under the entry's close of 0.0502
+    rows[5] = [rows[5][0], gap_open, gap_open * 1.001, gap_open * 0.99, gap_open, 10.0]
+    load_candles(rows=rows)
+    strategy = StrategyFactory(settings={"signal": "LONG", "stop_pct": 0.01})
+    sub = subscribe(strategy)
+    _run(strategy, 4)
+    trade = Trade.objects.get()
+
+    # when the gap candle closes
+    strategy_update_settings(strategy=strategy, settings={"signal": "HOLD"})
+    _run(strategy, 5)
+
+    # then the stop filled at the candle's open (less slippage), the first price traded
+    # beyond it, and the loss booked is the market's, not the 1% the stop promised
+    trade.refresh_from_db()
+    slippage = 1 - Decimal(django_settings.PAPER_SLIPPAGE_BPS) / 10000
+    assert trade.status == "closed" and trade.metadata["exit_reason"] == "stop loss"
+    assert trade.exit_price == (Decimal(str(gap_open)) * slippage).quantize(Decimal("1e-12"))
+    assert trade.exit_price < trade.stop_loss
+    sub.refresh_from_db()
+    assert sub.realized_pnl == trade.pnl < -(trade.quantity * (trade.entry_price - trade.stop_loss))
+
+
+BEYOND_THE_COLUMNS = {
+    "a take profit of 1e24": (
+        "def generate_signal(candles, settings):\n"
+        "    close = float(candles['close'].iloc[-1])\n"
+        "    return {'signal': 'LONG', 'price': close, 'takeProfit': 1e24}\n",
+        "invalid signal: 'takeProfit' 1e+24 is too large",
+    ),
+    "a price of 10**400": (
+        "def generate_signal(candles, settings):\n"
+        "    return {'signal': 'LONG', 'price': 10**400}\n",
+        "invalid signal: 'price' 1.000000e+400 is too large",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BEYOND_THE_COLUMNS, ids=list(BEYOND_THE_COLUMNS))
+def test_numbers_beyond_the_columns_are_invalid_signals(market, case):
+    # given a strategy returning a number no price column can hold
+    code, reason = BEYOND_THE_COLUMNS[case]
+    strategy = StrategyFactory(code=code)
+    sub = subscribe(strategy)
+
+    # when its candle closes
+    row = StrategyExecution.objects.get(pk=_run(strategy, 5).execution_id)
+
+    # then the execution is an invalid signal with the reason, nobody entered,
+    # and the subscriber's trades still read
+    assert row.status == "failed" and row.error.startswith(reason), row.error
+    assert not Trade.objects.exists()
+    response = client_for(sub.user).get(f"/api/strategies/subscriptions/{sub.pk}/trades")
+    assert response.status_code == 200 and response.json()["count"] == 0
+
+
+def test_a_position_too_large_for_its_columns_is_skipped_with_the_reason():
+    # given a market priced at 1e-10 and a subscriber whose size there is 1e19 units
+    rows = flat_candles(start_ms=datetime_to_ms(START), count=8, price=1e-10)
+    for row in rows:
+        row[1:5] = [1e-10] * 4
+    load_candles(rows=rows)
+    strategy = StrategyFactory(settings={"signal": "LONG"})
+    big = subscribe(strategy, capital="100000000000")
+    small = subscribe(strategy, capital="1000")
+
+    # when a LONG fans out
+    row = StrategyExecution.objects.get(pk=_run(strategy, 4).execution_id)
+
+    # then that subscriber's order is skipped with the reason, the other one trades,
+    # and both read their trades
+    assert row.status == "success"
+    skipped = Trade.objects.get(subscription=big)
+    assert skipped.status == "skipped" and "quantity" in skipped.error, skipped.error
+    assert "does not fit" in skipped.error
+    assert Trade.objects.get(subscription=small).status == "open"
+    for sub in (big, small):
+        response = client_for(sub.user).get(f"/api/strategies/subscriptions/{sub.pk}/trades")
+        assert response.status_code == 200
+
+
+TARGET_FAR_AWAY = """
+def generate_signal(candles, settings):
+    close = float(candles["close"].iloc[-1])
+    return {"signal": "LONG", "price": close, "takeProfit": 1e17}
+"""
+
+
+def test_an_order_whose_pnl_at_its_target_cannot_be_stored_is_skipped(market):
+    # given a target (storable as a price) at which the position's PnL overflows the money column
+    strategy = StrategyFactory(code=TARGET_FAR_AWAY)
+    sub = subscribe(strategy)
+
+    # when it fans out
+    row = StrategyExecution.objects.get(pk=_run(strategy, 5).execution_id)
+
+    # then the order is skipped with the reason
+    trade = Trade.objects.get(subscription=sub)
+    assert row.status == "success"
+    assert trade.status == "skipped" and "PnL at the take profit" in trade.error, trade.error
+
+
+WITH_TARGET = """
+def generate_signal(candles, settings):
+    if settings.get("signal") != "LONG":
+        return None
+    close = float(candles["close"].iloc[-1])
+    return {"signal": "LONG", "price": close, "takeProfit": close * 1.01}
+"""
+
+
+def test_join_now_does_not_enter_once_the_market_is_past_the_target():
+    # given a strategy holding a long with a 1% target, and a join_now subscriber joining after
+    rows = flat_candles(start_ms=datetime_to_ms(START), count=8)
+    jump = rows[4][4] * 1.05
+    rows[5] = [rows[5][0], jump, jump * 1.001, jump * 0.999, jump, 10.0]
+    load_candles(rows=rows)
+    strategy = StrategyFactory(code=WITH_TARGET, settings={"signal": "LONG"})
+    first = subscribe(strategy)
+    entry = StrategyExecution.objects.get(pk=_run(strategy, 4).execution_id)
+    joiner = subscription_create(
+        user=UserFactory(),
+        strategy=strategy,
+        capital=Decimal("1000"),
+        risk_per_trade=Decimal("0.01"),
+        join_policy="join_now",
+    )
+
+    # when the next candle closes 5% higher, above the target
+    strategy_update_settings(strategy=strategy, settings={"signal": "HOLD"})
+    _run(strategy, 5)
+
+    # then the holder took its profit, and the joiner did not enter a trade already past it
+    held = Trade.objects.get(execution=entry, subscription=first)
+    assert held.status == "closed" and held.metadata["exit_reason"] == "take profit"
+    assert not Trade.objects.filter(subscription=joiner).exists()

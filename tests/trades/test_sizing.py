@@ -92,3 +92,25 @@ def test_paper_broker_fills_at_close_with_adverse_slippage_and_fee():
     assert bought.average_price == D("100.05") and sold.average_price == D("99.95")
     assert bought.fee == D("0.20010000")
     assert bought.filled_at == when and bought.exchange_order_id == "paper-a"
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+def test_paper_limit_order_fills_at_the_market_never_at_its_own_price(side):
+    # given a paper limit entry resting at a price the market did not trade (the signal's)
+    from datetime import UTC, datetime
+
+    broker = PaperBroker(fee_bps=D("10"), slippage_bps=D("5"))
+    order = OrderRequest(
+        symbol="ETH/BTC",
+        side=side,
+        quantity=D("1"),
+        client_order_id="l",
+        reference_price=D("100"),
+        reference_time=datetime(2018, 1, 1, tzinfo=UTC),
+        type="limit",
+        price=D("150") if side == "sell" else D("50"),
+    )
+    # when it fills
+    filled = broker.place_market_order(order)
+    # then at the market price, with the adverse slippage of any paper fill
+    assert filled.average_price == (D("100.05") if side == "buy" else D("99.95"))

@@ -17,7 +17,9 @@ class OrderRequest:
     side: OrderSide
     quantity: Decimal
     client_order_id: str
-    reference_price: Decimal  # the signal's price: paper fills here, minimum costs use it
+    # The market price (the signal's close, or where a stop was reached), never the strategy's
+    # own price: paper fills here, minimum costs use it.
+    reference_price: Decimal
     reference_time: datetime
     reduce_only: bool = False
     type: str = "market"  # market | limit

@@ -1,4 +1,4 @@
-"""Paper broker: fills market orders at the signal candle's close, with fee and slippage."""
+"""Paper broker: fills at the market price (the signal candle's close), with fee and slippage."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ class PaperBroker:
         self.slippage_rate = slippage_bps / BPS
 
     def fill_price(self, order: OrderRequest) -> Decimal:
-        if order.type == "limit" and order.price is not None:
-            return order.price  # a limit at the signal's price fills at it, no slippage
+        # Every paper order fills at the market price it was given (the close, or the open or
+        # level a stop reached), a limit too: the limit is the strategy's price, and a paper
+        # fill there would book a price the market may never have traded.
         # Slippage always works against the trader: buys fill higher, sells lower.
         direction = 1 if order.side == "buy" else -1
         price = order.reference_price * (1 + direction * self.slippage_rate)
