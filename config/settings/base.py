@@ -6,6 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from config.embedded import ensure_embedded_redis
 from config.redis_urls import broker_url_for, with_redis_db
@@ -197,6 +198,14 @@ LOGGING = {
 # --- API (issue 4) --------------------------------------------------------------------------
 # Sign-up and token requests per client IP (config.api.AuthRateThrottle).
 API_AUTH_THROTTLE_RATE = env("API_AUTH_THROTTLE_RATE", default="20/minute")
+# Reverse proxies in front of the web processes. Throttles identify a client by the address
+# the connection came from (REMOTE_ADDR); only with N trusted proxies is it the N-th address
+# from the end of X-Forwarded-For, the one the nearest proxy saw. Unset (DRF's default) would
+# trust the whole header, so a client could choose its own address and escape every limit.
+NUM_PROXIES = env.int("NUM_PROXIES", default=0)
+if NUM_PROXIES < 0:
+    raise ImproperlyConfigured(f"NUM_PROXIES must be 0 or more, not {NUM_PROXIES}")
+REST_FRAMEWORK["NUM_PROXIES"] = NUM_PROXIES
 SPECTACULAR_SETTINGS.update(
     {
         "DESCRIPTION": (
