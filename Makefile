@@ -38,10 +38,13 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
+# The web process listens on loopback only (DEBUG is on under config.settings.local): pass
+# e.g. BIND=0.0.0.0:8000 to serve the network on purpose.
+BIND ?= 127.0.0.1:8000
 run: install sandbox-tools
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py rebuild_registry
-	$(BIN)/honcho start -f Procfile
+	BIND='$(BIND)' $(BIN)/honcho start -f Procfile
 
 clean:
 	rm -rf $(VENV) .var

@@ -322,30 +322,19 @@ class AuthRateThrottle(SimpleRateThrottle):
 MAX_JSON_DEPTH = 32
 
 
-def _check_storable(value: Any, path: str = "", depth: int = 0) -> None:
-    """Refuse what the databases cannot store (NUL characters, lone surrogates) and nesting
-    deeper than any settings need."""
+def _check_depth(value: Any, depth: int = 0) -> None:
+    """Refuse nesting deeper than any settings need (strings no database can store never get
+    this far: config.parsers refuses them for every JSON body)."""
     if depth > MAX_JSON_DEPTH:
         raise serializers.ValidationError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _check_storable(key, path, depth)
-            _check_storable(item, f"{path}.{key}" if path else str(key), depth + 1)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_storable(item, f"{path}.{index}" if path else str(index), depth + 1)
-    elif isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise serializers.ValidationError(f"invalid unicode at {path or 'top level'}") from exc
-        if "\x00" in value:
-            raise serializers.ValidationError(f"NUL character at {path or 'top level'}")
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    for item in items:
+        _check_depth(item, depth + 1)
 
 
 @extend_schema_field({"type": "object", "additionalProperties": {}})
 class JSONObjectField(serializers.JSONField):
-    """A JSON object (not a list or a scalar), bounded in size, storable by every database."""
+    """A JSON object (not a list or a scalar), bounded in depth and size."""
 
     default_error_messages = {
         "not_an_object": "Expected a JSON object.",
@@ -360,7 +349,7 @@ class JSONObjectField(serializers.JSONField):
         value = super().to_internal_value(data)
         if not isinstance(value, dict):
             self.fail("not_an_object")
-        _check_storable(value)
+        _check_depth(value)
         if len(json.dumps(value)) > self.max_bytes:
             self.fail("too_large", max_bytes=self.max_bytes)
         return value

@@ -6,9 +6,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from config.embedded import ensure_embedded_redis
-from config.redis_urls import broker_url_for, with_redis_db
+from config.redis_urls import app_url_for, broker_url_for
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / ".var"
@@ -16,7 +17,10 @@ VAR_DIR = BASE_DIR / ".var"
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-SECRET_KEY = env("DJANGO_SECRET_KEY", default="insecure-dev-only-key-change-me")
+# Development defaults, published with the code: production refuses to start with them.
+DEV_SECRET_KEY = "insecure-dev-only-key-change-me"
+DEV_CREDENTIALS_ENCRYPTION_KEY = "3q2-7u-q1B2lBRsFc3y6vYt9P7yOg6Tz1H5jPRx8dQ0="
+SECRET_KEY = env("DJANGO_SECRET_KEY", default=DEV_SECRET_KEY)
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 
@@ -43,6 +47,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads the request: refuses input the database cannot store (NUL, ...).
+    "config.request_input.StorableInputMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -52,6 +58,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "config.urls"
+# Debug pages and error mails hide every URL/DSN setting and credentials in any URL.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "config.error_reports.SecretsHidingReporterFilter"
 WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [
@@ -103,9 +111,13 @@ STATIC_ROOT = VAR_DIR / "static"
 
 # --- Redis and Celery -----------------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="") or ensure_embedded_redis(VAR_DIR)
-# App data (registry, locks, events) and the broker live in separate logical databases so
-# that clearing one never drops the other's queues.
-REDIS_APP_URL = env("REDIS_APP_URL", default="") or with_redis_db(REDIS_URL, 1)
+# The broker uses REDIS_URL's database and app data (registry, locks, events, throttles) the
+# next one, so that clearing one never drops the other's queues, and two deployments on one
+# Redis (each its own REDIS_URL database, two apart) share neither.
+try:
+    REDIS_APP_URL = env("REDIS_APP_URL", default="") or app_url_for(REDIS_URL)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"REDIS_URL: {exc}") from exc
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="") or broker_url_for(REDIS_URL)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -164,7 +176,7 @@ PAPER_SLIPPAGE_BPS = Decimal(env.str("PAPER_SLIPPAGE_BPS", default="5"))
 # Fernet keys, newest first; rotate by prepending a new key (MultiFernet).
 CREDENTIALS_ENCRYPTION_KEYS = env.list(
     "CREDENTIALS_ENCRYPTION_KEYS",
-    default=["3q2-7u-q1B2lBRsFc3y6vYt9P7yOg6Tz1H5jPRx8dQ0="],
+    default=[DEV_CREDENTIALS_ENCRYPTION_KEY],
 )
 
 # --- API ------------------------------------------------------------------------------------
@@ -199,6 +211,14 @@ LOGGING = {
 # --- API (issue 4) --------------------------------------------------------------------------
 # Sign-up and token requests per client IP (core.api.AuthRateThrottle).
 API_AUTH_THROTTLE_RATE = env("API_AUTH_THROTTLE_RATE", default="20/minute")
+# Reverse proxies in front of the web processes. Throttles identify a client by the address
+# the connection came from (REMOTE_ADDR); only with N trusted proxies is it the N-th address
+# from the end of X-Forwarded-For, the one the nearest proxy saw. Unset (DRF's default) would
+# trust the whole header, so a client could choose its own address and escape every limit.
+NUM_PROXIES = env.int("NUM_PROXIES", default=0)
+if NUM_PROXIES < 0:
+    raise ImproperlyConfigured(f"NUM_PROXIES must be 0 or more, not {NUM_PROXIES}")
+REST_FRAMEWORK["NUM_PROXIES"] = NUM_PROXIES
 SPECTACULAR_SETTINGS.update(
     {
         "DESCRIPTION": (

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.authtoken.models import Token
+from rest_framework.settings import api_settings
+from rest_framework.test import APIRequestFactory
 
 from tests.api.helpers import client_for, field_errors
 from tests.factories import UserFactory
@@ -183,3 +186,76 @@ def test_throttling_does_not_touch_authenticated_endpoints(settings):
     settings.API_AUTH_THROTTLE_RATE = "1/minute"
     client = client_for(UserFactory())
     assert all(client.get("/api/strategies").status_code == 200 for _ in range(5))
+
+
+@pytest.mark.django_db
+def test_a_rotating_x_forwarded_for_does_not_escape_the_throttle(anon, settings):
+    # given a client that used up its budget of 3 password guesses a minute
+    settings.API_AUTH_THROTTLE_RATE = "3/minute"
+    bad = {"username": "x", "password": "y"}
+    assert [anon.post("/api/auth/token", bad, format="json").status_code for _ in range(4)] == [
+        400,
+        400,
+        400,
+        429,
+    ]
+    # when it keeps guessing with a different X-Forwarded-For each time (no proxy is trusted)
+    answers = [
+        anon.post("/api/auth/token", bad, format="json", HTTP_X_FORWARDED_FOR=f"203.0.113.{n}")
+        for n in range(15)
+    ]
+    # then every guess is still refused
+    assert [a.status_code for a in answers] == [429] * 15
+
+
+@pytest.mark.django_db
+def test_behind_trusted_proxies_the_client_is_the_address_the_nearest_proxy_saw(anon, settings):
+    # given one trusted proxy, which appends the address it saw to X-Forwarded-For
+    settings.API_AUTH_THROTTLE_RATE = "2/minute"
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    bad = {"username": "x", "password": "y"}
+
+    def guess(forwarded_for: str) -> int:
+        return anon.post(
+            "/api/auth/token", bad, format="json", HTTP_X_FORWARDED_FOR=forwarded_for
+        ).status_code
+
+    # when one client spends its budget, then forges the entries before the proxy's
+    spent = [guess(f"10.0.0.{n}, 198.51.100.7") for n in range(3)]
+    forged = [guess(f"192.0.2.{n}, 198.51.100.7") for n in range(5)]
+    # then it stays throttled, while another client behind the same proxy is not
+    assert spent == [400, 400, 429] and forged == [429] * 5
+    assert guess("198.51.100.8") == 400
+
+
+def _api_throttle_classes() -> set[type]:
+    """Every throttle class an API view uses, and the default ones."""
+    found: set[type] = set(api_settings.DEFAULT_THROTTLE_CLASSES)
+    patterns = list(get_resolver().url_patterns)
+    while patterns:
+        pattern = patterns.pop()
+        if isinstance(pattern, URLResolver):
+            patterns.extend(pattern.url_patterns)
+        elif isinstance(pattern, URLPattern):
+            view_class = getattr(pattern.callback, "cls", None)
+            found.update(getattr(view_class, "throttle_classes", []))
+    return found
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("throttle_class", sorted(_api_throttle_classes(), key=str))
+def test_no_throttle_takes_the_client_address_from_a_header_by_default(throttle_class):
+    # given two requests from one address claiming different forwarded-for addresses
+    factory = APIRequestFactory()
+    requests = [
+        factory.post("/api/auth/token", REMOTE_ADDR="192.0.2.1", HTTP_X_FORWARDED_FOR=forged)
+        for forged in ("203.0.113.1", "203.0.113.2")
+    ]
+    # when the throttle identifies the client, then it is the address the request came from
+    throttle = throttle_class()
+    assert [throttle.get_ident(request) for request in requests] == ["192.0.2.1"] * 2
+
+
+def test_the_api_has_throttles_to_check():
+    # the test above checks something: at least the two auth endpoints are throttled
+    assert _api_throttle_classes()
