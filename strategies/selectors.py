@@ -10,9 +10,17 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.db.models import Avg, Count, Q, QuerySet, Sum
 from django.http import Http404
+from django.utils import timezone
 
+from execution.candles import candles_closed_window
 from execution.models import StrategyExecution
+from execution.time_utils import (
+    datetime_to_ms,
+    resolution_to_timedelta,
+    round_to_interval_boundary,
+)
 from strategies.models import Strategy
+from strategies.sandbox.samples import synthetic_candles
 from subscriptions.models import StrategySubscription
 
 # Drift percentiles are computed in Python over the most recent executions: a bounded read
@@ -93,3 +101,24 @@ def strategy_stats(*, strategy: Strategy) -> dict[str, Any]:
         "subscribers_realized_pnl": money["pnl"] or Decimal("0"),
         "subscribers_fees": money["fees"] or Decimal("0"),
     }
+
+
+def strategy_dry_run_candles(
+    *, exchange: str, symbol: str, resolution: str, lookback: int
+) -> list[list[float]]:
+    """The candles a dry run sees: the market's newest closed ones, or a synthetic market of
+    ``lookback`` candles ending at the last boundary when the store has too few."""
+    stored = candles_closed_window(
+        exchange=exchange,
+        symbol=symbol,
+        resolution=resolution,
+        close_time=timezone.now(),
+        limit=lookback,
+    )
+    if len(stored) >= lookback:
+        return stored
+    step = resolution_to_timedelta(resolution)
+    end = round_to_interval_boundary(timezone.now(), resolution)
+    return synthetic_candles(
+        count=lookback, step_ms=int(step.total_seconds() * 1000), end_ms=datetime_to_ms(end)
+    )
