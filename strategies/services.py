@@ -12,10 +12,12 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
 
+import redis
 from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from execution.events import EventType, event_emit
 from execution.redis_client import get_redis
@@ -65,6 +67,7 @@ class StrategyCheckUnavailable(RuntimeError):
 DRY_RUN_ERROR_CHARS = 4000
 DRY_RUN_REPLY_KEY = "strategy:dry_run:{request_id}"
 DRY_RUN_POLL_SLICE_S = 2.0
+DRY_RUN_POLL_MIN_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -162,20 +165,23 @@ def strategy_dry_run_on_worker(
     # Sent now, not on commit: the task carries everything as JSON and refers to no row, and
     # this caller waits for it (a deploy checks its code before opening any transaction).
     # A dry run still queued when the wait is over expires: no worker spends time on it.
-    dry_run_task.apply_async(
-        kwargs={
-            "request_id": request_id,
-            "code": code,
-            "exchange": exchange,
-            "symbol": symbol,
-            "resolution": resolution,
-            "settings": settings,
-            "lookback": lookback,
-        },
-        queue=django_settings.STRATEGY_DRY_RUN_QUEUE,
-        expires=wait_s,
-    )
-    reply = _dry_run_reply(request_id=request_id, wait_s=wait_s)
+    try:
+        dry_run_task.apply_async(
+            kwargs={
+                "request_id": request_id,
+                "code": code,
+                "exchange": exchange,
+                "symbol": symbol,
+                "resolution": resolution,
+                "settings": settings,
+                "lookback": lookback,
+            },
+            queue=django_settings.STRATEGY_DRY_RUN_QUEUE,
+            expires=wait_s,
+        )
+        reply = _dry_run_reply(request_id=request_id, wait_s=wait_s)
+    except (KombuOperationalError, redis.RedisError) as exc:
+        raise StrategyCheckUnavailable(f"the dry run could not be queued: {exc}") from exc
     if reply is None:
         raise StrategyCheckUnavailable(f"no worker dry-ran the strategy within {wait_s} s")
     return DryRunVerdict.from_json(reply)
@@ -186,8 +192,10 @@ def _dry_run_reply(*, request_id: str, wait_s: float) -> str | bytes | None:
     deadline = time.monotonic() + wait_s
     while (remaining := deadline - time.monotonic()) > 0:
         # In slices shorter than the client's socket timeout (5 s by default in redis-py),
-        # which would otherwise cut a longer BLPOP short with an error.
-        reply = get_redis().blpop([key], timeout=min(remaining, DRY_RUN_POLL_SLICE_S))
+        # which would otherwise cut a longer BLPOP short with an error, and never 0 ms,
+        # which Redis reads as "block forever".
+        timeout = max(min(remaining, DRY_RUN_POLL_SLICE_S), DRY_RUN_POLL_MIN_S)
+        reply = get_redis().blpop([key], timeout=timeout)
         if reply is not None:
             return reply[1]
     return None

@@ -23,6 +23,7 @@ class StrategyChangeThrottle(ScopedRateThrottle):
 
     def get_rate(self) -> str | None:
         # Read at request time (ScopedRateThrottle binds the rates at import), so a deployment
-        # or a test can change REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].
+        # or a test can change REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] (strings like
+        # "10/minute"; the stubs type them as numbers).
         rates: dict[str, str | None] = api_settings.DEFAULT_THROTTLE_RATES  # type: ignore[assignment]
         return rates[str(self.scope)]
