@@ -13,7 +13,14 @@ from django.http import Http404
 from django.utils import timezone
 
 from core.clock import market_to_real
+from core.time_utils import (
+    datetime_to_ms,
+    resolution_to_timedelta,
+    round_to_interval_boundary,
+)
+from markets.candles import candles_closed_window
 from strategies.models import Strategy, StrategyExecution
+from strategies.sandbox.samples import synthetic_candles
 
 # Drift percentiles are computed in Python over the most recent executions: a bounded read
 # that works the same on SQLite and PostgreSQL.
@@ -141,3 +148,24 @@ def execution_signal_age_s(execution: StrategyExecution, *, now: datetime | None
     else:
         since = execution.finished_at or now
     return (now - since).total_seconds()
+
+
+def strategy_dry_run_candles(
+    *, exchange: str, symbol: str, resolution: str, lookback: int
+) -> list[list[float]]:
+    """The candles a dry run sees: the market's newest closed ones, or a synthetic market of
+    ``lookback`` candles ending at the last boundary when the store has too few."""
+    stored = candles_closed_window(
+        exchange=exchange,
+        symbol=symbol,
+        resolution=resolution,
+        close_time=timezone.now(),
+        limit=lookback,
+    )
+    if len(stored) >= lookback:
+        return stored
+    step = resolution_to_timedelta(resolution)
+    end = round_to_interval_boundary(timezone.now(), resolution)
+    return synthetic_candles(
+        count=lookback, step_ms=int(step.total_seconds() * 1000), end_ms=datetime_to_ms(end)
+    )

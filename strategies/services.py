@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import re
+import time
+import uuid
+from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
 
+import redis
 from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from core.events import EventType, event_emit
-from core.time_utils import (
-    datetime_to_ms,
-    normalize_resolution,
-    resolution_to_timedelta,
-    round_to_interval_boundary,
-)
-from markets.candles import candles_closed_window
+from core.redis_client import get_redis
+from core.time_utils import normalize_resolution
 from markets.registry import (
     market_key,
     registry_active_resolutions,
@@ -29,8 +31,8 @@ from markets.registry import (
 )
 from markets.schedule import schedule_sync
 from strategies.models import Strategy, StrategyVersion
-from strategies.sandbox import inspect_code, run_strategy
-from strategies.sandbox.samples import synthetic_candles
+from strategies.sandbox import dry_run, inspect_code
+from strategies.selectors import strategy_dry_run_candles
 from strategies.signals import InvalidSignal, signal_parse
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}(:[A-Z0-9]{1,20})?$")
@@ -58,64 +60,170 @@ def _validated_market(*, exchange: str, symbol: str, resolution: str) -> dict[st
 
 
 class StrategyCheckUnavailable(RuntimeError):
-    """The dry run could not take place for reasons that are not the author's (the sandbox is
-    refused or broken on this server): a server error, not a 400."""
+    """The dry run could not take place for reasons that are not the author's (no worker
+    answered in time, or the sandbox is refused or broken there): a server error, not a 400."""
 
 
 DRY_RUN_ERROR_CHARS = 4000
+DRY_RUN_REPLY_KEY = "strategy:dry_run:{request_id}"
+DRY_RUN_POLL_SLICE_S = 2.0
+DRY_RUN_POLL_MIN_S = 0.01
 
 
-def _validated_code(
-    *, code: str, exchange: str, symbol: str, resolution: str, settings: dict[str, Any]
-) -> int:
-    """Compile the code, check its entry point, then dry-run it in the sandbox on the market's
-    stored candles (synthetic ones when the store has too few). Returns its LOOKBACK; raises
-    ValidationError({"code": message with the line number}) when the author must fix it."""
-    check = inspect_code(code)
-    if not check.ok:
-        raise ValidationError({"code": check.error})
-    lookback = check.lookback or django_settings.STRATEGY_DEFAULT_LOOKBACK
-    candles = _dry_run_candles(
+@dataclass(frozen=True)
+class DryRunVerdict:
+    """What a worker found when it dry-ran a strategy; crosses the broker and Redis as JSON."""
+
+    ok: bool
+    error: str = ""  # the message for the author (or, when unavailable, for the operator)
+    unavailable: bool = False  # the platform's failure, not the code's
+    checked_by_pid: int = 0  # the process that ran the check (a worker's pool process)
+
+    def as_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> DryRunVerdict:
+        return cls(**json.loads(text))
+
+
+def strategy_dry_run_timeout_s() -> float:
+    """The dry run's wall-clock limit: STRATEGY_DRY_RUN_TIMEOUT_S, and never more than half
+    the execution timeout, so a deploy can never cost what an execution is allowed to."""
+    execution_s = min(django_settings.STRATEGY_TIMEOUT_S, django_settings.STRATEGY_MAX_TIMEOUT_S)
+    return min(django_settings.STRATEGY_DRY_RUN_TIMEOUT_S, execution_s / 2)
+
+
+def strategy_dry_run(
+    *,
+    code: str,
+    exchange: str,
+    symbol: str,
+    resolution: str,
+    settings: dict[str, Any],
+    lookback: int,
+) -> DryRunVerdict:
+    """Run the code once in the sandbox, here, on the market's stored candles (synthetic ones
+    when the store has too few), and judge its result. Only workers call this (the task
+    strategies.tasks.strategy_dry_run): untrusted code never runs in a web process."""
+    candles = strategy_dry_run_candles(
         exchange=exchange, symbol=symbol, resolution=resolution, lookback=lookback
     )
-    result = run_strategy(
+    result = dry_run(
         code=code,
         candles=candles,
         settings=settings,
-        timeout_s=min(django_settings.STRATEGY_TIMEOUT_S, django_settings.STRATEGY_MAX_TIMEOUT_S),
+        timeout_s=strategy_dry_run_timeout_s(),
         memory_mb=django_settings.STRATEGY_MEMORY_MB,
         lookback=lookback,
         require_isolation=django_settings.STRATEGY_SANDBOX_REQUIRE_ISOLATION,
         isolation_mode=django_settings.STRATEGY_SANDBOX_ISOLATION,
     )
+    pid = os.getpid()
     if not result.ok:
         if result.sandbox_failure:
-            raise StrategyCheckUnavailable(f"the strategy could not be checked: {result.error}")
-        raise ValidationError({"code": f"dry run failed: {result.error[:DRY_RUN_ERROR_CHARS]}"})
+            error = f"the strategy could not be checked: {result.error}"
+            return DryRunVerdict(False, error, unavailable=True, checked_by_pid=pid)
+        error = f"dry run failed: {result.error[:DRY_RUN_ERROR_CHARS]}"
+        return DryRunVerdict(False, error, checked_by_pid=pid)
     try:
         signal_parse(result.value, market_price=Decimal(str(candles[-1][4])))
     except InvalidSignal as exc:
-        raise ValidationError({"code": f"dry run returned an invalid signal: {exc}"}) from None
-    return lookback
+        error = f"dry run returned an invalid signal: {exc}"
+        return DryRunVerdict(False, error, checked_by_pid=pid)
+    return DryRunVerdict(True, checked_by_pid=pid)
 
 
-def _dry_run_candles(
-    *, exchange: str, symbol: str, resolution: str, lookback: int
-) -> list[list[float]]:
-    stored = candles_closed_window(
+def strategy_dry_run_answer(*, request_id: str, **spec: Any) -> DryRunVerdict:
+    """Dry-run the code and hand the verdict to the request waiting for it (on a worker)."""
+    verdict = strategy_dry_run(**spec)
+    key = DRY_RUN_REPLY_KEY.format(request_id=request_id)
+    # The key outlives the wait, then goes: an answer nobody waits for any more is dropped.
+    ttl_s = math.ceil(django_settings.STRATEGY_DRY_RUN_WAIT_S) + 60
+    with get_redis().pipeline() as pipe:
+        pipe.rpush(key, verdict.as_json())
+        pipe.expire(key, ttl_s)
+        pipe.execute()
+    return verdict
+
+
+def strategy_dry_run_on_worker(
+    *,
+    code: str,
+    exchange: str,
+    symbol: str,
+    resolution: str,
+    settings: dict[str, Any],
+    lookback: int,
+) -> DryRunVerdict:
+    """Queue the dry run for a worker and wait, at most STRATEGY_DRY_RUN_WAIT_S, for its
+    verdict; StrategyCheckUnavailable when none came."""
+    from strategies.tasks import strategy_dry_run as dry_run_task  # the task calls services
+
+    request_id = uuid.uuid4().hex
+    wait_s = django_settings.STRATEGY_DRY_RUN_WAIT_S
+    # Sent now, not on commit: the task carries everything as JSON and refers to no row, and
+    # this caller waits for it (a deploy checks its code before opening any transaction).
+    # A dry run still queued when the wait is over expires: no worker spends time on it.
+    try:
+        dry_run_task.apply_async(
+            kwargs={
+                "request_id": request_id,
+                "code": code,
+                "exchange": exchange,
+                "symbol": symbol,
+                "resolution": resolution,
+                "settings": settings,
+                "lookback": lookback,
+            },
+            queue=django_settings.STRATEGY_DRY_RUN_QUEUE,
+            expires=wait_s,
+        )
+        reply = _dry_run_reply(request_id=request_id, wait_s=wait_s)
+    except (KombuOperationalError, redis.RedisError) as exc:
+        raise StrategyCheckUnavailable(f"the dry run could not be queued: {exc}") from exc
+    if reply is None:
+        raise StrategyCheckUnavailable(f"no worker dry-ran the strategy within {wait_s} s")
+    return DryRunVerdict.from_json(reply)
+
+
+def _dry_run_reply(*, request_id: str, wait_s: float) -> str | bytes | None:
+    key = DRY_RUN_REPLY_KEY.format(request_id=request_id)
+    deadline = time.monotonic() + wait_s
+    while (remaining := deadline - time.monotonic()) > 0:
+        # In slices shorter than the client's socket timeout (5 s by default in redis-py),
+        # which would otherwise cut a longer BLPOP short with an error, and never 0 ms,
+        # which Redis reads as "block forever".
+        timeout = max(min(remaining, DRY_RUN_POLL_SLICE_S), DRY_RUN_POLL_MIN_S)
+        reply = get_redis().blpop([key], timeout=timeout)
+        if reply is not None:
+            return reply[1]
+    return None
+
+
+def _validated_code(
+    *, code: str, exchange: str, symbol: str, resolution: str, settings: dict[str, Any]
+) -> int:
+    """Compile the code and check its entry point here (static checks run nothing), then
+    have a worker dry-run it. Returns its LOOKBACK; raises ValidationError({"code": message
+    with the line number}) when the author must fix it."""
+    check = inspect_code(code)
+    if not check.ok:
+        raise ValidationError({"code": check.error})
+    lookback = check.lookback or django_settings.STRATEGY_DEFAULT_LOOKBACK
+    verdict = strategy_dry_run_on_worker(
+        code=code,
         exchange=exchange,
         symbol=symbol,
         resolution=resolution,
-        close_time=timezone.now(),
-        limit=lookback,
+        settings=settings,
+        lookback=lookback,
     )
-    if len(stored) >= lookback:
-        return stored
-    step = resolution_to_timedelta(resolution)
-    end = round_to_interval_boundary(timezone.now(), resolution)
-    return synthetic_candles(
-        count=lookback, step_ms=int(step.total_seconds() * 1000), end_ms=datetime_to_ms(end)
-    )
+    if verdict.unavailable:
+        raise StrategyCheckUnavailable(verdict.error)
+    if not verdict.ok:
+        raise ValidationError({"code": verdict.error})
+    return lookback
 
 
 def strategy_create(
@@ -131,8 +239,9 @@ def strategy_create(
     is_public: bool = False,
     is_marketplace: bool = False,
 ) -> Strategy:
-    """Deploy a strategy: checks the market and the code (including a sandboxed dry run, done
-    before any transaction is opened), then stores it with its version 1."""
+    """Deploy a strategy: checks the market and the code (including a sandboxed dry run on a
+    worker, waited for before any transaction is opened), then stores it with its version 1:
+    a strategy exists, and can run, only once its dry run passed."""
     market = _validated_market(exchange=exchange, symbol=symbol, resolution=resolution)
     lookback = _validated_code(code=code, settings=settings or {}, **market)
     with transaction.atomic():
@@ -266,6 +375,6 @@ def registry_rebuild() -> int:
 
 def strategy_deploy(*, owner: User, **fields: Any) -> Strategy:
     """What ``POST /api/strategies/deploy`` calls. ``strategy_create`` compiles the code,
-    checks its entry point and dry-runs it in the sandbox before anything is stored, so a
+    checks its entry point and has a worker dry-run it before anything is stored, so a
     rejected strategy leaves nothing behind."""
     return strategy_create(owner=owner, **fields)

@@ -31,6 +31,7 @@ from strategies.services import (
     strategy_deploy,
     strategy_update_settings,
 )
+from strategies.throttles import STRATEGY_CHANGES, StrategyChangeThrottle
 
 TAGS = ["strategies"]
 SMA_CROSSOVER = """LOOKBACK = 30
@@ -86,17 +87,23 @@ class StrategyListView(generics.ListAPIView):
 
 
 class StrategyDeployView(APIView):
+    throttle_classes = [StrategyChangeThrottle]
+    throttle_scope = STRATEGY_CHANGES
+
     @extend_schema(
         tags=TAGS,
         summary="Deploy a new strategy",
         description=(
             "Checks the market, compiles the code, checks `generate_signal(candles, settings)` "
-            "and dry-runs it in the sandbox on recent candles with the given settings; any "
-            "problem is a 400 on the field concerned, and nothing is stored."
+            "and has a worker dry-run it in the sandbox on recent candles with the given "
+            "settings (for a few seconds at most); the request waits for the verdict. Any "
+            "problem with the code is a 400 on the field concerned, and nothing is stored. "
+            "503 when no worker could check the code in time (nothing stored; retry later); "
+            "429 beyond the per-user rate of deploys and settings changes."
         ),
         request=StrategyDeploySerializer,
         examples=[DEPLOY_EXAMPLE],
-        responses={201: StrategySerializer, **error_responses(400, 401, 503)},
+        responses={201: StrategySerializer, **error_responses(400, 401, 429, 503)},
     )
     def post(self, request: Request) -> Response:
         data = StrategyDeploySerializer(data=request.data)
@@ -104,7 +111,7 @@ class StrategyDeployView(APIView):
         try:
             strategy = strategy_deploy(owner=authenticated_user(request), **data.validated_data)
         except StrategyCheckUnavailable as exc:
-            # The sandbox could not run the dry run: the server's fault, not the author's.
+            # No worker could dry-run the code: the server's fault, not the author's.
             logger.error("deploy refused, strategy check unavailable: %s", exc)
             raise ServiceUnavailable("The strategy could not be checked; retry later.") from exc
         body = StrategySerializer(strategy, context={"request": request}).data
@@ -123,17 +130,21 @@ class StrategyDetailView(APIView):
 
 
 class StrategySettingsView(APIView):
+    throttle_classes = [StrategyChangeThrottle]
+    throttle_scope = STRATEGY_CHANGES
+
     @extend_schema(
         tags=TAGS,
         summary="Replace the settings (owner only)",
         description=(
             "Replaces `settings`, bumps `settings_version` and publishes "
             "`strategy.settings.changed` on Redis pub/sub. The next execution runs with the "
-            "new settings and records their version."
+            "new settings and records their version. Counts against the same per-user rate "
+            "as deploys (429 beyond it)."
         ),
         request=StrategySettingsSerializer,
         examples=[SETTINGS_EXAMPLE],
-        responses={200: StrategySerializer, **error_responses(400, 401, 403, 404)},
+        responses={200: StrategySerializer, **error_responses(400, 401, 403, 404, 429)},
     )
     def put(self, request: Request, pk: int) -> Response:
         strategy = strategy_get_owned(user=authenticated_user(request), strategy_id=pk)

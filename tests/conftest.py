@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 import pytest
+from django.conf import settings as django_settings
 
 from core.redis_client import get_redis
 from tests.factories import UserFactory
-from tests.workers import WorkerPool
+from tests.workers import WorkerPool, test_database_url
+from tooling.live_processes import QueueWorker
+from tooling.processes import worker_env
+
+DRY_RUN_QUEUE = "strategy-dry-runs-tests"
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +36,36 @@ def celery_workers(django_db_setup, django_db_blocker):
         pool = WorkerPool(count=1, concurrency=2).start()
     yield pool
     pool.stop()
+
+
+@pytest.fixture(scope="session")
+def dry_run_worker(django_db_setup, django_db_blocker):
+    """A real worker taking only the dry-run queue, shared by the tests that deploy: it never
+    takes another test's tasks, and no other worker takes its dry runs."""
+    with django_db_blocker.unblock():
+        env = worker_env(
+            DJANGO_SETTINGS_MODULE="config.settings.test", DATABASE_URL=test_database_url()
+        )
+        worker = QueueWorker(
+            queue=DRY_RUN_QUEUE,
+            env=env,
+            log_dir=django_settings.VAR_DIR / "test-workers",
+            concurrency=1,
+        )
+        try:
+            worker.start().wait_ready()
+            yield worker
+        finally:
+            worker.stop()
+
+
+@pytest.fixture
+def dry_runs_on_worker(dry_run_worker, settings):
+    """Deploys in this test have their code dry-run by ``dry_run_worker``."""
+    settings.STRATEGY_DRY_RUN_QUEUE = dry_run_worker.queue
+    # A loaded test machine may be slow to answer, never wrong: wait long rather than fail.
+    settings.STRATEGY_DRY_RUN_WAIT_S = 120.0
+    return dry_run_worker
 
 
 @pytest.fixture

@@ -121,8 +121,10 @@ def bench_start(
         run.sim = SimulatorClient(url)
     worker = QueueWorker(queue=BENCH_QUEUE, env=env, log_dir=_log_dir(), concurrency=concurrency)
     run.processes.append(worker.start())
-    _create_subscribers(run)
+    # The strategy's dry run goes to this worker too, so it must be listening first.
+    settings.STRATEGY_DRY_RUN_QUEUE = BENCH_QUEUE
     worker.wait_ready()
+    _create_subscribers(run)
     return run
 
 

@@ -89,8 +89,10 @@ def live_demo_start(*, closes: int) -> LiveDemo:
     demo.sim = SimulatorClient(url)
     worker = QueueWorker(queue=DEMO_QUEUE, env=env, log_dir=log_dir).start()
     demo.processes.append(worker)
-    _deploy(demo, closes)
+    # The strategy's dry run goes to this worker too, so it must be listening first.
+    settings.STRATEGY_DRY_RUN_QUEUE = DEMO_QUEUE
     worker.wait_ready()
+    _deploy(demo, closes)
     demo.sim.faults(**FAULTS)
     return demo
 

@@ -146,6 +146,13 @@ STRATEGY_DEFAULT_LOOKBACK = 100
 STRATEGY_SANDBOX_REQUIRE_ISOLATION = env.bool("STRATEGY_SANDBOX_REQUIRE_ISOLATION", default=False)
 # auto (bubblewrap when usable, else rlimit + Landlock + seccomp), bwrap, rlimit, or cold.
 STRATEGY_SANDBOX_ISOLATION = env.str("STRATEGY_SANDBOX_ISOLATION", default="auto")
+# Deploys and code changes dry-run the code on a worker, never in the web process: for at most
+# STRATEGY_DRY_RUN_TIMEOUT_S (and never more than half the execution timeout); the request
+# waits STRATEGY_DRY_RUN_WAIT_S at most for the verdict, then answers 503. A dedicated
+# STRATEGY_DRY_RUN_QUEUE (workers started with -Q) keeps dry runs and executions apart.
+STRATEGY_DRY_RUN_TIMEOUT_S = env.float("STRATEGY_DRY_RUN_TIMEOUT_S", default=3.0)
+STRATEGY_DRY_RUN_WAIT_S = env.float("STRATEGY_DRY_RUN_WAIT_S", default=10.0)
+STRATEGY_DRY_RUN_QUEUE = env.str("STRATEGY_DRY_RUN_QUEUE", default="") or None
 # Beat and stream triggers older than this are stale: the execution is skipped, not run late.
 EXECUTION_MAX_DRIFT_S = env.float("EXECUTION_MAX_DRIFT_S", default=120.0)
 # Each beat run covers the closes since the previous run (a late message loses none), up to this.
@@ -190,6 +197,10 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "core.api.api_exception_handler",
     "DEFAULT_PARSER_CLASSES": ["config.parsers.JSONParser"],
+    # Per user, on deploys and settings changes (strategies.throttles.StrategyChangeThrottle).
+    "DEFAULT_THROTTLE_RATES": {
+        "strategy_changes": env("API_STRATEGY_CHANGE_THROTTLE_RATE", default="10/minute"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Strategy execution platform API",

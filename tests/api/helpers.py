@@ -36,6 +36,12 @@ def field_errors(response: Any) -> dict[str, list[str]]:
     return body["errors"]
 
 
+def strategy_change_rate(settings: Any, rate: str) -> None:
+    """Set the per-user rate of deploys and settings changes (``settings``: pytest-django's)."""
+    rates = {**settings.REST_FRAMEWORK.get("DEFAULT_THROTTLE_RATES", {}), "strategy_changes": rate}
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
+
+
 def deploy_payload(**overrides: Any) -> dict[str, Any]:
     payload = {
         "name": "Momentum",

@@ -26,7 +26,13 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from subscriptions.services import subscription_create, subscription_pause
-from tests.api.helpers import make_credential, make_order, make_position, make_trade
+from tests.api.helpers import (
+    make_credential,
+    make_order,
+    make_position,
+    make_trade,
+    strategy_change_rate,
+)
 from tests.api.stats import FUZZ
 from tests.factories import StrategyFactory, UserFactory, subscribe
 
@@ -61,9 +67,11 @@ def _aim_at_real_objects(case) -> None:
 
 
 @pytest.fixture
-def world(settings):
-    """Two users with strategies, subscriptions, credentials and trades; returns my token."""
+def world(settings, dry_runs_on_worker):
+    """Two users with strategies, subscriptions, credentials and trades; returns my token.
+    Deploys are dry-run by a real worker."""
     settings.API_AUTH_THROTTLE_RATE = "100000/minute"
+    strategy_change_rate(settings, "100000/minute")
     me, other = UserFactory(), UserFactory()
     mine = StrategyFactory(owner=me, settings={"fast": 5})
     public_other = StrategyFactory(owner=other, is_public=True)
@@ -111,6 +119,7 @@ def world(settings):
     derandomize=not os.environ.get("FUZZ_RANDOM"),
 )
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.worker
 def test_every_operation_conforms_to_the_schema(case, world):
     _aim_at_real_objects(case)
     # Requests carry my token, except the negative cases about the headers (the only

@@ -5,12 +5,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from rest_framework.settings import api_settings
 
 from core.redis_client import get_redis
 from core.time_utils import datetime_to_ms
 from execution.services import execution_run
 from strategies.models import Strategy, StrategyExecution, StrategyVersion
-from strategies.sandbox import isolation
+from strategies.sandbox import runner
 from subscriptions.services import subscription_pause
 from tests.api.helpers import (
     VALID_CODE,
@@ -19,9 +20,13 @@ from tests.api.helpers import (
     field_errors,
     make_execution,
     make_trade,
+    strategy_change_rate,
 )
 from tests.factories import StrategyFactory, flat_candles, load_candles, subscribe
 from tests.strategy_code import SCRIPTED
+from tests.workers import test_database_url as worker_database_url
+from tooling.live_processes import QueueWorker
+from tooling.processes import worker_env
 
 STRATEGY_FIELDS = {
     "id",
@@ -47,8 +52,9 @@ STRATEGY_FIELDS = {
 
 
 # --- deploy ---------------------------------------------------------------------------------
+@pytest.mark.worker
 @pytest.mark.django_db
-def test_deploy_creates_the_strategy_and_its_first_version(api, me):
+def test_deploy_creates_the_strategy_and_its_first_version(api, me, dry_runs_on_worker):
     # when a user deploys a strategy
     response = api.post("/api/strategies/deploy", deploy_payload(is_public=True), format="json")
     # then it answers 201 with the strategy, as stored
@@ -66,8 +72,9 @@ def test_deploy_creates_the_strategy_and_its_first_version(api, me):
     assert StrategyVersion.objects.filter(strategy=strategy, version=1).exists()
 
 
+@pytest.mark.worker
 @pytest.mark.django_db
-def test_deploy_accepts_paper_swaps_and_minimal_payloads(api):
+def test_deploy_accepts_paper_swaps_and_minimal_payloads(api, dry_runs_on_worker):
     minimal = {
         "name": "m",
         "code": VALID_CODE,
@@ -119,26 +126,76 @@ def test_deploy_reports_every_missing_field_at_once(api):
     assert set(field_errors(response)) == {"name", "code", "exchange", "symbol", "resolution"}
 
 
-@pytest.mark.django_db
-def test_deploy_answers_503_when_the_sandbox_cannot_check_the_code(api, settings, monkeypatch):
-    # given a server that requires isolation and cannot provide it
-    settings.STRATEGY_SANDBOX_REQUIRE_ISOLATION = True
-    settings.STRATEGY_SANDBOX_ISOLATION = "rlimit"
-    monkeypatch.setattr(isolation, "bwrap_status", lambda: (False, "bwrap is not installed"))
+@pytest.fixture
+def misconfigured_sandbox_worker(settings, django_db_blocker):
+    """A worker on its own queue whose sandbox refuses to run anything (an isolation mode
+    that does not exist), taking this test's dry runs."""
+    queue = "strategy-dry-runs-refused-tests"
+    with django_db_blocker.unblock():
+        env = worker_env(
+            DJANGO_SETTINGS_MODULE="config.settings.test",
+            DATABASE_URL=worker_database_url(),
+            STRATEGY_SANDBOX_ISOLATION="no-such-mode",
+        )
+        worker = QueueWorker(queue=queue, env=env, log_dir=settings.VAR_DIR / "test-workers")
+        try:
+            worker.start().wait_ready()
+            settings.STRATEGY_DRY_RUN_QUEUE = queue
+            settings.STRATEGY_DRY_RUN_WAIT_S = 120.0
+            yield worker
+        finally:
+            worker.stop()
+
+
+UNAVAILABLE = {
+    "detail": "The strategy could not be checked; retry later.",
+    "code": "service_unavailable",
+    "errors": {},
+}
+
+
+@pytest.mark.worker
+# Transactional: the worker's start writes the beat schedule, which an open test transaction
+# would hold up (SQLite has one writer).
+@pytest.mark.django_db(transaction=True)
+def test_deploy_answers_503_when_the_sandbox_cannot_check_the_code(
+    api, misconfigured_sandbox_worker
+):
+    # given a worker whose sandbox cannot run strategies
     # when a valid strategy is deployed
     response = api.post("/api/strategies/deploy", deploy_payload(), format="json")
     # then it is the server's failure, said without its internals, and nothing is stored
     assert response.status_code == 503
-    assert response.json() == {
-        "detail": "The strategy could not be checked; retry later.",
-        "code": "service_unavailable",
-        "errors": {},
-    }
+    assert response.json() == UNAVAILABLE
     assert not Strategy.objects.exists()
 
 
 @pytest.mark.django_db
-def test_deploy_dry_runs_the_code_with_the_given_settings(api):
+def test_deploy_answers_503_when_no_worker_checks_the_code_in_time(api, settings):
+    # given dry runs routed to a queue no worker takes, and a short wait
+    settings.STRATEGY_DRY_RUN_QUEUE = "strategy-dry-runs-nobody-takes"
+    settings.STRATEGY_DRY_RUN_WAIT_S = 0.5
+    try:
+        # when a valid strategy is deployed
+        response = api.post("/api/strategies/deploy", deploy_payload(), format="json")
+    finally:
+        _purge_queue(settings.STRATEGY_DRY_RUN_QUEUE)
+    # then the answer is a 503 and nothing is stored: a strategy is never active unchecked
+    assert response.status_code == 503
+    assert response.json() == UNAVAILABLE
+    assert not Strategy.objects.exists()
+
+
+def _purge_queue(queue: str) -> None:
+    from config.celery_app import app
+
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_purge(queue)
+
+
+@pytest.mark.worker
+@pytest.mark.django_db
+def test_deploy_dry_runs_the_code_with_the_given_settings(api, dry_runs_on_worker):
     code = "def generate_signal(candles, settings):\n    return {'signal': settings['side']}\n"
     missing = api.post(
         "/api/strategies/deploy", deploy_payload(code=code, settings={}), format="json"
@@ -151,6 +208,80 @@ def test_deploy_dry_runs_the_code_with_the_given_settings(api):
         format="json",
     )
     assert ok.status_code == 201, ok.content
+
+
+@pytest.mark.worker
+@pytest.mark.django_db
+def test_a_spinning_strategy_is_refused_at_the_dry_run_cap(api, settings, dry_runs_on_worker):
+    # given a strategy that never returns
+    spin = "def generate_signal(candles, settings):\n    while True:\n        pass\n"
+    # when it is deployed
+    response = api.post("/api/strategies/deploy", deploy_payload(code=spin), format="json")
+    # then the dry run was stopped at its cap (3 s by default), well below the execution
+    # timeout (10 s in tests), and the author is told so on the field
+    assert response.status_code == 400
+    assert field_errors(response) == {"code": ["dry run failed: timeout after 3.0 s"]}
+    assert settings.STRATEGY_TIMEOUT_S / 2 >= 3.0
+    assert not Strategy.objects.exists()
+
+
+@pytest.mark.worker
+@pytest.mark.django_db
+def test_the_dry_run_runs_on_a_worker_never_in_the_web_process(
+    api, dry_runs_on_worker, monkeypatch
+):
+    # given a web process in which the sandbox refuses to run anything
+    def tripwire(*args, **kwargs):
+        raise AssertionError("strategy code ran in the web process")
+
+    monkeypatch.setattr(runner, "execute", tripwire)
+    failing = "def generate_signal(candles, settings):\n    return 1 / 0\n"
+    # when a failing and a valid strategy are deployed
+    refused = api.post("/api/strategies/deploy", deploy_payload(code=failing), format="json")
+    deployed = api.post("/api/strategies/deploy", deploy_payload(), format="json")
+    # then both were dry-run (the failure is the code's own), elsewhere: on the worker
+    assert refused.status_code == 400
+    assert "ZeroDivisionError" in field_errors(refused)["code"][0]
+    assert deployed.status_code == 201, deployed.content
+
+
+# --- throttling -----------------------------------------------------------------------------
+@pytest.mark.worker
+@pytest.mark.django_db
+def test_thirty_deploys_in_a_row_are_throttled_after_the_rate(api, them, dry_runs_on_worker):
+    # given the configured per-user rate of strategy changes (10/minute by default)
+    allowed = int(api_settings.DEFAULT_THROTTLE_RATES["strategy_changes"].split("/")[0])
+    assert allowed < 30
+    # when I deploy 30 strategies in a row
+    answers = [
+        api.post("/api/strategies/deploy", deploy_payload(name=f"s{i}"), format="json")
+        for i in range(30)
+    ]
+    # then the first ones within the rate are deployed, every later one is a 429
+    assert [a.status_code for a in answers] == [201] * allowed + [429] * (30 - allowed)
+    refused = answers[-1]
+    assert refused.json()["code"] == "throttled" and int(refused["Retry-After"]) > 0
+    assert Strategy.objects.count() == allowed
+    # and the limit is mine: another user still deploys
+    theirs = client_for(them).post("/api/strategies/deploy", deploy_payload(), format="json")
+    assert theirs.status_code == 201, theirs.content
+
+
+@pytest.mark.django_db
+def test_settings_changes_count_against_the_same_per_user_rate(api, me, settings):
+    # given a rate of 3 changes a minute and my strategy
+    strategy_change_rate(settings, "3/minute")
+    strategy = StrategyFactory(owner=me, settings={"fast": 0})
+    url = f"/api/strategies/{strategy.pk}/settings"
+    # when I change its settings four times in a row
+    answers = [api.put(url, {"settings": {"fast": i}}, format="json") for i in range(1, 5)]
+    # then the fourth change is refused and changes nothing
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    strategy.refresh_from_db()
+    assert strategy.settings == {"fast": 3} and strategy.settings_version == 4
+    # and a deploy now is over the same rate, refused before any dry run
+    deploy = api.post("/api/strategies/deploy", deploy_payload(), format="json")
+    assert deploy.status_code == 429 and not Strategy.objects.exclude(pk=strategy.pk).exists()
 
 
 # --- list and detail ------------------------------------------------------------------------

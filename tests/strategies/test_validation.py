@@ -1,14 +1,18 @@
 """Code validation on deploy and on code change, and strategy versions.
 
-Deploying or changing code compiles it, checks the entry point, then dry-runs it in the sandbox
-on the market's stored candles (synthetic ones when the store has too few). What the author
-must fix comes back as a ValidationError on the field "code" with the message and the line
-(the API turns it into a 400); every accepted change is a new immutable StrategyVersion, and
-each execution records the version it ran.
+Deploying or changing code compiles it and checks the entry point in the calling process, then
+has a worker dry-run it in the sandbox on the market's stored candles (synthetic ones when the
+store has too few). What the author must fix comes back as a ValidationError on the field
+"code" with the message and the line (the API turns it into a 400); every accepted change is a
+new immutable StrategyVersion, and each execution records the version it ran.
+
+The dry run's verdicts are checked here by calling the worker's side (``strategy_dry_run``) in
+this process, under each isolation level; deploys and code changes go through a real worker.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,16 +22,19 @@ from django.core.exceptions import ValidationError
 from core.time_utils import datetime_to_ms
 from execution.services import execution_run
 from strategies.models import Strategy, StrategyExecution, StrategyVersion
-from strategies.sandbox import isolation, zygote_client
+from strategies.sandbox import inspect_code, isolation, zygote_client
 from strategies.services import (
-    StrategyCheckUnavailable,
+    DryRunVerdict,
     strategy_create,
     strategy_deploy,
+    strategy_dry_run,
+    strategy_dry_run_on_worker,
     strategy_update_code,
 )
 from tests.factories import flat_candles, load_candles, subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
+MARKET = {"exchange": "binance", "symbol": "ETH/BTC", "resolution": "5m"}
 
 BWRAP_USABLE, BWRAP_REASON = isolation.bwrap_status()
 MODES = [
@@ -60,15 +67,20 @@ def _stop_zygotes():
 
 
 def deploy(user, code: str, **fields) -> Strategy:
-    params = {
-        "name": "checked",
-        "code": code,
-        "exchange": "binance",
-        "symbol": "ETH/BTC",
-        "resolution": "5m",
-    }
+    params = {"name": "checked", "code": code, **MARKET}
     params.update(fields)
     return strategy_create(owner=user, **params)
+
+
+def check(code: str, settings: dict | None = None) -> DryRunVerdict:
+    """The dry run as a worker does it, in this process."""
+    lookback = inspect_code(code).lookback or 100
+    return strategy_dry_run(code=code, settings=settings or {}, lookback=lookback, **MARKET)
+
+
+def refusal(verdict: DryRunVerdict) -> str:
+    assert not verdict.ok and not verdict.unavailable, verdict
+    return verdict.error
 
 
 def code_error(excinfo: pytest.ExceptionInfo[ValidationError]) -> str:
@@ -80,7 +92,8 @@ def code_error(excinfo: pytest.ExceptionInfo[ValidationError]) -> str:
 # --------------------------------------------------------------------------- deploy
 
 
-def test_valid_code_is_deployed_with_version_1(user, mode):
+@pytest.mark.worker
+def test_valid_code_is_deployed_with_version_1(user, dry_runs_on_worker):
     strategy = strategy_deploy(
         owner=user, name="ok", code=VALID, exchange="binance", symbol="ETH/BTC", resolution="5m"
     )
@@ -101,14 +114,17 @@ def test_valid_code_is_deployed_with_version_1(user, mode):
         ("LOOKBACK = 0\ndef generate_signal(c, s):\n    pass\n", "LOOKBACK must be an int"),
     ],
 )
-def test_static_errors_are_reported_without_running_anything(user, code, message):
+def test_static_errors_are_reported_without_running_anything(user, code, message, settings):
+    # given dry runs that no worker takes: a deploy that got that far would be a 503
+    settings.STRATEGY_DRY_RUN_QUEUE = "strategy-dry-runs-nobody-takes"
+    settings.STRATEGY_DRY_RUN_WAIT_S = 0.1
     with pytest.raises(ValidationError) as excinfo:
         deploy(user, code)
     assert code_error(excinfo).startswith(message)
     assert not Strategy.objects.exists() and not StrategyVersion.objects.exists()
 
 
-def test_exception_in_the_dry_run_gives_message_line_and_traceback(user, mode):
+def test_exception_in_the_dry_run_gives_message_line_and_traceback(mode):
     code = (
         "LOOKBACK = 10\n\n"
         "def helper(candles):\n"
@@ -116,39 +132,48 @@ def test_exception_in_the_dry_run_gives_message_line_and_traceback(user, mode):
         "def generate_signal(candles, settings):\n"
         "    return helper(candles)\n"
     )
-    with pytest.raises(ValidationError) as excinfo:
-        deploy(user, code)
-    message = code_error(excinfo)
+    message = refusal(check(code))
     assert message.startswith(
         "dry run failed: exception: NameError: name 'undefined_name' is not defined (line 4)"
     )
     assert 'File "<strategy>", line 7, in generate_signal' in message
-    assert not Strategy.objects.exists()
 
 
-def test_module_level_error_is_reported_with_its_line(user, mode):
-    with pytest.raises(ValidationError) as excinfo:
-        deploy(user, "import os\nx = 1 / 0\ndef generate_signal(c, s):\n    return None\n")
-    assert code_error(excinfo).startswith(
+def test_module_level_error_is_reported_with_its_line(mode):
+    verdict = check("import os\nx = 1 / 0\ndef generate_signal(c, s):\n    return None\n")
+    assert refusal(verdict).startswith(
         "dry run failed: exception: ZeroDivisionError: division by zero (line 2)"
     )
 
 
-def test_hanging_strategy_is_rejected_after_the_timeout(user, mode, settings):
-    settings.STRATEGY_TIMEOUT_S = 1.0
-    with pytest.raises(ValidationError) as excinfo:
-        deploy(user, "def generate_signal(c, s):\n    while True:\n        pass\n")
-    assert code_error(excinfo) == "dry run failed: timeout after 1.0 s"
+SPIN = "def generate_signal(c, s):\n    while True:\n        pass\n"
 
 
-def test_hostile_code_is_rejected_and_nothing_is_stored(user, mode):
+def test_hanging_strategy_is_rejected_after_the_dry_run_timeout(mode, settings):
+    settings.STRATEGY_DRY_RUN_TIMEOUT_S = 1.0
+    assert refusal(check(SPIN)) == "dry run failed: timeout after 1.0 s"
+
+
+@pytest.mark.parametrize(
+    ("execution_timeout_s", "max_timeout_s"),
+    [(2.0, 60.0), (30.0, 2.0)],
+)
+def test_the_dry_run_timeout_is_capped_at_half_the_execution_timeout(
+    settings, execution_timeout_s, max_timeout_s
+):
+    # given a dry-run timeout configured above the execution timeout (2 s either way)
+    settings.STRATEGY_DRY_RUN_TIMEOUT_S = 30.0
+    settings.STRATEGY_TIMEOUT_S = execution_timeout_s
+    settings.STRATEGY_MAX_TIMEOUT_S = max_timeout_s
+    # then a spinning strategy is stopped at half of it
+    assert refusal(check(SPIN)) == "dry run failed: timeout after 1.0 s"
+
+
+def test_hostile_code_is_rejected(mode):
     code = "import os\ndef generate_signal(c, s):\n    os.kill(os.getppid(), 9)\n"
-    with pytest.raises(ValidationError) as excinfo:
-        deploy(user, code)
-    assert code_error(excinfo).startswith(
+    assert refusal(check(code)).startswith(
         "dry run failed: exception: PermissionError: [Errno 1] Operation not permitted (line 3)"
     )
-    assert not Strategy.objects.exists()
 
 
 @pytest.mark.parametrize(
@@ -160,10 +185,9 @@ def test_hostile_code_is_rejected_and_nothing_is_stored(user, mode):
         ("42", "dry run failed: invalid result: expected a dict or None, got int"),
     ],
 )
-def test_invalid_signals_are_rejected(user, returned, message):
-    with pytest.raises(ValidationError) as excinfo:
-        deploy(user, f"def generate_signal(c, s):\n    return {returned}\n")
-    assert code_error(excinfo).startswith(message)
+def test_invalid_signals_are_rejected(returned, message):
+    verdict = check(f"def generate_signal(c, s):\n    return {returned}\n")
+    assert refusal(verdict).startswith(message)
 
 
 CHECKS_CANDLES = """
@@ -177,7 +201,8 @@ def generate_signal(candles, settings):
 """
 
 
-def test_dry_run_uses_the_markets_stored_candles_and_the_settings(user):
+@pytest.mark.worker
+def test_dry_run_uses_the_markets_stored_candles_and_the_settings(user, dry_runs_on_worker):
     # given 40 stored candles for the market
     rows = flat_candles(start_ms=datetime_to_ms(START), count=40)
     load_candles(rows=rows)
@@ -186,7 +211,8 @@ def test_dry_run_uses_the_markets_stored_candles_and_the_settings(user):
     assert strategy.pk
 
 
-def test_dry_run_falls_back_to_synthetic_candles(user):
+@pytest.mark.worker
+def test_dry_run_falls_back_to_synthetic_candles(user, dry_runs_on_worker):
     # given a market without stored candles (another market has some)
     load_candles(symbol="BTC/USDT", rows=flat_candles(start_ms=datetime_to_ms(START), count=40))
     code = """
@@ -209,7 +235,8 @@ def generate_signal(candles, settings):
     assert deploy(user, code).lookback == 50
 
 
-def test_settings_used_by_the_dry_run_must_be_present(user):
+@pytest.mark.worker
+def test_settings_used_by_the_dry_run_must_be_present(user, dry_runs_on_worker):
     with pytest.raises(ValidationError) as excinfo:
         deploy(user, "def generate_signal(c, s):\n    return {'signal': s['side']}\n")
     assert code_error(excinfo).startswith("dry run failed: exception: KeyError: 'side' (line 2)")
@@ -217,16 +244,30 @@ def test_settings_used_by_the_dry_run_must_be_present(user):
                   settings={"side": "HOLD"}).pk  # fmt: skip
 
 
-def test_refused_sandbox_is_a_server_error_not_the_authors(user, settings, monkeypatch):
+def test_refused_sandbox_is_a_server_error_not_the_authors(settings, monkeypatch):
     settings.STRATEGY_SANDBOX_REQUIRE_ISOLATION = True
     monkeypatch.setattr(isolation, "bwrap_status", lambda: (False, "bwrap is not installed"))
-    with pytest.raises(StrategyCheckUnavailable) as excinfo:
-        deploy(user, VALID)
-    assert str(excinfo.value) == (
+    verdict = check(VALID)
+    assert not verdict.ok and verdict.unavailable
+    assert verdict.error == (
         "the strategy could not be checked: isolation required but bubblewrap is not usable: "
         "bwrap is not installed"
     )
-    assert not Strategy.objects.exists()
+
+
+@pytest.mark.worker
+def test_the_dry_run_is_done_by_a_worker_process(dry_runs_on_worker):
+    # when a deploy's dry run is asked for
+    verdict = strategy_dry_run_on_worker(code=VALID, settings={}, lookback=20, **MARKET)
+    # then one of the worker's pool processes ran it, not this (the web) process
+    assert verdict.ok, verdict
+    assert verdict.checked_by_pid != os.getpid()
+    assert _parent(verdict.checked_by_pid) == dry_runs_on_worker.proc.pid
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[1])
 
 
 # --------------------------------------------------------------------------- code changes
@@ -236,7 +277,8 @@ V1 = "def generate_signal(candles, settings):\n    print('v1')\n    return None\
 V2 = "LOOKBACK = 7\n\ndef generate_signal(candles, settings):\n    print('v2')\n    return None\n"
 
 
-def test_code_change_creates_a_new_immutable_version(user, mode):
+@pytest.mark.worker
+def test_code_change_creates_a_new_immutable_version(user, dry_runs_on_worker):
     strategy = deploy(user, V1)
     updated = strategy_update_code(strategy=strategy, code=V2)
     assert updated.code_version == 2 and updated.code == V2 and updated.lookback == 7
@@ -248,14 +290,16 @@ def test_code_change_creates_a_new_immutable_version(user, mode):
     assert versions == [(1, V1, 100), (2, V2, 7)]
 
 
-def test_resubmitting_the_same_code_changes_nothing(user):
+@pytest.mark.worker
+def test_resubmitting_the_same_code_changes_nothing(user, dry_runs_on_worker):
     strategy = deploy(user, V1)
     same = strategy_update_code(strategy=strategy, code=V1)
     assert same.code_version == 1
     assert StrategyVersion.objects.filter(strategy=strategy).count() == 1
 
 
-def test_rejected_code_change_keeps_the_current_version(user, mode):
+@pytest.mark.worker
+def test_rejected_code_change_keeps_the_current_version(user, dry_runs_on_worker):
     strategy = deploy(user, V1)
     with pytest.raises(ValidationError) as excinfo:
         strategy_update_code(strategy=strategy, code="def generate_signal(c, s):\n    1 / 0\n")
@@ -265,7 +309,8 @@ def test_rejected_code_change_keeps_the_current_version(user, mode):
     assert StrategyVersion.objects.filter(strategy=strategy).count() == 1
 
 
-def test_executions_record_the_version_they_ran(user, mode):
+@pytest.mark.worker
+def test_executions_record_the_version_they_ran(user, mode, dry_runs_on_worker):
     # given a deployed strategy with a subscriber and a market
     load_candles(rows=flat_candles(start_ms=datetime_to_ms(START), count=20))
     strategy = deploy(user, V1)
@@ -288,7 +333,8 @@ def test_executions_record_the_version_they_ran(user, mode):
     assert StrategyVersion.objects.get(strategy=strategy, version=1).code == V1
 
 
-def test_the_readme_example_strategy_deploys_and_runs(user, mode):
+@pytest.mark.worker
+def test_the_readme_example_strategy_deploys_and_runs(user, mode, dry_runs_on_worker):
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("## Writing a strategy", 1)[1]
     example = section.split("```python\n", 1)[1].split("```", 1)[0]

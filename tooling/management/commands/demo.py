@@ -31,10 +31,10 @@ class Command(BaseCommand):
         run: DemoRun | None = None
         worker: WorkerProcess | None = None
         try:
-            worker = demo_start_worker()
+            # Ready before the deploy: the strategy's dry run is done by this worker.
+            worker = demo_start_worker().wait_ready()
             run = demo_setup(closes=closes)
             run.started = started
-            worker.wait_ready()
             self.stdout.write(f"replaying {len(run.closes)} candle closes of {run.strategy}…")
             demo_replay(run)
             for line in demo_report(run):
