@@ -5,6 +5,7 @@ from django.db.models import QuerySet
 
 from core.api import StrictFilterSet
 from trades.models import Order, Trade
+from trades.purposes import PurposeKind, purpose_kind_q
 
 
 class TradeFilter(StrictFilterSet):
@@ -23,10 +24,10 @@ class OrderFilter(StrictFilterSet):
     status = django_filters.ChoiceFilter(choices=Order.Status.choices)
     purpose = django_filters.ChoiceFilter(
         choices=(
-            (Order.ENTRY, "Entry"),
-            ("exit", "Exit"),
-            ("stop", "Stop loss"),
-            ("take", "Take profit"),
+            (PurposeKind.ENTRY.value, "Entry"),
+            (PurposeKind.EXIT.value, "Exit"),
+            (PurposeKind.STOP.value, "Stop loss"),
+            (PurposeKind.TAKE.value, "Take profit"),
         ),
         method="filter_purpose",
         help_text="`entry`, or `exit`, `stop` (stop loss) or `take` (take profit) for those "
@@ -39,7 +40,4 @@ class OrderFilter(StrictFilterSet):
         fields = ("status",)
 
     def filter_purpose(self, queryset: QuerySet[Order], name: str, value: str) -> QuerySet[Order]:
-        # Only an entry's purpose is bare; the others name their trade ("exit:<trade id>").
-        if value == Order.ENTRY:
-            return queryset.filter(purpose=Order.ENTRY)
-        return queryset.filter(purpose__startswith=f"{value}:")
+        return queryset.filter(purpose_kind_q(PurposeKind(value)))

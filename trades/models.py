@@ -8,6 +8,7 @@ from django.db.models import Q
 from core.types import PRICE, DecimalSpec
 from strategies.models import StrategyExecution
 from subscriptions.models import MONEY, StrategySubscription
+from trades.purposes import OrderPurposeField
 
 QUANTITY: DecimalSpec = {"max_digits": 30, "decimal_places": 12}
 
@@ -90,8 +91,6 @@ class Order(models.Model):
     sending anything again, and so never places it twice.
     """
 
-    ENTRY = "entry"  # purpose of an entry; an exit's is "exit:<trade id>" (one per trade)
-
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"  # intent written; not known to the exchange yet
         UNKNOWN = "unknown", "Unknown"  # sent, the answer was lost; reconciled by the sync
@@ -116,7 +115,7 @@ class Order(models.Model):
         StrategyExecution, on_delete=models.PROTECT, related_name="orders"
     )
     trade = models.ForeignKey(Trade, on_delete=models.PROTECT, related_name="orders")
-    purpose = models.CharField(max_length=32)  # "entry", "exit:<trade id>", "stop:…", "take:…"
+    purpose = OrderPurposeField(max_length=32)  # see trades.purposes
     client_order_id = models.CharField(max_length=64, unique=True)
     symbol = models.CharField(max_length=50)
     side = models.CharField(max_length=4)  # buy | sell

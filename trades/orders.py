@@ -55,6 +55,7 @@ from trades.brokers.live import (
 from trades.bulk import bulk_insert, bulk_write
 from trades.models import Order, Trade
 from trades.positions import positions_refresh
+from trades.purposes import OrderPurpose, PurposeKind
 from trades.sizing import realized_pnl
 
 if TYPE_CHECKING:
@@ -116,31 +117,6 @@ EXIT_FIELDS = [
     "metadata",
     "updated_at",
 ]
-
-
-def client_order_id(*, execution_id: int, subscription_id: int, purpose: str) -> str:
-    """Deterministic, so a resent order is recognised by the exchange as the same order."""
-    return f"sf-{execution_id}-{subscription_id}-{purpose}"
-
-
-def exit_purpose(trade_id: int) -> str:
-    return f"exit:{trade_id}"
-
-
-# Protective orders resting on the exchange: a trade's stop loss and take profit.
-PROTECTIVE_REASONS = {"stop": "stop loss", "take": "take profit"}
-
-
-def protective_purpose(kind: str, trade_id: int) -> str:
-    return f"{kind}:{trade_id}"
-
-
-def is_protective(purpose: str) -> bool:
-    return purpose.split(":", 1)[0] in PROTECTIVE_REASONS
-
-
-def protective_q() -> Q:
-    return Q(purpose__startswith="stop:") | Q(purpose__startswith="take:")
 
 
 @dataclass
@@ -376,9 +352,10 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> None:
             orders.append(leg.order)
             if leg.trade.pk not in live_trades:
                 continue
-            if is_protective(leg.order.purpose):
+            purpose = leg.order.purpose
+            if purpose.is_protective:
                 # The exchange closed the trade: its stop or take profit filled.
-                leg.exit_reason = PROTECTIVE_REASONS[leg.order.purpose.split(":", 1)[0]]
+                leg.exit_reason = purpose.exit_reason
                 if (
                     leg.result.status == OrderStatus.FILLED
                     and leg.result.average_price
@@ -388,29 +365,17 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> None:
                     leg.trade.exit_client_order_id = leg.order.client_order_id
                     leg.trade.exit_execution = None
                     _apply_to_exit(leg.trade, leg.result, leg.exit_reason, now)
-                    tally.closed += 1
-                    pnl, fees = closed_pnl[leg.trade.subscription_id]
-                    closed_pnl[leg.trade.subscription_id] = (
-                        pnl + (leg.trade.pnl or 0),
-                        fees + leg.trade.fees,
-                    )
-                    _emit_closed(leg)
+                    _count_closed(leg, tally, closed_pnl)
                     exits.append(leg.trade)
                 continue
-            if leg.order.purpose == Order.ENTRY:
+            if purpose.kind == PurposeKind.ENTRY:
                 if _apply_to_entry(leg.trade, leg.result, now):
                     tally.opened += 1
                     _emit_filled(leg)
                 entries.append(leg.trade)
             else:
                 if _apply_to_exit(leg.trade, leg.result, leg.exit_reason, now):
-                    tally.closed += 1
-                    pnl, fees = closed_pnl[leg.trade.subscription_id]
-                    closed_pnl[leg.trade.subscription_id] = (
-                        pnl + (leg.trade.pnl or 0),
-                        fees + leg.trade.fees,
-                    )
-                    _emit_closed(leg)
+                    _count_closed(leg, tally, closed_pnl)
                 exits.append(leg.trade)
             if leg.result.status in (OrderStatus.REJECTED, OrderStatus.UNKNOWN):
                 tally.failed += 1
@@ -423,15 +388,24 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> None:
     credentials_record_failures(outcomes)
 
 
+def _count_closed(leg: Leg, tally: Tally, closed_pnl: dict[int, tuple[Decimal, Decimal]]) -> None:
+    """A trade closed by this batch: counted, its PnL and fees added to its subscription's."""
+    tally.closed += 1
+    pnl, fees = closed_pnl[leg.trade.subscription_id]
+    closed_pnl[leg.trade.subscription_id] = (pnl + (leg.trade.pnl or 0), fees + leg.trade.fees)
+    _emit_closed(leg)
+
+
 def _live_trades(legs: Sequence[Leg]) -> set[int]:
     """Trades still in the state their leg expects (locked until the batch is recorded)."""
-    entry_ids = [leg.trade.pk for leg in legs if leg.order.purpose == Order.ENTRY]
+    kinds = {leg.order.pk: leg.order.purpose.kind for leg in legs}
+    entry_ids = [leg.trade.pk for leg in legs if kinds[leg.order.pk] == PurposeKind.ENTRY]
     exits = {
         leg.trade.pk: leg.order.execution_id
         for leg in legs
-        if leg.order.purpose != Order.ENTRY and not is_protective(leg.order.purpose)
+        if kinds[leg.order.pk] == PurposeKind.EXIT
     }
-    protected = [leg.trade.pk for leg in legs if is_protective(leg.order.purpose)]
+    protected = [leg.trade.pk for leg in legs if leg.order.purpose.is_protective]
     live: set[int] = set()
     if protected:
         # A protective fill closes the trade while it is open, whoever holds its exit claim:
@@ -508,8 +482,8 @@ def orders_settle(legs: Sequence[Leg], tally: Tally, *, symbol: str) -> None:
 
 # --- intents --------------------------------------------------------------------------------
 def order_intents(
-    execution: StrategyExecution, specs: Sequence[tuple[Trade, str, OrderRequest]]
-) -> dict[tuple[int, str], Order]:
+    execution: StrategyExecution, specs: Sequence[tuple[Trade, OrderPurpose, OrderRequest]]
+) -> dict[tuple[int, OrderPurpose], Order]:
     """Get or create the intents for (trade, purpose, request), in two queries."""
     if not specs:
         return {}

@@ -28,7 +28,6 @@ from trades.models import Order, Trade
 from trades.orders import (
     Leg,
     Tally,
-    client_order_id,
     leg_for,
     legs_cancel,
     legs_credential_refs,
@@ -36,10 +35,9 @@ from trades.orders import (
     orders_claim,
     orders_reclaim,
     orders_record,
-    protective_purpose,
-    protective_q,
     request_from_intent,
 )
+from trades.purposes import OrderPurpose, PurposeKind, protective_q
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,7 @@ def protective_fill(
 def protective_place(*, trade_ids: Iterable[int], tally: Tally) -> int:
     """Place the stop loss and take profit of these live trades whose entry filled."""
     filled = Order.objects.filter(
-        trade_id__in=list(trade_ids), purpose=Order.ENTRY, status=Order.Status.FILLED
+        trade_id__in=list(trade_ids), purpose=OrderPurpose.entry(), status=Order.Status.FILLED
     ).values("trade_id")
     trades = list(
         Trade.objects.filter(
@@ -156,24 +154,26 @@ def _pairs(trades: list[Trade]) -> list[tuple[Leg, Leg]]:
     specs = []
     for trade in trades:
         side: OrderSide = "sell" if trade.side == Trade.Side.LONG else "buy"
-        for kind, price in (("stop", trade.stop_loss), ("take", trade.take_profit)):
+        for kind, price in (
+            (PurposeKind.STOP, trade.stop_loss),
+            (PurposeKind.TAKE, trade.take_profit),
+        ):
             assert price is not None
+            purpose = OrderPurpose.protective(kind, trade.pk)
             request = OrderRequest(
                 symbol=trade.symbol,
                 side=side,
                 quantity=trade.quantity,
-                client_order_id=client_order_id(
-                    execution_id=execution.pk,
-                    subscription_id=trade.subscription_id,
-                    purpose=f"{kind[0]}{trade.pk}",
+                client_order_id=purpose.client_order_id(
+                    execution_id=execution.pk, subscription_id=trade.subscription_id
                 ),
                 reference_price=price,
                 reference_time=now,
                 reduce_only=True,
-                type=kind,  # the trigger price is the order's price
+                type=kind.value,  # the trigger price is the order's price
                 price=price,
             )
-            specs.append((trade, protective_purpose(kind, trade.pk), request))
+            specs.append((trade, purpose, request))
     intents = order_intents(execution, specs)
     legs = []
     for trade, purpose, request in specs:

@@ -30,9 +30,6 @@ from trades.models import Order, Trade
 from trades.orders import (
     Leg,
     Tally,
-    client_order_id,
-    exit_purpose,
-    is_protective,
     leg_for,
     legs_cancel,
     legs_lookup,
@@ -42,7 +39,6 @@ from trades.orders import (
     orders_record,
     orders_send,
     orders_settle,
-    protective_q,
     request_from_intent,
 )
 from trades.positions import positions_refresh
@@ -52,6 +48,7 @@ from trades.protect import (
     protective_place,
     protective_release,
 )
+from trades.purposes import OrderPurpose, PurposeKind, protective_q
 from trades.sizing import PositionUnfit, position_check, position_quantity
 
 logger = logging.getLogger(__name__)
@@ -90,8 +87,8 @@ def _entry_intents(ctx: _EntryContext, subs: Sequence[StrategySubscription]) -> 
                 side=side,
                 stop_loss=ctx.signal.stop_loss,
                 take_profit=ctx.signal.take_profit,
-                client_order_id=client_order_id(
-                    execution_id=ctx.execution.pk, subscription_id=sub.pk, purpose="e"
+                client_order_id=OrderPurpose.entry().client_order_id(
+                    execution_id=ctx.execution.pk, subscription_id=sub.pk
                 ),
                 metadata={"signal": ctx.signal.metadata} if ctx.signal.metadata else {},
             )
@@ -223,7 +220,7 @@ def _enter(ctx: _EntryContext, subs: Sequence[StrategySubscription], tally: Tall
     )
     moved = _price_band(ctx, pending) if ctx.fresh_only else {}
     skipped: list[Trade] = []
-    specs: list[tuple[Trade, str, OrderRequest]] = []
+    specs: list[tuple[Trade, OrderPurpose, OrderRequest]] = []
     now = timezone.now()
     for sub in pending:
         trade = trades[sub.pk]
@@ -241,7 +238,7 @@ def _enter(ctx: _EntryContext, subs: Sequence[StrategySubscription], tally: Tall
             skipped.append(trade)
         else:
             assert request is not None
-            specs.append((trade, Order.ENTRY, request))
+            specs.append((trade, OrderPurpose.entry(), request))
     if skipped:
         still = _still_pending(skipped)
         bulk_write([t for t in skipped if t.pk in still], ["status", "error", "updated_at"])
@@ -295,12 +292,11 @@ def _exit(
     if not claimed:
         return
     reference_default = execution.close_price
-    specs = []
+    specs: list[tuple[Trade, OrderPurpose, OrderRequest]] = []
     for trade in claimed:
-        cid = client_order_id(
-            execution_id=execution.pk,
-            subscription_id=trade.subscription_id,
-            purpose=f"x{trade.pk}",
+        purpose = OrderPurpose.exit(trade.pk)
+        cid = purpose.client_order_id(
+            execution_id=execution.pk, subscription_id=trade.subscription_id
         )
         trade.exit_client_order_id = cid
         trade.metadata = {**trade.metadata, "exit_reason": (reasons or {}).get(trade.pk, reason)}
@@ -315,7 +311,7 @@ def _exit(
             reference_time=execution.interval_end,
             reduce_only=True,
         )
-        specs.append((trade, exit_purpose(trade.pk), request))
+        specs.append((trade, purpose, request))
     bulk_write(claimed, ["exit_client_order_id", "metadata"])
     intents = order_intents(execution, specs)
     legs = []
@@ -420,33 +416,6 @@ def _record_batch_failure(
         subscription_id__in=subscription_ids, exit_execution=execution, status=Trade.Status.OPEN
     ).exclude(pk__in=sent).update(exit_execution=None, error=reason)
     return failed
-
-
-def trade_enter(
-    *, execution: StrategyExecution, subscription: StrategySubscription, signal: Signal
-) -> bool:
-    """One subscriber's entry (the fan-out does the same in batches). True when it opened."""
-    tally = Tally()
-    ctx = _EntryContext(
-        execution, signal, _market_price(execution), execution.interval_end, fresh_only=True
-    )
-    _enter(ctx, [subscription], tally)
-    return tally.opened > 0
-
-
-def trade_exit(
-    *,
-    execution: StrategyExecution,
-    trade: Trade,
-    reason: str,
-    price: Decimal | None = None,
-) -> bool:
-    """Close an open trade at market (paper: at ``price``, e.g. its stop). True when closed."""
-    tally = Tally()
-    _exit(
-        execution, [trade], reason=reason, tally=tally, prices={trade.pk: price} if price else None
-    )
-    return tally.closed > 0
 
 
 # --- at every candle close ------------------------------------------------------------------
@@ -616,11 +585,11 @@ def _sync_open(tally: Tally, *, limit: int) -> int:
     orders_record(orders_reclaim(found), tally)
     orders_record(orders_claim(unusable), tally)
     _resend(resend, tally)
-    entries = [leg.trade.pk for leg in found if leg.order.purpose == Order.ENTRY]
+    entries = [leg.trade.pk for leg in found if leg.order.purpose.kind == PurposeKind.ENTRY]
     protective_place(trade_ids=entries, tally=tally)
     # A stop or take profit filled: its sibling is cancelled (an OCO's has expired already).
     stopped = Trade.objects.filter(
-        pk__in=[leg.trade.pk for leg in found if is_protective(leg.order.purpose)],
+        pk__in=[leg.trade.pk for leg in found if leg.order.purpose.is_protective],
         status=Trade.Status.CLOSED,
     ).values_list("pk", flat=True)
     protective_release(trade_ids=list(stopped), tally=tally)
@@ -700,16 +669,16 @@ def _resend(legs: Sequence[Leg], tally: Tally) -> None:
     drop: list[Leg] = []
     for leg in legs:
         fresh = execution_signal_age_s(leg.order.execution, now=now) <= settings.SIGNAL_MAX_AGE_S
-        if is_protective(leg.order.purpose):
+        if leg.order.purpose.is_protective:
             drop.append(leg)  # not resent alone: the candle-close check takes over
         else:
-            (go if leg.order.purpose != Order.ENTRY or fresh else drop).append(leg)
+            (go if leg.order.purpose.kind != PurposeKind.ENTRY or fresh else drop).append(leg)
     for leg in drop:
         leg.result = OrderResult(
             status=OrderStatus.REJECTED,
             reason=(
                 "never reached the exchange: the stop is checked at candle close"
-                if is_protective(leg.order.purpose)
+                if leg.order.purpose.is_protective
                 else "never reached the exchange, and the signal is too old to send it now"
             ),
         )
@@ -723,7 +692,7 @@ def orders_cancel_stale(*, limit: int = 500) -> int:
     orders = list(
         Order.objects.filter(
             subscription__mode=StrategySubscription.Mode.LIVE,
-            purpose=Order.ENTRY,
+            purpose=OrderPurpose.entry(),
             status__in=(Order.Status.OPEN, Order.Status.PARTIALLY_FILLED),
             created_at__lt=cutoff,
             send_token="",

@@ -13,6 +13,7 @@ from markets.registry import market_key, registry_strategy_ids
 from strategies.models import StrategyExecution
 from subscriptions.services import credential_create
 from trades.models import Order, Position, Trade
+from trades.purposes import OrderPurpose
 
 VALID_CODE = """
 LOOKBACK = 10
@@ -109,9 +110,9 @@ def make_trade(subscription: Any, *, status: str = "closed", pnl: str | None = "
     return Trade.objects.create(subscription=subscription, execution=execution, **values)
 
 
-def make_order(trade: Any, *, purpose: str = Order.ENTRY, **fields: Any) -> Order:
+def make_order(trade: Any, *, purpose: str = OrderPurpose.entry(), **fields: Any) -> Order:
     """An order intent of ``trade`` as the order machinery records it (for reads)."""
-    entry = purpose == Order.ENTRY
+    entry = purpose == OrderPurpose.entry()
     suffix = "e" if entry else "x"
     # An exit is sent by a later execution (the one with the exit signal).
     execution = trade.execution if entry else make_execution(trade.subscription.strategy)

@@ -19,6 +19,7 @@ from tests.trades.conftest import START, STEP
 from tests.trades.live import Sim, Trader, live_trader
 from tests.trades.test_live_orders import STOPS, _market_that_moves, run_close
 from trades.models import Order, Trade
+from trades.purposes import OrderPurpose
 from trades.services import orders_cancel_stale, orders_sync_open
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,7 +49,7 @@ def _resting_limit_entries(sim: Sim, count: int = 3) -> tuple[list[datetime], li
         trigger="replay",
         inline_fanout=True,
     )
-    orders = Order.objects.filter(subscription__strategy=strategy, purpose=Order.ENTRY)
+    orders = Order.objects.filter(subscription__strategy=strategy, purpose=OrderPurpose.entry())
     assert sorted(o.status for o in orders) == ["open"] * count
     return closes, traders
 
@@ -68,7 +69,7 @@ def _make_undecryptable(trader: Trader) -> None:
 
 def _entry_order(trader: Trader) -> Order:
     return Order.objects.select_related("trade").get(
-        subscription=trader.subscription, purpose=Order.ENTRY
+        subscription=trader.subscription, purpose=OrderPurpose.entry()
     )
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Literal, Protocol
+from typing import Literal
 
 OrderSide = Literal["buy", "sell"]
 
@@ -79,11 +79,3 @@ class OrderResult:
     @property
     def has_fill(self) -> bool:
         return self.quantity > 0 and self.average_price is not None
-
-
-class Broker(Protocol):
-    def place_market_order(self, order: OrderRequest) -> OrderResult: ...
-
-
-class BrokerUnavailable(RuntimeError):
-    """No broker can serve this subscription (e.g. an unknown exchange)."""
