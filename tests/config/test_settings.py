@@ -223,10 +223,9 @@ def _seccomp_profile(service: dict[str, Any]) -> dict[str, Any]:
     return json.loads((BASE_DIR / options["seccomp"]).read_text())
 
 
-@pytest.mark.parametrize("name", ["worker", "web"])
-def test_compose_gives_strategy_runners_what_bubblewrap_needs_and_no_more(name):
-    # given the services that run strategy code (web dry-runs deploys)
-    service = _compose()["services"][name]
+def test_compose_gives_the_strategy_runner_what_bubblewrap_needs_and_no_more():
+    # given the one service that runs strategy code (deploys are dry-run on workers too)
+    service = _compose()["services"]["worker"]
     # then isolation is required, without privileges or added capabilities
     assert service["environment"]["STRATEGY_SANDBOX_REQUIRE_ISOLATION"] == "true"
     assert not service.get("privileged") and not service.get("cap_add")
@@ -242,6 +241,14 @@ def test_compose_gives_strategy_runners_what_bubblewrap_needs_and_no_more(name):
     }
     needed = {"clone", "unshare", "mount", "umount2", "pivot_root", "sethostname"}
     assert needed <= unconditional
+
+
+@pytest.mark.parametrize("name", ["web", "beat", "streamer"])
+def test_services_that_run_no_strategy_code_keep_dockers_defaults(name):
+    # given a service that never runs strategy code
+    service = _compose()["services"][name]
+    # then its security options are Docker's own
+    assert "security_opt" not in service and not service.get("privileged")
 
 
 def test_the_seccomp_profile_is_dockers_default_shape_and_denies_by_default():
