@@ -207,7 +207,8 @@ def _partial(row: tuple, progress: float) -> tuple:
 
 
 def _s(value: Decimal) -> str:
-    return f"{value:.8f}"
+    # The same digits the REST klines carry: an exchange's stream and REST agree on a candle.
+    return str(value)
 
 
 def kline_stream(clock: ReplayClock | None) -> Extension:
