@@ -41,6 +41,7 @@ from django.utils import timezone
 from core.events import EventType, event_emit
 from strategies.models import StrategyExecution
 from subscriptions.models import MONEY, StrategySubscription
+from subscriptions.services import credential_record_failures
 from trades.brokers import OrderRequest, OrderResult, OrderStatus, paper_broker
 from trades.brokers.base import CredentialFailure
 
@@ -228,8 +229,6 @@ def credentials_record_failures(outcomes: Sequence[tuple[Leg, OrderResult]]) -> 
     Best effort, after the orders' own results: the reason is on each order already, and
     nothing here may stop the batch for the other subscribers.
     """
-    from subscriptions.services import credential_record_failures as record
-
     errors: dict[int, str] = {}
     pause: set[int] = set()
     for leg, result in outcomes:
@@ -240,7 +239,7 @@ def credentials_record_failures(outcomes: Sequence[tuple[Leg, OrderResult]]) -> 
         if failure.pauses:
             pause.add(credential_id)
     try:
-        record(errors=errors, pause=pause)
+        credential_record_failures(errors=errors, pause=pause)
     except Exception:
         logger.exception("could not record the failures of credentials %s", sorted(errors))
 
