@@ -6,4 +6,4 @@ import os
 
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
 
-from config.settings.test import *  # noqa: E402, F403
+from config.settings.test import *  # noqa: F403
