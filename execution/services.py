@@ -204,7 +204,17 @@ def _run(execution: StrategyExecution, strategy: Strategy) -> None:
     execution.close_price = Decimal(str(last[4]))
     execution.data_available_at = available_at
     execution.candles_used = len(candles)
+    # Stops protect open trades on every closed candle, warmed up or not.
     _check_stops(execution, last)
+    if len(candles) < strategy.lookback:
+        # A short window only gives indicators of NaN (a HOLD that looks like a verdict), or a
+        # signal computed on less history than the author asked for: the strategy waits.
+        execution_finish(
+            execution=execution,
+            status=Status.SKIPPED,
+            error=f"warming up: {len(candles)} of {strategy.lookback} candles",
+        )
+        return
     timeout = min(strategy.timeout_s, settings.STRATEGY_MAX_TIMEOUT_S)
     result = run_strategy(
         code=strategy.code,

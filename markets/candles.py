@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from core.clock import market_now
 from core.time_utils import (
     datetime_to_ms,
     ms_to_datetime,
@@ -20,6 +23,7 @@ from core.time_utils import (
     resolution_to_timedelta,
     round_to_interval_boundary,
 )
+from markets.exchange_data import closed_rows, exchange_public_client
 from markets.models import Candle
 
 logger = logging.getLogger(__name__)
@@ -143,8 +147,6 @@ def candle_fetch_closed(*, exchange: str, symbol: str, resolution: str, open_tim
     look handled to a streamer coming back, which backfills from the newest stored candle, and
     its executions would never run.
     """
-    from markets.exchange_data import closed_rows, exchange_public_client
-
     client = exchange_public_client(exchange)
     rows = client.fetch_ohlcv(symbol, resolution, since=datetime_to_ms(open_time), limit=1)
     wanted = datetime_to_ms(open_time)
@@ -184,3 +186,229 @@ def candles_settle(
         if received is not None or time.monotonic() >= deadline:
             return received
         time.sleep(settings.CANDLE_SETTLE_POLL_S)
+
+
+# --- history downloads over ccxt -----------------------------------------------------------
+
+FETCH_PAGE_MAX = 1000  # Binance's spot klines limit, the largest page most exchanges serve
+
+
+class CandleFetchError(Exception):
+    """The exchange could not be read (network, refusal, a malformed answer)."""
+
+
+@dataclass(frozen=True)
+class CandleGap:
+    """``missing`` candles absent from the store, the first of them opening at ``first``."""
+
+    first: datetime
+    missing: int
+
+    def line(self) -> str:
+        return f"gap: {self.missing} candles missing from {_iso(self.first)}"
+
+
+@dataclass(frozen=True)
+class FetchPage:
+    number: int
+    fetched: int
+    new: int
+    first: datetime
+    last: datetime
+
+    def line(self) -> str:
+        return (
+            f"page {self.number}: {self.fetched} candles, {self.new} new, "
+            f"from {_iso(self.first)} to {_iso(self.last)}"
+        )
+
+
+@dataclass
+class FetchSummary:
+    resumed_from: datetime  # the open time the download started at
+    pages: int = 0
+    fetched: int = 0
+    new: int = 0
+    first: datetime | None = None
+    last: datetime | None = None
+    gaps: list[CandleGap] = field(default_factory=list)
+
+    def line(self) -> str:
+        if self.first is None or self.last is None:
+            span = f"nothing to fetch from {_iso(self.resumed_from)}"
+        else:
+            span = f"from {_iso(self.first)} to {_iso(self.last)}"
+        return f"fetched {self.fetched} candles, {self.new} new, {span}; {len(self.gaps)} gaps"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _utc(moment: datetime, *, name: str) -> datetime:
+    if moment.tzinfo is None or moment.tzinfo.utcoffset(moment) is None:
+        raise CandleDataError(f"{name} must carry a timezone (UTC), e.g. 2024-01-01T00:00:00Z")
+    return moment.astimezone(UTC)
+
+
+def _fetch_client(*, exchange: str, symbol: str, resolution: str) -> Any:
+    """A public ccxt client for the market, after checking that the exchange has it."""
+    import ccxt
+
+    if exchange not in ccxt.exchanges:
+        raise CandleDataError(f"unknown exchange {exchange!r}: not a ccxt exchange id")
+    client = exchange_public_client(exchange)
+    # A history download sends many requests in a row: ccxt's throttle keeps it within the
+    # exchange's published rate limit (a ban would stop it half way).
+    client.enableRateLimit = True
+    timeframes = getattr(client, "timeframes", None) or {}
+    if timeframes and resolution not in timeframes:
+        raise CandleDataError(f"{exchange} has no {resolution} candles")
+    try:
+        client.load_markets()
+    except ccxt.BaseError as exc:
+        raise CandleFetchError(f"cannot load {exchange}'s markets: {exc}") from exc
+    if symbol not in client.markets:
+        raise CandleDataError(f"unknown symbol {symbol!r} on {exchange}")
+    return client
+
+
+def _resume_from(
+    *, market: dict[str, str], start: datetime, end: datetime, step: timedelta
+) -> datetime:
+    """After the newest stored candle of the range: a re-run continues where one stopped."""
+    newest = (
+        Candle.objects.filter(**market, open_time__gte=start, open_time__lte=end - step)
+        .order_by("-open_time")
+        .values_list("open_time", flat=True)
+        .first()
+    )
+    return start if newest is None else newest + step
+
+
+def _store_page(*, market: dict[str, str], rows: list[list]) -> int:
+    """Store one page; rows already stored stay as they are. Returns rows new to the store."""
+    candles = [_candle_from_row(r, **market) for r in rows]
+    span = {"open_time__gte": candles[0].open_time, "open_time__lte": candles[-1].open_time}
+    # Counted over the page's own span, not the market: cheap on a long history.
+    before = Candle.objects.filter(**market, **span).count()
+    Candle.objects.bulk_create(candles, ignore_conflicts=True)
+    return Candle.objects.filter(**market, **span).count() - before
+
+
+def candles_gaps(
+    *, exchange: str, symbol: str, resolution: str, start: datetime, end: datetime
+) -> list[CandleGap]:
+    """Runs of candles missing from the store between its first and its last candle opening
+    at or after ``start`` and closed by ``end`` (before the first, the market may not have
+    been listed yet)."""
+    step = resolution_to_timedelta(resolution)
+    opens = (
+        Candle.objects.filter(
+            exchange=exchange,
+            symbol=symbol,
+            resolution=resolution,
+            open_time__gte=start,
+            open_time__lte=end - step,
+        )
+        .order_by("open_time")
+        .values_list("open_time", flat=True)
+    )
+    gaps: list[CandleGap] = []
+    previous: datetime | None = None
+    for open_time in opens.iterator():
+        if previous is not None and open_time - previous > step:
+            gaps.append(CandleGap(previous + step, (open_time - previous) // step - 1))
+        previous = open_time
+    return gaps
+
+
+def candles_fetch_history(
+    *,
+    exchange: str,
+    symbol: str,
+    resolution: str,
+    since: datetime,
+    until: datetime | None = None,
+    page_size: int = FETCH_PAGE_MAX,
+    on_page: Callable[[FetchPage], None] | None = None,
+) -> FetchSummary:
+    """Download the closed candles opening at or after ``since`` and closed by ``until`` (by
+    default: now) into the store, a page of ``page_size`` at a time.
+
+    Resumable and idempotent: it starts after the newest candle already stored in the range,
+    and the store's unique constraint keeps any candle from being stored twice. The candle
+    still open is never stored. Raises CandleDataError for bad input, CandleFetchError when
+    the exchange cannot be read (the pages stored until then stay: a re-run resumes).
+    """
+    import ccxt
+
+    resolution = normalize_resolution(resolution)
+    since = _utc(since, name="since")
+    now = market_now()
+    end = now if until is None else min(_utc(until, name="until"), now)
+    if until is not None and since >= until:
+        raise CandleDataError(f"since ({_iso(since)}) must be before until ({_iso(until)})")
+    if not 1 <= page_size <= FETCH_PAGE_MAX:
+        raise CandleDataError(f"page size must be in 1..{FETCH_PAGE_MAX}, got {page_size}")
+    client = _fetch_client(exchange=exchange, symbol=symbol, resolution=resolution)
+    market = {"exchange": exchange, "symbol": symbol, "resolution": resolution}
+    step = resolution_to_timedelta(resolution)
+    start = round_to_interval_boundary(since, resolution)
+    start = start if start == since else start + step  # the first candle opening at/after since
+    cursor = _resume_from(market=market, start=start, end=end, step=step)
+    summary = FetchSummary(resumed_from=cursor)
+    while cursor + step <= end:
+        try:
+            rows = client.fetch_ohlcv(
+                symbol, resolution, since=datetime_to_ms(cursor), limit=page_size
+            )
+        except ccxt.BaseError as exc:
+            raise CandleFetchError(
+                f"fetching {symbol} {resolution} from {exchange}: {exc}"
+            ) from exc
+        if not rows:
+            break  # the exchange has nothing after the cursor
+        try:
+            newest = ms_to_datetime(max(int(r[0]) for r in rows))
+            wanted = _rows_between(rows, start=cursor, end=end, step=step)
+        except (TypeError, ValueError, IndexError) as exc:
+            raise CandleFetchError(f"{exchange} sent malformed candles: {exc}") from exc
+        if wanted:
+            _record_page(summary, market=market, rows=wanted, on_page=on_page)
+        if newest < cursor:
+            break  # an exchange ignoring ``since``: nothing after the cursor to be had
+        cursor = newest + step
+    summary.gaps = candles_gaps(**market, start=start, end=end)
+    return summary
+
+
+def _rows_between(rows: list[list], *, start: datetime, end: datetime, step: timedelta) -> list:
+    """The rows opening at or after ``start`` and closed by ``end``, oldest first. ``end`` is
+    never later than now, so the candle still open is always left out."""
+    first_ms, last_ms = datetime_to_ms(start), datetime_to_ms(end - step)
+    return sorted((r for r in rows if first_ms <= int(r[0]) <= last_ms), key=lambda r: int(r[0]))
+
+
+def _record_page(
+    summary: FetchSummary,
+    *,
+    market: dict[str, str],
+    rows: list[list],
+    on_page: Callable[[FetchPage], None] | None,
+) -> None:
+    new = _store_page(market=market, rows=rows)
+    summary.pages += 1
+    page = FetchPage(
+        number=summary.pages,
+        fetched=len(rows),
+        new=new,
+        first=ms_to_datetime(int(rows[0][0])),
+        last=ms_to_datetime(int(rows[-1][0])),
+    )
+    summary.fetched += page.fetched
+    summary.new += new
+    summary.first = summary.first or page.first
+    summary.last = page.last
+    if on_page is not None:
+        on_page(page)

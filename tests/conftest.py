@@ -5,8 +5,9 @@ from django.conf import settings as django_settings
 
 from core.redis_client import get_redis
 from tests.factories import UserFactory
+from tests.trades.live import SimulatorProcess
 from tests.workers import WorkerPool, test_database_url
-from tooling.live_processes import QueueWorker
+from tooling.live_processes import QueueWorker, free_port
 from tooling.processes import worker_env
 
 DRY_RUN_QUEUE = "strategy-dry-runs-tests"
@@ -57,6 +58,18 @@ def dry_run_worker(django_db_setup, django_db_blocker):
             yield worker
         finally:
             worker.stop()
+
+
+@pytest.fixture(scope="session")
+def simulator_process(django_db_setup, django_db_blocker):
+    """One exchange simulator process for the session, on the test database (reset for each
+    test that uses it): the stand-in for an exchange, over real HTTP, for ccxt."""
+    with django_db_blocker.unblock():
+        process = SimulatorProcess(
+            port=free_port(), log_dir=django_settings.VAR_DIR / "test-workers"
+        ).start()
+    yield process
+    process.stop()
 
 
 @pytest.fixture

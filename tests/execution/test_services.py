@@ -20,6 +20,7 @@ from strategies.services import strategy_update_settings
 from subscriptions.services import subscription_create
 from tests.api.helpers import client_for
 from tests.factories import StrategyFactory, UserFactory, flat_candles, load_candles, subscribe
+from tests.strategy_code import SCRIPTED
 from trades.models import Trade
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -374,3 +375,36 @@ def test_join_now_does_not_enter_once_the_market_is_past_the_target():
     held = Trade.objects.get(execution=entry, subscription=first)
     assert held.status == "closed" and held.metadata["exit_reason"] == "take profit"
     assert not Trade.objects.filter(subscription=joiner).exists()
+
+
+WARM_UP = SCRIPTED.replace("LOOKBACK = 5\n", "LOOKBACK = 50\n")
+
+
+def test_an_execution_with_fewer_candles_than_its_lookback_is_skipped_as_warming_up():
+    # given a LONG strategy needing 50 candles, on a market with 50 stored
+    load_candles(rows=flat_candles(start_ms=datetime_to_ms(START), count=50))
+    strategy = StrategyFactory(code=WARM_UP, lookback=50, settings={"signal": "LONG"})
+    subscribe(strategy)
+
+    # when the fourth candle closes (4 of them closed so far)
+    row = StrategyExecution.objects.get(pk=_run(strategy, 3).execution_id)
+
+    # then the execution is skipped with the reason, the strategy did not run, nobody entered
+    assert (row.status, row.error) == ("skipped", "warming up: 4 of 50 candles")
+    assert row.candles_used == 4 and row.signal is None and row.logs == ""
+    assert not Trade.objects.exists()
+
+
+def test_an_execution_with_as_many_candles_as_its_lookback_runs():
+    # given the same strategy and market
+    load_candles(rows=flat_candles(start_ms=datetime_to_ms(START), count=50))
+    strategy = StrategyFactory(code=WARM_UP, lookback=50, settings={"signal": "LONG"})
+    subscribe(strategy)
+
+    # when the fiftieth candle closes
+    row = StrategyExecution.objects.get(pk=_run(strategy, 49).execution_id)
+
+    # then the strategy ran on all 50 and its LONG fanned out
+    assert (row.status, row.error, row.candles_used) == ("success", "", 50)
+    assert row.signal["metadata"]["rows"] == 50
+    assert Trade.objects.get(execution=row).status == "open"

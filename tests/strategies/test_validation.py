@@ -311,24 +311,25 @@ def test_rejected_code_change_keeps_the_current_version(user, dry_runs_on_worker
 
 @pytest.mark.worker
 def test_executions_record_the_version_they_ran(user, mode, dry_runs_on_worker):
-    # given a deployed strategy with a subscriber and a market
-    load_candles(rows=flat_candles(start_ms=datetime_to_ms(START), count=20))
+    # given a deployed strategy (the default LOOKBACK of 100) with a subscriber and a market
+    # long enough for it
+    load_candles(rows=flat_candles(start_ms=datetime_to_ms(START), count=120))
     strategy = deploy(user, V1)
     subscribe(strategy)
 
     # when a candle runs, the code changes, and the next candle runs
     first = execution_run(
-        strategy_id=strategy.pk, interval_start=START + STEP * 10, trigger="replay"
+        strategy_id=strategy.pk, interval_start=START + STEP * 110, trigger="replay"
     )
     strategy_update_code(strategy=strategy, code=V2)
     second = execution_run(
-        strategy_id=strategy.pk, interval_start=START + STEP * 11, trigger="replay"
+        strategy_id=strategy.pk, interval_start=START + STEP * 111, trigger="replay"
     )
 
     # then each execution ran, and recorded, the version current when it started
     rows = StrategyExecution.objects.in_bulk([first.execution_id, second.execution_id])
     one, two = rows[first.execution_id], rows[second.execution_id]
-    assert (one.code_version, one.logs, one.candles_used) == (1, "v1\n", 11)
+    assert (one.code_version, one.logs, one.candles_used) == (1, "v1\n", 100)
     assert (two.code_version, two.logs, two.candles_used) == (2, "v2\n", 7)
     assert StrategyVersion.objects.get(strategy=strategy, version=1).code == V1
 

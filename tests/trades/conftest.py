@@ -3,26 +3,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.conf import settings as django_settings
 
 from core.time_utils import datetime_to_ms
 from tests.factories import flat_candles, load_candles
-from tests.trades.live import LIVE_ENV, LIVE_QUEUE, Sim, SimulatorProcess
-from tooling.live_processes import free_port
+from tests.trades.live import LIVE_ENV, LIVE_QUEUE, Sim
 
 START = datetime(2018, 1, 10, 5, 0, tzinfo=UTC)
 STEP = timedelta(minutes=5)
-
-
-@pytest.fixture(scope="session")
-def simulator_process(django_db_setup, django_db_blocker):
-    """One simulator process for the session, on the test database (reset for each test)."""
-    with django_db_blocker.unblock():
-        process = SimulatorProcess(
-            port=free_port(), log_dir=django_settings.VAR_DIR / "test-workers"
-        ).start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture
