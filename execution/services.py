@@ -24,7 +24,7 @@ from core.time_utils import (
     validate_execution_timing,
 )
 from execution.scheduling import beat_closes_due
-from markets.candles import candles_closed_window, candles_settle
+from markets.candles import candles_closed_window, candles_fetchable, candles_settle
 from markets.registry import (
     market_key,
     registry_strategy_ids,
@@ -154,6 +154,19 @@ def _announce(execution: StrategyExecution) -> None:
         )
 
 
+def _missing_candle_reason(exchange: str) -> str:
+    if candles_fetchable(exchange=exchange):
+        return (
+            "the closed candle for this interval did not reach the candle store "
+            f"within {settings.CANDLE_SETTLE_S:g} s"
+        )
+    # Nothing was waited for: this exchange's candles come only from imports or the streamer.
+    return (
+        "the closed candle for this interval did not reach the candle store "
+        f"({exchange} candles are not fetched: they come from imports or the stream)"
+    )
+
+
 def _strategy_settings(strategy: Strategy) -> dict:
     # Only the strategy's own settings reach its code: never subscriber data or secrets.
     return dict(strategy.settings or {})
@@ -189,8 +202,7 @@ def _run(execution: StrategyExecution, strategy: Strategy) -> None:
         execution_finish(
             execution=execution,
             status=Status.SKIPPED,
-            error="the closed candle for this interval did not reach the candle store "
-            f"within {settings.CANDLE_SETTLE_S:g} s",
+            error=_missing_candle_reason(strategy.exchange),
         )
         return
     candles = candles_closed_window(

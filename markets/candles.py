@@ -23,7 +23,7 @@ from core.time_utils import (
     resolution_to_timedelta,
     round_to_interval_boundary,
 )
-from markets.exchange_data import closed_rows, exchange_public_client
+from markets.exchange_data import PAPER_EXCHANGE, closed_rows, exchange_public_client
 from markets.models import Candle
 
 logger = logging.getLogger(__name__)
@@ -158,8 +158,10 @@ def candle_fetch_closed(*, exchange: str, symbol: str, resolution: str, open_tim
     )
 
 
-def _may_fetch(exchange: str) -> bool:
-    return exchange != "paper" and (
+def candles_fetchable(*, exchange: str) -> bool:
+    """Whether missing candles of ``exchange`` are fetched over REST (never for paper markets,
+    whose candles are only what was imported; in tests only from simulated exchanges)."""
+    return exchange != PAPER_EXCHANGE and (
         settings.CANDLE_REST_FETCH or exchange in settings.EXCHANGE_URL_OVERRIDES
     )
 
@@ -176,7 +178,7 @@ def candles_settle(
     deadline = time.monotonic() + settings.CANDLE_SETTLE_S
     while True:
         received = _received_at(**market, open_time=interval_start)
-        if received is not None or not _may_fetch(exchange):
+        if received is not None or not candles_fetchable(exchange=exchange):
             return received
         try:
             candle_fetch_closed(**market, open_time=interval_start)

@@ -13,6 +13,9 @@ from django.conf import settings
 from core.clock import market_now
 from core.time_utils import datetime_to_ms, resolution_to_timedelta
 
+# The exchange of strategies that trade on stored candles only: nothing to fetch or stream.
+PAPER_EXCHANGE = "paper"
+
 
 def _rebase(value: Any, base: str, schemes: tuple[str, ...]) -> Any:
     if isinstance(value, dict):

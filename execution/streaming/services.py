@@ -7,6 +7,7 @@ from django.conf import settings
 from core.redis_client import get_redis
 from core.time_utils import candle_close_time, datetime_to_ms, ms_to_datetime
 from markets.candles import candle_store_new
+from markets.exchange_data import PAPER_EXCHANGE
 from markets.models import Candle
 from markets.registry import INDEX_KEY
 
@@ -22,7 +23,9 @@ def market_parse(key: str) -> tuple[str, str, str]:
 
 
 def stream_markets() -> list[tuple[str, str, str]]:
-    return sorted(market_parse(str(key)) for key in get_redis().smembers(INDEX_KEY))
+    """The registered markets an exchange can stream (paper markets have no exchange)."""
+    markets = (market_parse(str(key)) for key in get_redis().smembers(INDEX_KEY))
+    return sorted(market for market in markets if market[0] != PAPER_EXCHANGE)
 
 
 def stream_heartbeat(*, streamer_id: str) -> None:

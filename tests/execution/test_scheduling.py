@@ -1,10 +1,13 @@
-"""Beat's cursor: each run covers every close since the previous run, once."""
+"""Which closes and markets the pipeline covers: beat's cursor (each run covers every close
+since the previous run, once) and the markets the streamer watches."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from execution.scheduling import beat_closes_due
+from execution.streaming.services import stream_markets
+from markets.registry import market_key, registry_register
 
 STEP = timedelta(minutes=5)
 CLOSE = datetime(2024, 6, 1, 6, 35, tzinfo=UTC)
@@ -74,3 +77,19 @@ def test_a_clock_that_went_back_starts_over_at_its_close():
     # then that close is due and the next run continues from it
     assert due == [CLOSE]
     assert beat_closes_due(resolution="5m", close_time=CLOSE + STEP) == [CLOSE + STEP]
+
+
+def test_the_streamer_watches_every_registered_market_but_paper_ones():
+    # given strategies registered on an exchange's market and on a paper market
+    registry_register(
+        strategy_id=1, key=market_key(exchange="binance", symbol="ETH/BTC", resolution="5m")
+    )
+    registry_register(
+        strategy_id=2, key=market_key(exchange="paper", symbol="ETH/BTC", resolution="5m")
+    )
+
+    # when the streamer lists the markets to watch
+    markets = stream_markets()
+
+    # then the paper market, which no exchange streams, is not among them
+    assert markets == [("binance", "ETH/BTC", "5m")]

@@ -124,6 +124,20 @@ def test_missing_candle_is_skipped_with_the_reason(market):
     assert row.status == "skipped" and "did not reach the candle store" in row.error
 
 
+def test_a_missing_paper_candle_is_skipped_at_once_without_claiming_a_wait(market, settings):
+    # given a paper-market strategy (its candles are only what was imported)
+    settings.CANDLE_SETTLE_S = 30.0
+    strategy = StrategyFactory(exchange="paper")
+    subscribe(strategy)
+
+    # when a close arrives whose candle was never imported
+    row = StrategyExecution.objects.get(pk=_run(strategy, 40).execution_id)
+
+    # then it is skipped with the reason, not one of a wait for a fetch that never happens
+    assert row.status == "skipped"
+    assert "paper candles are not fetched" in row.error and "30 s" not in row.error
+
+
 def test_beat_trigger_before_the_close_is_refused_and_a_stale_one_skipped():
     strategy = StrategyFactory()
     subscribe(strategy)

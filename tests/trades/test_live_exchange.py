@@ -374,3 +374,16 @@ def test_exits_are_reduce_only_on_derivatives_markets():
     spot = {**FUTURES_MARKET, "contract": False}
     _, _, spot_params = _prepare(exchange, spot, exit_request)  # type: ignore[misc]
     assert spot_params == {"clientOrderId": "x1"}  # spot has no reduce-only
+
+
+@pytest.mark.parametrize("body", [b"", b"[1]", b'{"now_ms": "soon"}', b'{"now_ms": -5}'])
+def test_the_simulator_clock_refuses_a_malformed_body_with_a_400(sim, body):
+    # given the simulator's admin API
+    # when its clock is set with a body that names no time
+    response = sim.http.post(
+        f"{sim.url}/sim/clock", data=body, headers={"Content-Type": "application/json"}
+    )
+
+    # then it answers a 400 that says what it expects, and the clock is still usable
+    assert response.status_code == 400 and "now_ms" in response.json()["error"]
+    sim.clock(None)

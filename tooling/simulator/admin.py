@@ -55,8 +55,16 @@ class Admin:
         )
 
     async def clock(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.sim.feed.clock_ms = body.get("now_ms")
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        now_ms = body.get("now_ms", ...) if isinstance(body, dict) else ...
+        if now_ms is not None and (type(now_ms) is not int or now_ms < 0):
+            return web.json_response(
+                {"error": 'expected {"now_ms": <ms since the epoch> or null}'}, status=400
+            )
+        self.sim.feed.clock_ms = now_ms
         await self.sim.refresh()
         return web.json_response({"now_ms": self.sim.feed.clock_ms})
 
