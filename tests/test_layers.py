@@ -2,7 +2,7 @@
 
 From the bottom: ``core`` (time, clock, events, Redis, locks, retries, API/admin plumbing),
 ``markets`` (candles, exchange reads, the market registry and beat rows), the domain apps
-``strategies`` < ``subscriptions`` < ``trades``, then ``execution`` (the candle-close pipeline
+``strategies`` < ``subscriptions`` < ``trades`` < ``backtests``, then ``execution`` (the candle-close pipeline
 that drives them), ``config`` (the composition root) and, apart, ``tooling`` (simulator, demos,
 benchmarks), which nothing else imports. Imports inside functions count like any other.
 """
@@ -19,6 +19,7 @@ LAYERS = (
     "strategies",
     "subscriptions",
     "trades",
+    "backtests",
     "execution",
     "config",
     "tooling",

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "subscriptions",
     "execution",
     "trades",
+    "backtests",
     "tooling",  # demos, benchmarks, the exchange simulator: commands only, no app imports it
 ]
 
