@@ -3,8 +3,9 @@
 From the bottom: ``core`` (time, clock, events, Redis, locks, retries, API/admin plumbing),
 ``markets`` (candles, exchange reads, the market registry and beat rows), the domain apps
 ``strategies`` < ``subscriptions`` < ``trades`` < ``backtests`` (history replayed on the same
-rules), then ``execution`` (the candle-close pipeline that drives them), ``config`` (the composition root) and, apart, ``tooling`` (simulator, demos,
-benchmarks), which nothing else imports. Imports inside functions count like any other.
+rules), then ``execution`` (the candle-close pipeline that drives them), ``config`` (the
+composition root) and, apart, ``tooling`` (simulator, demos, benchmarks), which nothing else
+imports. Imports inside functions count like any other.
 """
 
 from __future__ import annotations
