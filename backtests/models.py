@@ -62,6 +62,7 @@ class Backtest(models.Model):
     gaps = models.JSONField(default=list, blank=True)
     lookahead = models.JSONField(default=dict, blank=True)
     sandbox_isolation = models.CharField(max_length=10, blank=True)
+    logs = models.TextField(blank=True, help_text="What the strategy printed, capped.")
 
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -224,3 +224,17 @@ def ms_to_datetime(ms: int) -> datetime:
 def datetime_to_ms(dt: datetime) -> int:
     """Aware datetime -> milliseconds since epoch (floored, exact integer arithmetic)."""
     return (_ensure_utc(dt, "dt") - EPOCH) // timedelta(milliseconds=1)
+
+
+def parse_utc_moment(value: str) -> datetime:
+    """An ISO 8601 time that says its zone (``ValueError`` otherwise), in UTC.
+
+    A naive time would be read in the machine's zone: every time here is UTC, said so.
+    """
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"not an ISO 8601 time: {value!r}") from exc
+    if moment.tzinfo is None:
+        raise ValueError(f"{value!r} has no timezone; give it in UTC, e.g. {value}Z")
+    return moment.astimezone(UTC)

@@ -121,10 +121,49 @@ def candles_closed_window(
         .order_by("-open_time")
         .values_list("open_time", "open", "high", "low", "close", "volume")[:limit]
     )
+    return _ohlcv(reversed(rows))
+
+
+def candles_between(
+    *, exchange: str, symbol: str, resolution: str, start: datetime, end: datetime, limit: int
+) -> list[list[float]]:
+    """Candles that opened at or after ``start`` and closed by ``end``, oldest first, at most
+    ``limit`` (a caller asks for one more than it accepts to tell a period that is too long)."""
+    last_open = end - resolution_to_timedelta(resolution)
+    rows = (
+        Candle.objects.filter(
+            exchange=exchange,
+            symbol=symbol,
+            resolution=resolution,
+            open_time__gte=start,
+            open_time__lte=last_open,
+        )
+        .order_by("open_time")
+        .values_list("open_time", "open", "high", "low", "close", "volume")[:limit]
+    )
+    return _ohlcv(rows)
+
+
+def _ohlcv(
+    rows: Iterable[tuple[datetime, Decimal, Decimal, Decimal, Decimal, Decimal]],
+) -> list[list[float]]:
+    """Stored candles as strategies see them: ccxt rows of floats."""
     return [
         [int(t.timestamp() * 1000), float(o), float(h), float(lo), float(c), float(v)]
-        for t, o, h, lo, c, v in reversed(rows)
+        for t, o, h, lo, c, v in rows
     ]
+
+
+def candles_span(
+    *, exchange: str, symbol: str, resolution: str
+) -> tuple[datetime, datetime] | None:
+    """The open time of the first stored candle and the close time of the last, if any."""
+    stored = Candle.objects.filter(exchange=exchange, symbol=symbol, resolution=resolution)
+    first = stored.order_by("open_time").values_list("open_time", flat=True).first()
+    last = stored.order_by("-open_time").values_list("open_time", flat=True).first()
+    if first is None or last is None:
+        return None
+    return first, last + resolution_to_timedelta(resolution)
 
 
 def _received_at(

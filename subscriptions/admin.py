@@ -16,7 +16,7 @@ from strategies.admin import StrategyAdmin
 from strategies.models import Strategy
 from subscriptions.models import BrokerCredential, StrategySubscription
 from subscriptions.services import (
-    _validate_sizing,
+    sizing_validate,
     strategy_retire,
     subscription_cancel,
     subscription_pause,
@@ -39,7 +39,7 @@ class SubscriptionForm(forms.ModelForm):
             return data
         # The API's sizing rules (capital > 0, risk in (0, 0.1], 1 <= leverage <= maximum).
         try:
-            _validate_sizing(
+            sizing_validate(
                 capital=data["capital"],
                 risk_per_trade=data["risk_per_trade"],
                 leverage=data["leverage"],

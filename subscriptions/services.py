@@ -24,7 +24,7 @@ Status = StrategySubscription.Status
 MAX_RISK_PER_TRADE = Decimal("0.1")
 
 
-def _validate_sizing(*, capital: Decimal, risk_per_trade: Decimal, leverage: Decimal) -> None:
+def sizing_validate(*, capital: Decimal, risk_per_trade: Decimal, leverage: Decimal) -> None:
     errors: dict[str, str] = {}
     if capital <= 0:
         errors["capital"] = "capital must be greater than 0"
@@ -127,7 +127,7 @@ def subscription_create(
     entry_order_type: str = StrategySubscription.EntryOrderType.MARKET,
     margin_mode: str = "",
 ) -> StrategySubscription:
-    _validate_sizing(capital=capital, risk_per_trade=risk_per_trade, leverage=leverage)
+    sizing_validate(capital=capital, risk_per_trade=risk_per_trade, leverage=leverage)
     _validate_trading_policies(
         min_order_policy=min_order_policy,
         join_policy=join_policy,
@@ -254,7 +254,7 @@ def subscription_update_settings(
     locked.risk_per_trade = risk_per_trade if risk_per_trade is not None else locked.risk_per_trade
     locked.leverage = leverage if leverage is not None else locked.leverage
     locked.settings = settings if settings is not None else locked.settings
-    _validate_sizing(
+    sizing_validate(
         capital=locked.capital, risk_per_trade=locked.risk_per_trade, leverage=locked.leverage
     )
     locked.save(

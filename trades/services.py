@@ -49,13 +49,21 @@ from trades.protect import (
     protective_release,
 )
 from trades.purposes import OrderPurpose, PurposeKind, protective_q
-from trades.sizing import PositionUnfit, position_check, position_quantity
+from trades.rules import (
+    ENTRY_SIDE,
+    EXIT_SIDE,
+    EXIT_SIGNAL,
+    OPPOSITE,
+    REVERSED,
+    entry_quantity,
+    entry_side,
+    exit_side,
+    holding_reason,
+)
+from trades.sizing import PositionUnfit
 
 logger = logging.getLogger(__name__)
 
-ENTRY_SIDE = {SignalType.LONG: Trade.Side.LONG, SignalType.SHORT: Trade.Side.SHORT}
-EXIT_SIDE = {SignalType.EXIT_LONG: Trade.Side.LONG, SignalType.EXIT_SHORT: Trade.Side.SHORT}
-OPPOSITE = {Trade.Side.LONG: Trade.Side.SHORT, Trade.Side.SHORT: Trade.Side.LONG}
 
 
 @dataclass(frozen=True)
@@ -100,18 +108,18 @@ def _entry_intents(ctx: _EntryContext, subs: Sequence[StrategySubscription]) -> 
 
 
 def _entry_request(ctx: _EntryContext, sub: StrategySubscription, trade: Trade) -> OrderRequest:
-    quantity = position_quantity(
+    quantity = entry_quantity(
         capital=sub.capital,
         risk_per_trade=sub.risk_per_trade,
         leverage=sub.leverage,
         price=ctx.price,
-        stop_loss=ctx.signal.stop_loss,
+        signal=ctx.signal,
     )
     limit = sub.entry_order_type == StrategySubscription.EntryOrderType.LIMIT
     bump = sub.min_order_policy == StrategySubscription.MinOrderPolicy.BUMP_TO_MINIMUM
     return OrderRequest(
         symbol=trade.symbol,
-        side="buy" if trade.side == Trade.Side.LONG else "sell",
+        side=entry_side(trade.side),
         quantity=quantity,
         client_order_id=trade.client_order_id,
         reference_price=ctx.price,
@@ -137,17 +145,8 @@ def _entry_prepare(
     if reason:
         return reason, None
     try:
-        request = _entry_request(ctx, sub, trade)
-        if request.quantity <= 0:
-            return "position size rounds to zero", None
         # Recorded numbers must fit their columns: skipped here, never a failed write later.
-        position_check(
-            side=trade.side,
-            quantity=request.quantity,
-            price=ctx.price,
-            stop_loss=ctx.signal.stop_loss,
-            take_profit=ctx.signal.take_profit,
-        )
+        request = _entry_request(ctx, sub, trade)
     except PositionUnfit as exc:
         return str(exc), None
     return "", request
@@ -164,7 +163,7 @@ def _skip_reason(
     if sub.status != StrategySubscription.Status.ACTIVE:
         return f"subscription {sub.status}"
     if sub.pk in holding:
-        return f"a {trade.side} position is already open"
+        return holding_reason(trade.side)
     if not ctx.fresh_only:
         return ""
     age = execution_signal_age_s(ctx.execution)
@@ -208,7 +207,7 @@ def _enter(ctx: _EntryContext, subs: Sequence[StrategySubscription], tally: Tall
     opposite = Trade.objects.filter(
         subscription__in=subs, status=Trade.Status.OPEN, side=OPPOSITE[side]
     ).select_related("subscription__credential")
-    _exit(ctx.execution, list(opposite), reason="reversed by an opposite signal", tally=tally)
+    _exit(ctx.execution, list(opposite), reason=REVERSED, tally=tally)
     trades = _entry_intents(ctx, subs)
     pending = [s for s in subs if trades[s.pk].status == Trade.Status.PENDING]
     if not pending:
@@ -304,7 +303,7 @@ def _exit(
         assert reference is not None
         request = OrderRequest(
             symbol=trade.symbol,
-            side="sell" if trade.side == Trade.Side.LONG else "buy",
+            side=exit_side(trade.side),
             quantity=trade.quantity,
             client_order_id=cid,
             reference_price=reference,
@@ -368,7 +367,7 @@ def fanout_process(*, execution_id: int, subscription_ids: list[int]) -> FanoutO
             held = Trade.objects.filter(
                 subscription__in=subs, status=Trade.Status.OPEN, side=EXIT_SIDE[signal.type]
             ).select_related("subscription__credential")
-            _exit(execution, list(held), reason="exit signal", tally=tally)
+            _exit(execution, list(held), reason=EXIT_SIGNAL, tally=tally)
     except TRANSIENT:
         raise  # the task retries; every step above is idempotent
     except Exception as exc:  # a bug: leave its trace on the trades, let the others go on

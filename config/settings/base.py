@@ -290,6 +290,13 @@ ORDER_SEND_LEASE_S = env.float("ORDER_SEND_LEASE_S", default=120.0)
 FANOUT_TARGET_TASKS = env.int("FANOUT_TARGET_TASKS", default=2)
 FANOUT_CHUNK_MAX = env.int("FANOUT_CHUNK_MAX", default=1000)
 FANOUT_QUEUE = env.str("FANOUT_QUEUE", default="") or None
+# Backtests run on their own queue (a worker started with -Q backtests), so a long one never
+# delays a candle close. One run is bounded in candles, in sandbox time (the whole session)
+# and in the logs it keeps.
+BACKTEST_QUEUE = env.str("BACKTEST_QUEUE", default="backtests")
+BACKTEST_MAX_CANDLES = env.int("BACKTEST_MAX_CANDLES", default=200_000)
+BACKTEST_BUDGET_S = env.float("BACKTEST_BUDGET_S", default=600.0)
+BACKTEST_MAX_LOG_CHARS = 256 * 1024
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
     "trades-sync-open-orders": {"task": "trades.tasks.orders_sync_open", "schedule": 30.0},

@@ -4,6 +4,7 @@ from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core.time_utils import parse_utc_moment
 from markets.candles import (
     FETCH_PAGE_MAX,
     CandleDataError,
@@ -15,13 +16,9 @@ from markets.candles import (
 
 def _moment(value: str, *, option: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(value)
+        return parse_utc_moment(value)
     except ValueError as exc:
-        raise CommandError(f"{option}: not an ISO 8601 time: {value!r}") from exc
-    if moment.tzinfo is None:
-        # A naive time would be read in the machine's zone: every time here is UTC, said so.
-        raise CommandError(f"{option}: {value!r} has no timezone; give it in UTC, e.g. {value}Z")
-    return moment
+        raise CommandError(f"{option}: {exc}") from exc
 
 
 class Command(BaseCommand):
