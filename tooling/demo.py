@@ -8,11 +8,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from backtests.charts import backtest_chart
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
-from django.db.models import Sum
+from django.db.models import Count, Sum
 
+from backtests.engine import Sizing
+from backtests.models import Backtest
+from backtests.selectors import backtest_report, backtest_series, backtest_summary_lines
+from backtests.services import Costs, Period, Subject, backtest_create, backtest_run
 from core.time_utils import resolution_to_timedelta
 from execution.tasks import candle_close
 from markets.market_data import market_data_load
@@ -143,6 +148,42 @@ def _subscriber_line(sub: StrategySubscription) -> str:
         f"open position {open_qty:f} {SYMBOL.split('/')[0]}, realized PnL {sub.realized_pnl:+.8f} "
         f"{SYMBOL.split('/')[1]}, fees {sub.fees_paid:.8f}"
     )
+
+
+def demo_backtest(run: DemoRun) -> list[str]:
+    """The demo's strategy backtested over the closes it just replayed, with the first
+    subscriber's sizing: the same trades, by construction; the report and chart on disk."""
+    first = run.subscriptions[0]
+    step = resolution_to_timedelta(RESOLUTION)
+    backtest = backtest_create(
+        owner=run.strategy.owner,
+        subject=Subject(strategy=run.strategy),
+        period=Period(start=run.closes[0] - step, end=run.closes[-1]),
+        sizing=Sizing(first.capital, first.risk_per_trade, first.leverage),
+        costs=Costs(),
+    )
+    backtest = backtest_run(backtest_id=backtest.pk)
+    if backtest.status != Backtest.Status.DONE:
+        return [f"backtest #{backtest.pk} failed: {backtest.error}"]
+    out = settings.VAR_DIR / "demo"
+    out.mkdir(parents=True, exist_ok=True)
+    report, chart = out / f"backtest-{backtest.pk}.html", out / f"backtest-{backtest.pk}.png"
+    report.write_text(backtest_report(backtest=backtest))
+    chart.write_bytes(backtest_chart(series=backtest_series(backtest=backtest)))
+    paper = Trade.objects.filter(
+        subscription=first, status__in=[Trade.Status.OPEN, Trade.Status.CLOSED]
+    ).aggregate(n=Count("id"), pnl=Sum("pnl"))
+    same = (paper["n"], paper["pnl"] or 0) == (
+        backtest.trades.count(),
+        backtest.trades.aggregate(pnl=Sum("pnl"))["pnl"] or 0,
+    )
+    return [
+        *backtest_summary_lines(backtest=backtest),
+        f"backtest vs {first.user.username}'s paper trades over the same closes: "
+        + ("the same trades and PnL" if same else f"DIFFERENT ({paper['n']} paper trades)"),
+        f"backtest report: {report}",
+        f"backtest chart: {chart}",
+    ]
 
 
 def demo_teardown(run: DemoRun | None, worker: WorkerProcess | None) -> None:

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from tooling.demo import (
     DemoRun,
+    demo_backtest,
     demo_replay,
     demo_report,
     demo_setup,
@@ -38,6 +39,8 @@ class Command(BaseCommand):
             self.stdout.write(f"replaying {len(run.closes)} candle closes of {run.strategy}…")
             demo_replay(run)
             for line in demo_report(run):
+                self.stdout.write(line)
+            for line in demo_backtest(run):
                 self.stdout.write(line)
         except TimeoutError as exc:
             raise CommandError(f"demo failed: {exc}") from exc
