@@ -194,7 +194,22 @@ def _period(fields: dict[str, Any], period: Period) -> tuple[datetime, datetime,
     cap = django_settings.BACKTEST_MAX_CANDLES
     if total > cap:
         raise ValidationError({"end": f"the period has {total} candles; at most {cap}"})
+    _check_length(market, start=start, total=total, lookback=fields["lookback"])
     return start, end, total
+
+
+def _check_length(market: dict[str, str], *, start: datetime, total: int, lookback: int) -> None:
+    """Warm-up and at least one traded close: the candles before the start (up to LOOKBACK - 1)
+    and the period's own must add up to more than the warm-up."""
+    before = Candle.objects.filter(**market, open_time__lt=start).order_by("-open_time")
+    earlier = before[: max(lookback - 1, 0)].count()
+    if earlier + total < lookback:
+        raise ValidationError(
+            {
+                "start": f"too short: {earlier + total} candles with the warm-up before the "
+                f"start, and the strategy needs LOOKBACK={lookback} before its first signal"
+            }
+        )
 
 
 def _boundary_up(moment: datetime | None, resolution: str) -> datetime | None:
@@ -312,21 +327,20 @@ def _warm_up_from_period(run: _Run) -> None:
 def _simulate(run: _Run, on_progress: Progress | None) -> None:
     if run.backtest.method == Method.VECTORISED:
         signals = _vectorised_signals(run)
-        _replay(run, iter(signals).__next__, on_progress)
+        _replay(run, lambda index, _row: signals[index], on_progress)
         return
     options = _sandbox_options(run.backtest)
     with strategy_session(history=run.warm, lookback=run.backtest.lookback, **options) as session:
         run.isolation = session.isolation
 
-        def next_signal() -> Any:
-            row = run.rows[len(run.series.times)]
-            result = session.step([row])
+        def signal_at(_index: int, row: list[float]) -> Any:
+            result = session.step([row])  # the child gets this close only now
             if not result.ok:
                 raise BacktestFailed(_failed_at(run, row, result.error))
             return result.value
 
         try:
-            _replay(run, next_signal, on_progress)
+            _replay(run, signal_at, on_progress)
         finally:
             run.logs = session.logs
 
@@ -351,18 +365,20 @@ def _failed_at(run: _Run, row: list[float], error: str) -> str:
     return f"the strategy failed at the candle closing {close.isoformat()}: {error}"
 
 
-def _replay(run: _Run, next_signal: Callable[[], Any], on_progress: Progress | None) -> None:
+def _replay(
+    run: _Run, signal_at: Callable[[int, list[float]], Any], on_progress: Progress | None
+) -> None:
     """Each close in the pipeline's order: stops, the strategy's signal, the valuation."""
     account, total = run.account, len(run.rows)
     reported = time.monotonic()
-    for done, row in enumerate(run.rows, start=1):
+    for index, row in enumerate(run.rows):
         bar = Bar.from_row(row, step_ms=run.step_ms)
         account.check_stops(bar)
-        account.apply(next_signal(), bar)
+        account.apply(signal_at(index, row), bar)
         account.mark(bar)
-        if time.monotonic() - reported >= PROGRESS_EVERY_S or done == total:
+        if time.monotonic() - reported >= PROGRESS_EVERY_S or index + 1 == total:
             reported = time.monotonic()
-            _progress(run.backtest, done, on_progress)
+            _progress(run.backtest, index + 1, on_progress)
 
 
 def _progress(backtest: Backtest, done: int, on_progress: Progress | None) -> None:
