@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings as django_settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
@@ -78,7 +78,7 @@ class Subject:
 # --- creating a backtest ---------------------------------------------------------------------
 def backtest_create(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     subject: Subject,
     period: Period,
     sizing: Sizing,

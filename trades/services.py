@@ -65,7 +65,6 @@ from trades.sizing import PositionUnfit
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class FanoutOutcome:
     processed: int

@@ -76,9 +76,9 @@ class Command(BaseCommand):
                 subject=subject,
                 period=Period(_moment(options, "start"), _moment(options, "end")),
                 sizing=Sizing(
-                    _decimal(options, "capital"),
-                    _decimal(options, "risk"),
-                    _decimal(options, "leverage"),
+                    _required(options, "capital"),
+                    _required(options, "risk"),
+                    _required(options, "leverage"),
                 ),
                 costs=Costs(_decimal(options, "fee_bps"), _decimal(options, "slippage_bps")),
                 method=Backtest.Method.VECTORISED
@@ -150,9 +150,16 @@ def _decimal(options: dict[str, Any], name: str) -> Decimal | None:
     return value
 
 
+def _required(options: dict[str, Any], name: str) -> Decimal:
+    value = _decimal(options, name)
+    if value is None:
+        raise CommandError(f"--{name.replace('_', '-')} is required")
+    return value
+
+
 def _messages(exc: ValidationError) -> str:
     if hasattr(exc, "error_dict"):
-        return "; ".join(f"{k}: {' '.join(m.messages)}" for k, m in exc.error_dict.items())
+        return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
     return " ".join(exc.messages)
 
 
