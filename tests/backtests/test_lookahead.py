@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from decimal import Decimal
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 
 from backtests.engine import Sizing
 from backtests.models import Backtest
@@ -41,8 +44,8 @@ def generate_signals(candles, settings):
 """
 # The same, but the vectorised form decides on the next candle's close: shift(-1).
 PEEKS = HONEST.replace(
-    "def generate_signals(candles, settings):\n    close = candles[\"close\"]",
-    "def generate_signals(candles, settings):\n    close = candles[\"close\"].shift(-1).ffill()",
+    'def generate_signals(candles, settings):\n    close = candles["close"]',
+    'def generate_signals(candles, settings):\n    close = candles["close"].shift(-1).ffill()',
 )
 
 
@@ -109,3 +112,18 @@ def test_a_vectorised_strategy_without_generate_signals_fails_clearly(eth_btc):
     # then the backtest failed and says what is missing
     assert backtest.status == Backtest.Status.FAILED
     assert "generate_signals" in backtest.error
+
+
+def test_bench_backtest_prints_both_paths_beside_the_floor():
+    # given the benchmark's market in the store (read from the shared data)
+    out = io.StringIO()
+
+    # when it runs once
+    call_command("bench_backtest", "--runs", "1", stdout=out)
+
+    # then it printed the floor, the parts and both paths with their ratio to the floor
+    text = out.getvalue()
+    assert "5760 candles" in text
+    assert re.search(r"floor: plain loop, one process, 5711 windows: [\d.]+ s", text)
+    assert re.search(r"backtest per_candle: [\d.]+ s = [\d,]+ candles/s, [\d.]+x the floor", text)
+    assert re.search(r"backtest vectorised: .* look-ahead check of \d+ candles included", text)
