@@ -41,8 +41,8 @@ def generate_signals(candles, settings):
 """
 # The same, but the vectorised form decides on the next candle's close: shift(-1).
 PEEKS = HONEST.replace(
-    "def generate_signals(candles, settings):\n    close = candles[\"close\"]",
-    "def generate_signals(candles, settings):\n    close = candles[\"close\"].shift(-1).ffill()",
+    'def generate_signals(candles, settings):\n    close = candles["close"]',
+    'def generate_signals(candles, settings):\n    close = candles["close"].shift(-1).ffill()',
 )
 
 
