@@ -4,6 +4,7 @@ from django.urls import URLPattern, URLResolver, include, path
 from django.views import defaults
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from backtests.views import BacktestListView
 from config.auth_views import RegisterView, TokenView
 from config.health import health
 from config.home import home
@@ -20,6 +21,8 @@ api_patterns: list[URLPattern | URLResolver] = [
     path("strategies/", include("trades.urls")),
     path("credentials", CredentialListCreateView.as_view(), name="credential-list"),
     path("credentials/", include(credential_urlpatterns)),
+    path("backtests", BacktestListView.as_view(), name="backtest-list"),
+    path("backtests/", include("backtests.urls")),
     # The documentation is public: it describes the API, it does not use it.
     path("schema/", SpectacularAPIView.as_view(permission_classes=[]), name="api-schema"),
     path(
