@@ -80,6 +80,7 @@ NOT_READY = "Backtest #{id} is {status}: its {what} exists once it is done."
 FAILED = "Backtest #{id} failed, so it has no {what} (its error says why)."
 # Files drawn from user input (names, reasons, metadata): nothing in them may run or fetch.
 FILE_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
+RESULT_FIELDS = ("metrics", "series", "skips", "gaps", "lookahead", "logs")
 FLAGS = {"true": True, "false": False, "1": True, "0": False}
 
 
@@ -94,7 +95,9 @@ class BacktestListView(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[Backtest]:
         if getattr(self, "swagger_fake_view", False):  # schema generation has no user
             return Backtest.objects.none()
-        return backtest_list_owned(user=authenticated_user(self.request))
+        # A list shows no results: the series alone can be megabytes a backtest.
+        owned = backtest_list_owned(user=authenticated_user(self.request))
+        return owned.defer(*RESULT_FIELDS)
 
     @extend_schema(
         tags=TAGS,

@@ -13,6 +13,8 @@ import pytest
 import schemathesis
 from django.conf import settings as django_settings
 from django.core.wsgi import get_wsgi_application
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -518,3 +520,11 @@ def test_every_answer_matches_the_documented_schema(me, candles):
             path_parameters=parameters, query=query, headers=headers, **payload
         )
         case.call_and_validate(excluded_checks=[positive_data_acceptance])
+
+
+def test_the_list_never_loads_results(api, me):
+    BacktestFactory(owner=me, status="done", series={"times": [1], "equity": ["1"]})
+    with CaptureQueriesContext(connection) as queries:
+        assert api.get("/api/backtests").json()["count"] == 1
+    selects = [q["sql"] for q in queries if 'FROM "backtests_backtest"' in q["sql"]]
+    assert selects and all('"backtests_backtest"."series"' not in sql for sql in selects)
