@@ -68,6 +68,16 @@ def event_subscribe(*, event_type: EventType, handler: Handler) -> Callable[[], 
     return lambda: _handlers[event_type].remove(handler)
 
 
+def event_channel(event_type: EventType) -> str:
+    """The pub/sub channel of an event type: ``events:<app db>:<type>``.
+
+    Pub/sub ignores Redis database numbers, so two deployments (or test runs) sharing one Redis
+    would hear each other's events; the app database they keep their data in tells them apart.
+    """
+    db = get_redis().connection_pool.connection_kwargs.get("db", 0)
+    return f"{CHANNEL_PREFIX}{db}:{event_type}"
+
+
 def _deliver(event: Event) -> None:
     for handler in list(_handlers[event.type]):
         try:
@@ -75,7 +85,7 @@ def _deliver(event: Event) -> None:
         except Exception:  # a listener's bug must never break the platform's work
             logger.exception("event handler failed for %s", event.type)
     try:
-        get_redis().publish(f"{CHANNEL_PREFIX}{event.type}", event.to_json())
+        get_redis().publish(event_channel(event.type), event.to_json())
     except Exception:  # pub/sub is best effort; the database holds the truth
         logger.warning("could not publish %s to redis", event.type, exc_info=True)
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from rest_framework.settings import api_settings
 
+from core.events import EventType, event_channel
 from core.redis_client import get_redis
 from core.time_utils import datetime_to_ms
 from execution.services import execution_run
@@ -355,7 +356,7 @@ def test_settings_are_replaced_versioned_and_published(api, me, django_capture_o
     # given my strategy and a listener on the settings channel
     strategy = StrategyFactory(owner=me, settings={"fast": 5, "slow": 20})
     pubsub = get_redis().pubsub()
-    pubsub.subscribe("events:strategy.settings.changed")
+    pubsub.subscribe(event_channel(EventType.STRATEGY_SETTINGS_CHANGED))
     pubsub.get_message(timeout=1)
     try:
         # when I replace the settings

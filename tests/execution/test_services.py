@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.utils import timezone
 
-from core.events import EventType, event_subscribe
+from core.events import EventType, event_channel, event_subscribe
 from core.locks import lock_acquire, strategy_run_lock_key
 from core.redis_client import get_redis
 from core.time_utils import datetime_to_ms, format_interval_key, round_to_interval_boundary
@@ -161,7 +161,7 @@ def test_events_are_delivered_in_process_and_on_redis(market):
         event_type=EventType.EXECUTION_COMPLETE, handler=lambda e: seen.append(e.payload["status"])
     )
     pubsub = get_redis().pubsub()
-    pubsub.subscribe("events:strategy.execution.complete")
+    pubsub.subscribe(event_channel(EventType.EXECUTION_COMPLETE))
     pubsub.get_message(timeout=1)  # the subscribe confirmation
     strategy = StrategyFactory(settings={"signal": "HOLD"})
     subscribe(strategy)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from core.events import EventType, event_subscribe
+from core.events import EventType, event_channel, event_subscribe
 from core.redis_client import get_redis
 from core.time_utils import datetime_to_ms
 from execution.services import execution_finish, execution_run
@@ -340,7 +340,7 @@ def test_hostile_strategy_times_out_while_another_on_the_same_candle_completes(c
     subscribe(hostile)
     friend_sub = subscribe(friendly)
     pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(f"events:{EventType.EXECUTION_ERROR}")
+    pubsub.subscribe(event_channel(EventType.EXECUTION_ERROR))
 
     # when that candle closes on a real worker (two pool processes)
     interval = START + STEP * 10
