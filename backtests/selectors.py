@@ -13,6 +13,7 @@ from backtests.models import Backtest, BacktestTrade
 from backtests.report import backtest_report_html
 from backtests.results import BacktestSeries, SimTrade, Skip
 from core.time_utils import ms_to_datetime, parse_utc_moment
+from markets.symbols import symbol_quote
 
 
 def backtest_list_owned(*, user: AbstractBaseUser) -> QuerySet[Backtest]:
@@ -48,7 +49,7 @@ def backtest_series(*, backtest: Backtest) -> BacktestSeries:
 
 def backtest_quote(*, backtest: Backtest) -> str:
     """The currency money figures are in: the market's quote (``ETH/BTC`` → ``BTC``)."""
-    return backtest.symbol.split("/")[-1].split(":")[0]
+    return symbol_quote(backtest.symbol)
 
 
 def _sim_trade(row: BacktestTrade) -> SimTrade:

@@ -32,6 +32,7 @@ from backtests.results import BacktestSeries
 from core.time_utils import ms_to_datetime, resolution_to_timedelta, round_to_interval_boundary
 from markets.candles import candles_between, candles_closed_window, candles_span
 from markets.models import Candle
+from markets.symbols import symbol_quote
 from strategies.models import Strategy
 from strategies.sandbox import inspect_code, run_signals, strategy_session
 from strategies.sandbox.protocol import storable_text
@@ -298,7 +299,7 @@ def _account(backtest: Backtest) -> tuple[BacktestSeries, Account]:
     series = BacktestSeries(
         resolution=backtest.resolution,
         capital=backtest.capital,
-        quote=backtest.symbol.split("/")[-1].split(":")[0],
+        quote=symbol_quote(backtest.symbol),
     )
     sizing = Sizing(backtest.capital, backtest.risk_per_trade, backtest.leverage)
     broker = PaperBroker(fee_bps=backtest.fee_bps, slippage_bps=backtest.slippage_bps)

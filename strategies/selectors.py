@@ -61,9 +61,19 @@ def _percentile(ordered: list[float], fraction: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+REALTIME_TRIGGERS = (
+    StrategyExecution.Trigger.BEAT,
+    StrategyExecution.Trigger.STREAM,
+    StrategyExecution.Trigger.BACKFILL,
+)
+
+
 def strategy_drift_percentiles(*, strategy: Strategy) -> dict[str, Any]:
+    """Close → start percentiles of real-time executions: a manual run or a replay of a past
+    candle is years "late" by the clock and says nothing about the pipeline's timeliness."""
     recent = (
         strategy_execution_list(strategy=strategy)
+        .filter(trigger__in=REALTIME_TRIGGERS)
         .exclude(drift_ms__isnull=True)
         .values_list("drift_ms", flat=True)[:DRIFT_SAMPLE_SIZE]
     )
@@ -126,13 +136,6 @@ def execution_settled(*, strategy_id: int, interval_end: datetime) -> bool:
     if row["status"] != StrategyExecution.Status.SUCCESS:
         return True
     return row["fanout_dispatched_at"] is not None and row["fanout_done"] >= row["fanout_total"]
-
-
-REALTIME_TRIGGERS = (
-    StrategyExecution.Trigger.BEAT,
-    StrategyExecution.Trigger.STREAM,
-    StrategyExecution.Trigger.BACKFILL,
-)
 
 
 def execution_signal_age_s(execution: StrategyExecution, *, now: datetime | None = None) -> float:

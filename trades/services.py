@@ -375,7 +375,7 @@ def fanout_process(*, execution_id: int, subscription_ids: list[int]) -> FanoutO
     now = timezone.now()
     StrategyExecution.objects.filter(pk=execution_id).update(
         fanout_done=F("fanout_done") + len(subscription_ids),
-        trades_generated=F("trades_generated") + tally.opened,
+        trades_generated=F("trades_generated") + tally.opened + tally.closed,
         first_order_at=Coalesce(F("first_order_at"), now),
         last_order_at=now,
     )

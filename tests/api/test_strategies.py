@@ -461,6 +461,24 @@ def test_stats_aggregate_executions_subscribers_and_pnl(api, me):
 
 
 @pytest.mark.django_db
+def test_drift_percentiles_count_real_time_executions_only(api, me):
+    # given beat, stream and backfill executions, and a manual run and a replay years late
+    strategy = StrategyFactory(owner=me)
+    for trigger, drift in [("beat", 100.0), ("stream", 200.0), ("backfill", 300.0)]:
+        make_execution(strategy, trigger=trigger, drift_ms=drift)
+    for trigger in ("manual", "replay"):
+        make_execution(strategy, trigger=trigger, drift_ms=279_756_373_053.0)
+
+    # when the stats are read
+    stats = api.get(f"/api/strategies/{strategy.pk}/stats").json()
+
+    # then the late runs of past candles are not in the figures
+    assert stats["drift_sample_size"] == 3
+    assert stats["drift_p50_ms"] == pytest.approx(200.0)
+    assert stats["drift_p99_ms"] == pytest.approx(298.0)
+
+
+@pytest.mark.django_db
 def test_stats_of_a_strategy_without_history(api, me):
     strategy = StrategyFactory(owner=me)
     stats = api.get(f"/api/strategies/{strategy.pk}/stats").json()

@@ -187,6 +187,21 @@ def test_settings_change_is_used_by_the_next_execution(market):
     assert (second.status, second.settings_version) == ("success", 2)
 
 
+def test_an_exit_that_closes_trades_counts_them_as_trades_generated(market):
+    # given two subscribers holding longs entered by one execution
+    strategy = StrategyFactory(settings={"signal": "LONG"})
+    subscribe(strategy), subscribe(strategy)
+    entry = StrategyExecution.objects.get(pk=_run(strategy, 4).execution_id)
+
+    # when the next execution exits
+    strategy_update_settings(strategy=strategy, settings={"signal": "EXIT_LONG"})
+    exit_ = StrategyExecution.objects.get(pk=_run(strategy, 5).execution_id)
+
+    # then each execution counts the trades it opened or closed
+    assert (entry.trades_generated, exit_.trades_generated) == (2, 2)
+    assert Trade.objects.filter(status="closed", exit_execution=exit_).count() == 2
+
+
 def test_stop_loss_touched_by_a_closed_candle_closes_the_trade(market):
     # given an open long with a stop 0.05% under the entry
     strategy = StrategyFactory(settings={"signal": "LONG", "stop_pct": 0.0005})

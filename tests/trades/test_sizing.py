@@ -90,7 +90,7 @@ def test_paper_broker_fills_at_close_with_adverse_slippage_and_fee():
     )
     # then buys pay up, sells receive less, and the fee is on the notional
     assert bought.average_price == D("100.05") and sold.average_price == D("99.95")
-    assert bought.fee == D("0.20010000")
+    assert bought.fee == D("0.20010000") and bought.fee_currency == "BTC"
     assert bought.filled_at == when and bought.exchange_order_id == "paper-a"
 
 

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from django.utils import timezone
 
+from markets.symbols import symbol_quote
 from trades.brokers.base import OrderRequest, OrderResult, OrderStatus
 
 BPS = Decimal("10000")
@@ -37,6 +38,7 @@ class PaperBroker:
             amount=order.quantity,
             average_price=price,
             fee=fee,
+            fee_currency=symbol_quote(order.symbol),  # fees are taken in the quote, as spot's
             # Deterministic, like an exchange answering a repeated client order id.
             exchange_order_id=f"paper-{order.client_order_id}",
             filled_at=order.reference_time,
