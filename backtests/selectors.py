@@ -73,7 +73,7 @@ def _sim_trade(row: BacktestTrade) -> SimTrade:
 def backtest_details(*, backtest: Backtest) -> dict[str, str]:
     """What was tested, how: the head of a report."""
     subject = (
-        f"strategy #{backtest.strategy_id} {backtest.strategy.name} (code v{backtest.code_version})"
+        f"#{backtest.strategy_id} {backtest.strategy.name} (code v{backtest.code_version})"
         if backtest.strategy is not None
         else "code sent with the request"
     )
@@ -84,10 +84,14 @@ def backtest_details(*, backtest: Backtest) -> dict[str, str]:
         "period": f"{backtest.start.isoformat()} → {backtest.end.isoformat()}",
         "candles": f"{backtest.candles_done} traded, LOOKBACK {backtest.lookback} for warm-up",
         "sizing": (
-            f"capital {backtest.capital:f} {quote}, risk {backtest.risk_per_trade * 100:g} % "
-            f"per trade, leverage {backtest.leverage:g}x"
+            f"capital {_plain(backtest.capital)} {quote}, risk "
+            f"{_plain(backtest.risk_per_trade * 100)} % per trade, "
+            f"leverage {_plain(backtest.leverage)}x"
         ),
-        "costs": f"fee {backtest.fee_bps:g} bps, slippage {backtest.slippage_bps:g} bps per fill",
+        "costs": (
+            f"fee {_plain(backtest.fee_bps)} bps, slippage {_plain(backtest.slippage_bps)} bps "
+            "per fill"
+        ),
         "method": Backtest.Method(backtest.method).label,
         "sandbox": backtest.sandbox_isolation or "-",
     }
@@ -134,6 +138,11 @@ def backtest_summary_lines(*, backtest: Backtest) -> list[str]:
     )
     lines += [f"warning: {w}" for w in backtest_warnings(backtest=backtest)]
     return lines
+
+
+def _plain(value: Decimal) -> str:
+    """A decimal as people write it: 0.5, 2, 1.25 (not 0.50000000 or 1E+1)."""
+    return f"{value.normalize():f}"
 
 
 def _pct(value: Any) -> str:

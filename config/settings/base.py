@@ -307,4 +307,6 @@ CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
     "trades-sync-open-orders": {"task": "trades.tasks.orders_sync_open", "schedule": 30.0},
     "trades-cancel-stale-entries": {"task": "trades.tasks.orders_cancel_stale", "schedule": 60.0},
+    # The listing's track-record figures (returns over 7/30/90 days move with the clock).
+    "backtests-records-refresh": {"task": "backtests.tasks.records_refresh", "schedule": 300.0},
 }
