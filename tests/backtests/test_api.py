@@ -43,14 +43,22 @@ NOT_FOUND = {"detail": "Not found.", "code": "not_found", "errors": {}}
 ENDPOINTS = ("", "/chart.png", "/chart.svg", "/report.html")
 # In a source line of the strategy and in what it prints, so a leak of either shows.
 SECRET = "proprietary-edge-7f3a"
+# Both forms (per close and vectorised) take the same decisions: long on a higher close.
 SECRET_CODE = f"""
 LOOKBACK = 5
 
 def generate_signal(candles, settings):
     print("{SECRET}")
-    if candles["close"].iloc[-1] > 0 and len(candles) >= 5:
-        return {{"signal": "LONG", "price": float(candles["close"].iloc[-1])}}
+    close = candles["close"]
+    if close.iloc[-1] > close.iloc[-2]:
+        return {{"signal": "LONG", "price": float(close.iloc[-1])}}
     return None
+
+def generate_signals(candles, settings):
+    print("{SECRET}")
+    close = candles["close"]
+    up = (close > close.shift(1)).tolist()
+    return [{{"signal": "LONG", "price": float(c)}} if u else None for u, c in zip(up, close)]
 """
 SECRET_FAILS = f"""
 LOOKBACK = 5
@@ -422,9 +430,11 @@ def test_the_list_holds_only_my_backtests(api, me, them):
 
 
 def test_a_strategys_code_and_what_it_prints_are_never_in_an_answer(api, me, them, candles):
-    # given my backtest of someone else's public strategy, run to the end
+    # given my backtest of someone else's public strategy, run to the end (vectorised: the
+    # run that records what the code printed)
     strategy = StrategyFactory(owner=them, is_public=True, code=SECRET_CODE)
-    response = api.post("/api/backtests", {"strategy": strategy.pk}, format="json")
+    body = {"strategy": strategy.pk, "method": "vectorised"}
+    response = api.post("/api/backtests", body, format="json")
     backtest = _done(Backtest.objects.get(pk=response.json()["id"]))
     assert SECRET in backtest.logs  # it did print it
 
@@ -437,6 +447,15 @@ def test_a_strategys_code_and_what_it_prints_are_never_in_an_answer(api, me, the
     assert all(SECRET not in a.content.decode() for a in answers)
     detail = answers[2].json()
     assert (detail["code"], detail["logs"]) == (None, None)
+    assert detail["result"]["trades"]
+
+
+def test_what_my_own_code_prints_is_shown_to_me(api, me, candles):
+    body = {**CODE_BODY, "code": SECRET_CODE, "method": "vectorised"}
+    response = api.post("/api/backtests", body, format="json")
+    backtest = _done(Backtest.objects.get(pk=response.json()["id"]))
+    detail = api.get(f"/api/backtests/{backtest.pk}").json()
+    assert detail["code"] == SECRET_CODE and SECRET in detail["logs"]
 
 
 def test_the_traceback_of_a_strategy_that_is_not_mine_is_not_shown(api, me, them, candles):
