@@ -5,6 +5,7 @@ from django.views import defaults
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from backtests.record_views import StrategyListingView
+from backtests.views import BacktestListView
 from config.auth_views import RegisterView, TokenView
 from config.health import health
 from config.home import home
@@ -21,6 +22,8 @@ api_patterns: list[URLPattern | URLResolver] = [
     path("strategies/", include("backtests.record_urls")),
     path("credentials", CredentialListCreateView.as_view(), name="credential-list"),
     path("credentials/", include(credential_urlpatterns)),
+    path("backtests", BacktestListView.as_view(), name="backtest-list"),
+    path("backtests/", include("backtests.urls")),
     # The documentation is public: it describes the API, it does not use it.
     path("schema/", SpectacularAPIView.as_view(permission_classes=[]), name="api-schema"),
     path(
