@@ -13,6 +13,7 @@ import django_filters
 from django.db.models import F, QuerySet
 from django.http import HttpResponse
 from django_filters.constants import EMPTY_VALUES
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
@@ -103,7 +104,7 @@ class StrategyListingView(StrategyListView):
             "`max_drawdown_lte`, `return_30d_gte`, `sharpe_gte` (percent). Strategies without "
             "a record come last."
         ),
-        responses={200: StrategyWithRecordSerializer(many=True), **error_responses(400, 401)},
+        responses={200: StrategyWithRecordSerializer(many=True), **error_responses(400, 401, 404)},
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
@@ -114,7 +115,8 @@ class PerformanceQuerySerializer(serializers.Serializer):
 
 
 def _resolution(request: Request, strategy: Strategy) -> str:
-    query = PerformanceQuerySerializer(data=request.query_params)
+    # A plain dict: "?resolution=" is then a bad value, not an omitted one (as a form reads it).
+    query = PerformanceQuerySerializer(data=request.query_params.dict())
     query.is_valid(raise_exception=True)
     resolution = query.validated_data.get("resolution", strategy.resolution)
     if resolution_to_timedelta(resolution) < resolution_to_timedelta(strategy.resolution):
@@ -124,16 +126,27 @@ def _resolution(request: Request, strategy: Strategy) -> str:
     return resolution
 
 
-# Documented in docs/api.md ("Performance"); left out of the OpenAPI schema, whose list of
-# operations is fixed by the issue.
-@extend_schema(exclude=True)
 class StrategyPerformanceView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        summary="A strategy's track record",
+        description=(
+            "The reference account (unit capital, risk 0.01, leverage 1, the paper costs) "
+            "that follows every real-time signal of the strategy: returns over 7/30/90 days "
+            "and since start, max drawdown, Sharpe, win rate, trades, subscribers, the equity "
+            "series (`?resolution=` downsamples it), and the realized figures of live and "
+            "paper subscribers in return terms. Backtests are never mixed in. See docs/api.md."
+        ),
+        parameters=[PerformanceQuerySerializer],
+        responses={200: OpenApiTypes.OBJECT, **error_responses(400, 401, 404)},
+    )
     def get(self, request: Request, pk: int) -> Response:
         strategy = strategy_get_visible(user=authenticated_user(request), strategy_id=pk)
         resolution = _resolution(request, strategy)
         return Response(strategy_performance(strategy=strategy, resolution=resolution))
 
 
+# Images, documented in docs/api.md ("Performance") beside the record they draw.
 @extend_schema(exclude=True)
 class StrategyPerformanceChartView(APIView):
     def get(self, request: Request, pk: int, fmt: str) -> HttpResponse:

@@ -18,6 +18,7 @@ OPERATIONS = {
     "/api/strategies/{id}/settings": {"put"},
     "/api/strategies/{id}/stats": {"get"},
     "/api/strategies/{id}/executions": {"get"},
+    "/api/strategies/{id}/performance": {"get"},
     "/api/strategies/{id}/subscribe": {"post"},
     "/api/strategies/subscriptions": {"get"},
     "/api/strategies/subscriptions/{id}": {"get", "put", "delete"},
@@ -57,7 +58,7 @@ def test_schema_is_valid_openapi_3_and_lists_exactly_the_fixed_endpoints(schema)
     assert schema["openapi"].startswith("3.")
     found = {p: {m for m in item if m in HTTP_METHODS} for p, item in schema["paths"].items()}
     assert found == OPERATIONS
-    assert sum(len(methods) for methods in found.values()) == 27
+    assert sum(len(methods) for methods in found.values()) == 28
 
 
 @pytest.mark.django_db
