@@ -27,7 +27,7 @@ from backtests.services import Costs, Period, Subject, backtest_create, backtest
 from markets.candles import candles_between
 from markets.market_data import market_data_load
 from markets.models import Candle
-from strategies.sandbox import strategy_session
+from strategies.sandbox import run_signals, strategy_session
 from strategies.sandbox.child import build_frame
 
 EXCHANGE, SYMBOL, RESOLUTION = "binance", "ETH/BTC", "5m"
@@ -74,6 +74,7 @@ def bench(*, runs: int, write: Callable[[str], None]) -> dict[str, float]:
         _keep(best, "floor", _floor_s(rows, lookback))
         _keep(best, "load", _load_s())
         _keep(best, "session", _session_s(rows, lookback))
+        _keep(best, "signals", _signals_s(rows))
         for method in Backtest.Method.values:
             backtest = _backtest(method)
             if _keep(best, method, (backtest.duration_ms or 0) / 1000):
@@ -86,7 +87,9 @@ def bench(*, runs: int, write: Callable[[str], None]) -> dict[str, float]:
     write(
         f"parts: loading the candles from the store {best['load']:.3f} s; the sandbox session "
         f"alone (generate_signal at each close, no account, no database) {best['session']:.3f} s"
-        f" = {best['session'] / floor:.2f}x the floor"
+        f" = {best['session'] / floor:.2f}x the floor; generate_signals alone in the sandbox "
+        f"(one call over all {len(rows)} candles) {best['signals']:.3f} s = "
+        f"{len(rows) / best['signals']:,.0f} candles/s"
     )
     for method, backtest in done.items():
         seconds = best[method]
@@ -152,6 +155,14 @@ def _session_s(rows: list[list[float]], lookback: int) -> float:
         for row in rows[lookback - 1 :]:
             if not session.step([row]).ok:
                 raise RuntimeError(f"the session failed: {session.error}")
+    return time.perf_counter() - started
+
+
+def _signals_s(rows: list[list[float]]) -> float:
+    started = time.perf_counter()
+    result = run_signals(code=SMA_10_30, candles=rows, settings={})
+    if not result.ok:
+        raise RuntimeError(f"generate_signals failed: {result.error}")
     return time.perf_counter() - started
 
 

@@ -127,3 +127,4 @@ def test_bench_backtest_prints_both_paths_beside_the_floor():
     assert re.search(r"floor: plain loop, one process, 5711 windows: [\d.]+ s", text)
     assert re.search(r"backtest per_candle: [\d.]+ s = [\d,]+ candles/s, [\d.]+x the floor", text)
     assert re.search(r"backtest vectorised: .* look-ahead check of \d+ candles included", text)
+    assert re.search(r"generate_signals alone in the sandbox .* [\d,]+ candles/s", text)
