@@ -12,6 +12,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Case, TextField, Value, When
+from django.dispatch import Signal
 from django.utils import timezone
 
 from core.events import EventType, event_emit
@@ -22,6 +23,18 @@ from subscriptions.models import BrokerCredential, StrategySubscription
 
 Status = StrategySubscription.Status
 MAX_RISK_PER_TRADE = Decimal("0.1")
+SIZING_FIELDS = ("capital", "risk_per_trade", "leverage")
+
+# Sent inside the transaction of a subscribe or of a capital, risk or leverage change, with
+# ``subscription`` (the new values), ``previous`` (the old ones; None when
+# subscribing) and ``time``: the trades app stores the event on the equity curve, atomically
+# with the change (this app cannot import it: trades sits above subscriptions).
+subscription_sizing_changed = Signal()
+
+
+def _sizing(subscription: StrategySubscription) -> dict[str, Decimal]:
+    # Compared as numbers: 1000 and 1000.00000000 are one capital.
+    return {name: Decimal(getattr(subscription, name)) for name in SIZING_FIELDS}
 
 
 def sizing_validate(*, capital: Decimal, risk_per_trade: Decimal, leverage: Decimal) -> None:
@@ -162,6 +175,12 @@ def subscription_create(
         margin_mode=margin_mode,
     )
     _refresh_subscriber_count(strategy.pk)
+    subscription_sizing_changed.send(
+        sender=StrategySubscription,
+        subscription=subscription,
+        previous=None,
+        time=subscription.created_at,
+    )
     event_emit(
         EventType.SUBSCRIPTION_CREATED,
         subscription_id=subscription.pk,
@@ -250,6 +269,7 @@ def subscription_update_settings(
     for name, value in policies.items():
         if value is not None:
             setattr(locked, name, value)
+    previous = _sizing(locked)
     locked.capital = capital if capital is not None else locked.capital
     locked.risk_per_trade = risk_per_trade if risk_per_trade is not None else locked.risk_per_trade
     locked.leverage = leverage if leverage is not None else locked.leverage
@@ -267,6 +287,13 @@ def subscription_update_settings(
             "updated_at",
         ]
     )
+    if _sizing(locked) != previous:
+        subscription_sizing_changed.send(
+            sender=StrategySubscription,
+            subscription=locked,
+            previous=previous,
+            time=locked.updated_at,
+        )
     return locked
 
 
