@@ -13,6 +13,7 @@ from trades.models import EquityPoint, Position, Trade
 from trades.positions import equity_points_daily
 from trades.selectors import subscription_stats
 from trades.services import fanout_process, trades_check_stops
+from trades.tasks import equity_daily
 
 # Candles close after the subscriptions are made (tomorrow 22:00 UTC, so midnight is near).
 T0 = datetime.now(UTC).replace(hour=22, minute=0, second=0, microsecond=0) + timedelta(days=1)
@@ -226,3 +227,14 @@ def _add_point(sub, *, minutes: int, capital: str, pnl: str) -> EquityPoint:
         unrealized=Decimal(0),
         fees=Decimal(0),
     )
+
+
+@pytest.mark.django_db
+def test_the_daily_task_writes_through_the_service():
+    # given a flat subscriber with no point today (its subscribe point moved to yesterday)
+    sub = subscribe(StrategyFactory())
+    EquityPoint.objects.filter(subscription=sub).update(time=timezone.now() - timedelta(days=1))
+    # when the beat task runs
+    written = equity_daily.apply().get()
+    # then it wrote today's point
+    assert written == 1 and _points(sub)[-1].kind == "daily"
