@@ -204,8 +204,12 @@ class EquityPoint(models.Model):
         CAPITAL_CHANGE = "capital_change", "Capital change"
         DAILY = "daily", "Daily"
 
+    # No index of its own: the (subscription, time) index serves every lookup by subscription.
     subscription = models.ForeignKey(
-        StrategySubscription, on_delete=models.CASCADE, related_name="equity_points"
+        StrategySubscription,
+        on_delete=models.CASCADE,
+        related_name="equity_points",
+        db_index=False,
     )
     time = models.DateTimeField()
     kind = models.CharField(max_length=16, choices=Kind.choices)

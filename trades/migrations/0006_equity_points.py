@@ -87,6 +87,7 @@ class Migration(migrations.Migration):
                 (
                     "subscription",
                     models.ForeignKey(
+                        db_index=False,
                         on_delete=django.db.models.deletion.CASCADE,
                         related_name="equity_points",
                         to="subscriptions.strategysubscription",
