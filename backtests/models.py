@@ -109,3 +109,51 @@ class BacktestTrade(models.Model):
 
     def __str__(self) -> str:
         return f"{self.side} {self.quantity} @ {self.entry_price}"
+
+
+class StrategyRecord(models.Model):
+    """A strategy's track record: a reference paper account that follows every real-time
+    signal from the strategy's first execution with unit capital, so the record is the
+    strategy's own, whoever subscribed, and is never rewritten by replays of past candles."""
+
+    strategy = models.OneToOneField(
+        "strategies.Strategy", on_delete=models.CASCADE, related_name="record"
+    )
+    started_at = models.DateTimeField(null=True, blank=True, help_text="First close followed.")
+    last_close = models.DateTimeField(null=True, blank=True, help_text="Last close followed.")
+    realized = models.DecimalField(**MONEY, default=Decimal("0"))
+    # The open position, as a SimTrade's fields (null when flat).
+    position = models.JSONField(null=True, blank=True)
+
+    # Figures for the listing, refreshed periodically from the series (None: undefined yet).
+    return_7d_pct = models.DecimalField(max_digits=20, decimal_places=4, null=True, blank=True)
+    return_30d_pct = models.DecimalField(max_digits=20, decimal_places=4, null=True, blank=True)
+    return_90d_pct = models.DecimalField(max_digits=20, decimal_places=4, null=True, blank=True)
+    return_total_pct = models.DecimalField(max_digits=20, decimal_places=4, null=True, blank=True)
+    max_drawdown_pct = models.DecimalField(max_digits=20, decimal_places=4, null=True, blank=True)
+    sharpe = models.FloatField(null=True, blank=True)
+    win_rate_pct = models.DecimalField(max_digits=8, decimal_places=4, null=True, blank=True)
+    trades = models.PositiveIntegerField(default=0)
+    subscribers = models.PositiveIntegerField(default=0)
+    figures_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"record of strategy #{self.strategy_id}"
+
+
+class StrategyRecordDay(models.Model):
+    """One UTC day of a record: its closes' points as parallel arrays, and the trades closed."""
+
+    record = models.ForeignKey(StrategyRecord, on_delete=models.CASCADE, related_name="days")
+    day = models.DateField()
+    times = models.JSONField(default=list)  # close times, ms since the epoch
+    closes = models.JSONField(default=list)  # close prices, decimal strings
+    equity = models.JSONField(default=list)  # equity at each close, decimal strings
+    trades = models.JSONField(default=list)  # trades closed that day, SimTrade fields
+
+    class Meta:
+        ordering = ["day"]
+        constraints = [models.UniqueConstraint(fields=["record", "day"], name="uniq_record_day")]
+
+    def __str__(self) -> str:
+        return f"{self.record} on {self.day}"

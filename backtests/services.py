@@ -244,15 +244,16 @@ def backtest_run(*, backtest_id: int, on_progress: Progress | None = None) -> Ba
         return Backtest.objects.get(pk=backtest_id)
     backtest = Backtest.objects.select_related("strategy").get(pk=backtest_id)
     started = time.monotonic()
+    run: _Run | None = None
     try:
         run = _prepare(backtest)
         _simulate(run, on_progress)
         _record(run, started)
     except BacktestFailed as exc:
-        _fail(backtest, str(exc), started)
+        _fail(backtest, str(exc), started, run)
     except Exception as exc:  # never leave a backtest running: record why it stopped
         logger.exception("backtest %s failed", backtest_id)
-        _fail(backtest, f"internal error: {type(exc).__name__}: {exc}", started)
+        _fail(backtest, f"internal error: {type(exc).__name__}: {exc}", started, run)
     backtest.refresh_from_db()
     return backtest
 
@@ -292,6 +293,9 @@ def _prepare(backtest: Backtest) -> _Run:
     )
     run = _Run(backtest, warm, rows, int(step.total_seconds() * 1000), *_account(backtest))
     _warm_up_from_period(run)
+    # The traded candles: what progress counts to (the period's warm-up ones are not traded).
+    backtest.candles_total = len(run.rows)
+    Backtest.objects.filter(pk=backtest.pk).update(candles_total=backtest.candles_total)
     return run
 
 
@@ -331,18 +335,22 @@ def _simulate(run: _Run, on_progress: Progress | None) -> None:
         _replay(run, lambda index, _row: signals[index], on_progress)
         return
     options = _sandbox_options(run.backtest)
-    with strategy_session(history=run.warm, lookback=run.backtest.lookback, **options) as session:
-        run.isolation = session.isolation
+    session = None
+    try:
+        with strategy_session(
+            history=run.warm, lookback=run.backtest.lookback, **options
+        ) as session:
+            run.isolation = session.isolation
 
-        def signal_at(_index: int, row: list[float]) -> Any:
-            result = session.step([row])  # the child gets this close only now
-            if not result.ok:
-                raise BacktestFailed(_failed_at(run, row, result.error))
-            return result.value
+            def signal_at(_index: int, row: list[float]) -> Any:
+                result = session.step([row])  # the child gets this close only now
+                if not result.ok:
+                    raise BacktestFailed(_failed_at(run, row, result.error))
+                return result.value
 
-        try:
             _replay(run, signal_at, on_progress)
-        finally:
+    finally:
+        if session is not None:  # its logs are collected as it closes, with the block
             run.logs = session.logs
 
 
@@ -456,11 +464,12 @@ def _finish(backtest: Backtest, status: str, error: str, started: float, run: _R
     backtest.save()
 
 
-def _fail(backtest: Backtest, reason: str, started: float) -> None:
-    """Failed with the reason, and no result: a partial one would read as the whole."""
+def _fail(backtest: Backtest, reason: str, started: float, run: _Run | None) -> None:
+    """Failed with the reason, and no result: a partial one would read as the whole. What
+    the strategy printed, and how far it got, are kept."""
     BacktestTrade.objects.filter(backtest=backtest).delete()
     backtest.metrics, backtest.series, backtest.skips = {}, {}, []
-    _finish(backtest, Status.FAILED, storable_text(reason, 8192), started, None)
+    _finish(backtest, Status.FAILED, storable_text(reason, 8192), started, run)
 
 
 def _trade_row(backtest: Backtest, trade: Any) -> BacktestTrade:

@@ -4,22 +4,26 @@ from django.urls import URLPattern, URLResolver, include, path
 from django.views import defaults
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from backtests.record_views import StrategyListingView
+from backtests.views import BacktestListView
 from config.auth_views import RegisterView, TokenView
 from config.health import health
 from config.home import home
-from strategies.views import StrategyListView
 from subscriptions.urls import credential_urlpatterns
 from subscriptions.views import CredentialListCreateView
 
 api_patterns: list[URLPattern | URLResolver] = [
     path("auth/register", RegisterView.as_view(), name="auth-register"),
     path("auth/token", TokenView.as_view(), name="auth-token"),
-    path("strategies", StrategyListView.as_view(), name="strategy-list"),
+    path("strategies", StrategyListingView.as_view(), name="strategy-list"),
     path("strategies/", include("strategies.urls")),
     path("strategies/", include("subscriptions.urls")),
     path("strategies/", include("trades.urls")),
+    path("strategies/", include("backtests.record_urls")),
     path("credentials", CredentialListCreateView.as_view(), name="credential-list"),
     path("credentials/", include(credential_urlpatterns)),
+    path("backtests", BacktestListView.as_view(), name="backtest-list"),
+    path("backtests/", include("backtests.urls")),
     # The documentation is public: it describes the API, it does not use it.
     path("schema/", SpectacularAPIView.as_view(permission_classes=[]), name="api-schema"),
     path(

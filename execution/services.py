@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from backtests.record import record_follow
 from core.clock import market_now, market_to_real
 from core.events import EventType, event_emit
 from core.locks import redis_lock, strategy_run_lock_key
@@ -184,7 +185,8 @@ def _check_stops(execution: StrategyExecution, candle: list[float]) -> None:
         logger.exception("stop checks failed for execution %s", execution.pk)
 
 
-def _run(execution: StrategyExecution, strategy: Strategy) -> None:
+def _run(execution: StrategyExecution, strategy: Strategy) -> list[float] | None:
+    """Run the strategy on the closed candle; returns that candle once read (None before)."""
     event_emit(
         EventType.EXECUTION_START,
         execution_id=execution.pk,
@@ -204,7 +206,7 @@ def _run(execution: StrategyExecution, strategy: Strategy) -> None:
             status=Status.SKIPPED,
             error=_missing_candle_reason(strategy.exchange),
         )
-        return
+        return None
     candles = candles_closed_window(
         exchange=strategy.exchange,
         symbol=strategy.symbol,
@@ -226,7 +228,7 @@ def _run(execution: StrategyExecution, strategy: Strategy) -> None:
             status=Status.SKIPPED,
             error=f"warming up: {len(candles)} of {strategy.lookback} candles",
         )
-        return
+        return last
     timeout = min(strategy.timeout_s, settings.STRATEGY_MAX_TIMEOUT_S)
     result = run_strategy(
         code=strategy.code,
@@ -241,14 +243,25 @@ def _run(execution: StrategyExecution, strategy: Strategy) -> None:
     execution.logs, execution.sandbox_isolation = result.logs, result.isolation
     if not result.ok:
         execution_finish(execution=execution, status=Status.FAILED, error=result.error)
-        return
+        return last
     try:
         signal = signal_parse(result.value, market_price=execution.close_price)
     except InvalidSignal as exc:
         execution_finish(execution=execution, status=Status.FAILED, error=f"invalid signal: {exc}")
-        return
+        return last
     status = Status.NO_SIGNAL if signal.type == "HOLD" else Status.SUCCESS
     execution_finish(execution=execution, status=status, signal=signal.to_json())
+    return last
+
+
+def _follow_record(execution: StrategyExecution, candle: list[float] | None) -> None:
+    """Feed the strategy's track record with this close: never at the execution's expense."""
+    if candle is None or execution.status == Status.RUNNING:
+        return
+    try:
+        record_follow(execution=execution, candle=candle)
+    except Exception:  # the record is a view of the strategy, not part of running it
+        logger.exception("the track record could not follow execution %s", execution.pk)
 
 
 def _fanout_chunk_size(count: int) -> int:
@@ -359,8 +372,9 @@ def _run_locked(
             execution=execution, status=Status.SKIPPED, error=f"stale trigger: {stale.detail}"
         )
         return RunOutcome("ran", execution.pk, stale.detail)
+    candle = None
     try:
-        _run(execution, strategy)
+        candle = _run(execution, strategy)
     except Exception as exc:  # record every failure on the execution, never leave it running
         logger.exception("execution %s failed", execution.pk)
         execution_finish(
@@ -369,6 +383,8 @@ def _run_locked(
             error=f"internal error: {type(exc).__name__}: {exc}",
         )
     execution_dispatch_fanout(execution=execution, inline=inline_fanout)
+    # After the fan-out is on its way, so subscribers' orders never wait for the record.
+    _follow_record(execution, candle)
     return RunOutcome("ran", execution.pk)
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -7,7 +8,11 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from backtests.engine import Sizing
+from backtests.models import Backtest
+from backtests.services import Costs, Period, Subject, backtest_create
 from markets.candles import candles_import
+from markets.market_data import market_file
 from strategies.models import Strategy, StrategyExecution, StrategyVersion
 from subscriptions.models import StrategySubscription
 from subscriptions.services import subscription_create
@@ -89,3 +94,58 @@ class StrategyExecutionFactory(factory.django.DjangoModelFactory):
     )
     interval_end = factory.LazyAttribute(lambda e: e.interval_start + timedelta(minutes=5))
     started_at = factory.LazyFunction(timezone.now)
+
+
+# --- backtests -------------------------------------------------------------------------------
+def stored_candles(
+    *, exchange="binance", symbol="ETH/BTC", resolution="5m", count: int = 300
+) -> list[list]:
+    """The first ``count`` real candles of the market's file in MARKET_DATA_DIR, stored."""
+    rows = json.loads(market_file(symbol=symbol, resolution=resolution).read_text())[:count]
+    load_candles(exchange=exchange, symbol=symbol, resolution=resolution, rows=rows)
+    return rows
+
+
+def backtest_of(
+    *,
+    owner,
+    strategy: Strategy | None = None,
+    code: str = "",
+    market: dict[str, str] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> Backtest:
+    """A queued backtest of a strategy, or of code on ``market`` (binance ETH/BTC 5m), as the
+    API records it: through the service, on the candles stored."""
+    market = market or {"exchange": "binance", "symbol": "ETH/BTC", "resolution": "5m"}
+    subject = Subject(strategy=strategy) if strategy else Subject(code=code, **market)
+    return backtest_create(
+        owner=owner,
+        subject=subject,
+        period=Period(start, end),
+        sizing=Sizing(Decimal("1"), Decimal("0.01"), Decimal("1")),
+        costs=Costs(Decimal("10"), Decimal("5")),
+    )
+
+
+class BacktestFactory(factory.django.DjangoModelFactory):
+    """A backtest row as backtest_create records it (queued), without candles behind it: for
+    reads and refusals, never to run."""
+
+    class Meta:
+        model = Backtest
+
+    owner = factory.SubFactory(UserFactory)
+    code = SCRIPTED
+    exchange = "binance"
+    symbol = "ETH/BTC"
+    resolution = "5m"
+    start = datetime(2018, 1, 10, tzinfo=UTC)
+    end = datetime(2018, 1, 11, tzinfo=UTC)
+    lookback = 5
+    capital = Decimal("1")
+    risk_per_trade = Decimal("0.01")
+    leverage = Decimal("1")
+    fee_bps = Decimal("10")
+    slippage_bps = Decimal("5")
+    candles_total = 288

@@ -26,14 +26,20 @@ def test_database_url() -> str:
 
 
 class WorkerPool:
-    """``count`` worker nodes on the test database, started together and stopped together."""
+    """``count`` worker nodes on the test database, started together and stopped together;
+    ``queues`` limits them to those queues (default: the default queue, as ``celery worker``)."""
 
     running: ClassVar[list[WorkerPool]] = []  # every started pool, so a test can pause them
 
     def __init__(
-        self, count: int = 1, concurrency: int = 2, env: dict[str, str] | None = None
+        self,
+        count: int = 1,
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+        queues: list[str] | None = None,
     ) -> None:
         self.count, self.concurrency, self.extra_env = count, concurrency, env or {}
+        self.queues = queues
         self.workers: list[WorkerProcess] = []
 
     def start_one(self) -> WorkerProcess:
@@ -43,7 +49,10 @@ class WorkerPool:
             **self.extra_env,
         )
         worker = WorkerProcess(
-            env=env, log_dir=settings.VAR_DIR / "test-workers", concurrency=self.concurrency
+            env=env,
+            log_dir=settings.VAR_DIR / "test-workers",
+            concurrency=self.concurrency,
+            queues=self.queues,
         ).start()
         self.workers.append(worker)
         return worker

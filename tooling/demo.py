@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from backtests.charts import backtest_chart
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.db.models import Count, Sum
 
+from backtests.charts import backtest_chart
 from backtests.engine import Sizing
 from backtests.models import Backtest
 from backtests.selectors import backtest_report, backtest_series, backtest_summary_lines

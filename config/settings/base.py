@@ -198,9 +198,11 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "core.api.api_exception_handler",
     "DEFAULT_PARSER_CLASSES": ["config.parsers.JSONParser"],
-    # Per user, on deploys and settings changes (strategies.throttles.StrategyChangeThrottle).
+    # Per user, on deploys and settings changes (strategies.throttles.StrategyChangeThrottle),
+    # and on requested backtests (backtests.throttles.BacktestThrottle).
     "DEFAULT_THROTTLE_RATES": {
         "strategy_changes": env("API_STRATEGY_CHANGE_THROTTLE_RATE", default="10/minute"),
+        "backtests": env("API_BACKTEST_THROTTLE_RATE", default="30/hour"),
     },
 }
 SPECTACULAR_SETTINGS = {
@@ -246,6 +248,10 @@ SPECTACULAR_SETTINGS.update(
             "SubscriptionStatusEnum": "subscriptions.models.StrategySubscription.Status",
             "ExecutionStatusEnum": "strategies.models.StrategyExecution.Status",
             "TradeStatusEnum": "trades.models.Trade.Status",
+            "TradeSideEnum": "trades.models.Trade.Side",
+            "BacktestStatusEnum": "backtests.models.Backtest.Status",
+            # The exchanges a strategy (and so a backtest of code) may name: ccxt's and paper.
+            "StrategyExchangeEnum": "strategies.serializers.EXCHANGES",
         },
     }
 )
@@ -304,4 +310,6 @@ CELERY_BEAT_SCHEDULE = {
     # Hourly: a missed run is made up within the hour; a subscription with a point that day
     # is skipped, so the runs after the first cost one query.
     "trades-equity-daily": {"task": "trades.tasks.equity_daily", "schedule": 3600.0},
+    # The listing's track-record figures (returns over 7/30/90 days move with the clock).
+    "backtests-records-refresh": {"task": "backtests.tasks.records_refresh", "schedule": 300.0},
 }

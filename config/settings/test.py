@@ -1,6 +1,8 @@
+from typing import cast
+
 from config.redis_urls import broker_url_for, with_redis_db
 from config.settings.base import *  # noqa: F403
-from config.settings.base import DATABASES, REDIS_URL, VAR_DIR, env
+from config.settings.base import DATABASES, REDIS_URL, REST_FRAMEWORK, VAR_DIR, env
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tests keep off the logical databases a developer's running stack uses.
@@ -25,3 +27,9 @@ STRATEGY_TIMEOUT_S = 10.0
 CANDLE_REST_FETCH = env.bool("CANDLE_REST_FETCH", default=False)
 CANDLE_SETTLE_S = env.float("CANDLE_SETTLE_S", default=3.0)
 CANDLE_SETTLE_POLL_S = 0.1
+# Tests request more backtests an hour than anyone would; the throttle test sets its own rate.
+_rates = cast(dict[str, str], REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"])
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
+    **_rates,
+    "backtests": env("API_BACKTEST_THROTTLE_RATE", default="10000/hour"),
+}

@@ -4,11 +4,25 @@ Parent-side API (importable without Django configured)::
 
     run_strategy(code=..., candles=..., settings=...) -> SandboxResult
     dry_run(code=..., candles=..., settings=...) -> SandboxResult
+    run_signals(code=..., candles=..., settings=...) -> SandboxResult  # generate_signals
+    with strategy_session(code=..., settings=..., history=...) as session:
+        session.step(rows) -> StepResult  # one generate_signal per close (backtests)
     inspect_code(code) -> CodeCheck
 """
 
 from .codecheck import inspect_code
-from .result import CodeCheck, SandboxResult
-from .runner import dry_run, run_strategy
+from .result import CodeCheck, SandboxResult, StepResult
+from .runner import dry_run, run_signals, run_strategy
+from .session import StrategySession, strategy_session
 
-__all__ = ["CodeCheck", "SandboxResult", "dry_run", "inspect_code", "run_strategy"]
+__all__ = [
+    "CodeCheck",
+    "SandboxResult",
+    "StepResult",
+    "StrategySession",
+    "dry_run",
+    "inspect_code",
+    "run_signals",
+    "run_strategy",
+    "strategy_session",
+]

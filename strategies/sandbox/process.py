@@ -32,15 +32,17 @@ STARTUP_GRACE_S = 20.0
 DRAIN_GRACE_S = 0.2
 
 
-def run_in_subprocess(payload: bytes, timeout_s: float) -> RawOutcome:
+def run_in_subprocess(
+    payload: bytes, timeout_s: float, result_limit: int = MAX_RESULT_BYTES
+) -> RawOutcome:
     workdir = tempfile.mkdtemp(prefix=workdir_prefix(os.getpid()))
     try:
-        return _run(payload, timeout_s, workdir)
+        return _run(payload, timeout_s, workdir, result_limit)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _run(payload: bytes, timeout_s: float, workdir: str) -> RawOutcome:
+def _run(payload: bytes, timeout_s: float, workdir: str, result_limit: int) -> RawOutcome:
     result_r, result_w = os.pipe()
     try:
         proc = subprocess.Popen(
@@ -61,7 +63,7 @@ def _run(payload: bytes, timeout_s: float, workdir: str) -> RawOutcome:
         os.close(result_w)
     outcome = RawOutcome()
     try:
-        _pump(proc, payload, result_r, timeout_s, outcome)
+        _pump(proc, payload, result_r, timeout_s, outcome, result_limit)
     finally:
         _kill_group(proc.pid)
         outcome.returncode, outcome.child_cpu_s = _reap(proc)
@@ -93,6 +95,7 @@ def _pump(
     result_r: int,
     timeout_s: float,
     outcome: RawOutcome,
+    result_limit: int,
 ) -> None:
     """Feed the request and collect logs/result until the result pipe closes or time is up."""
     assert proc.stdin is not None and proc.stdout is not None
@@ -122,7 +125,7 @@ def _pump(
                 data = _read(key.fd)
                 if key.data == "stdout":
                     outcome.add_logs(data)
-                elif len(result) <= MAX_RESULT_BYTES + 64 * 1024:
+                elif len(result) <= result_limit + 64 * 1024:
                     result += data
                 if not ready and result.startswith(READY_BYTE):
                     ready = True

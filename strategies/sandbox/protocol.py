@@ -123,18 +123,32 @@ def child_env(workdir: str) -> dict[str, str]:
     }
 
 
-def pack_candles(candles: Any) -> bytes:
-    """ccxt OHLCV rows -> packed little-endian float64 (N x 6). Only the newest MAX_LOOKBACK
-    rows are sent: no strategy may look further back."""
+def candle_array(candles: Any) -> np.ndarray:
+    """ccxt OHLCV rows -> a float64 (N x 6) array, or RequestError."""
     try:
         array = np.asarray(candles, dtype="<f8")
     except (TypeError, ValueError) as exc:
         raise RequestError(f"invalid candles: {exc}") from None
     if array.size == 0:
-        return b""
+        return np.empty((0, len(child.CANDLE_COLUMNS)), dtype="<f8")
     if array.ndim != 2 or array.shape[1] != len(child.CANDLE_COLUMNS):
         raise RequestError("invalid candles: expected rows of [time_ms, o, h, l, c, v]")
-    return np.ascontiguousarray(array[-child.MAX_LOOKBACK :]).tobytes()
+    return array
+
+
+def pack_candles(candles: Any, keep: int = child.MAX_LOOKBACK) -> bytes:
+    """ccxt OHLCV rows -> packed little-endian float64 (N x 6). Only the newest ``keep`` rows
+    are sent (by default MAX_LOOKBACK: no strategy may look further back)."""
+    return np.ascontiguousarray(candle_array(candles)[-keep:]).tobytes()
+
+
+def pack_all_candles(candles: Any) -> bytes:
+    """Like pack_candles, for a call that gets every row (generate_signals): more than
+    MAX_ROWS is refused, as cutting them would misalign its answer with the caller's rows."""
+    array = candle_array(candles)
+    if len(array) > child.MAX_ROWS:
+        raise RequestError(f"too many candles: {len(array)} (at most {child.MAX_ROWS})")
+    return np.ascontiguousarray(array).tobytes()
 
 
 def build_request(
@@ -146,7 +160,12 @@ def build_request(
     memory_mb: int,
     lookback: int | None,
     read_paths: list[str] | None = None,
+    packed: bytes | None = None,
+    **extra: Any,
 ) -> bytes:
+    """The request of one execution. ``packed``: candles already packed (else ``candles`` are
+    packed here, the newest MAX_LOOKBACK rows); ``extra`` header fields: ``entry``
+    ("signals" for generate_signals), ``result_limit``, ``session`` and ``budget_s``."""
     if not isinstance(code, str):
         raise RequestError("invalid code: expected str")
     if not isinstance(settings, dict):
@@ -160,8 +179,10 @@ def build_request(
         "sys_path": child_sys_path(),
         # Landlock allow-list of the cold child (the zygote gets its own at start-up).
         "read_paths": read_paths or [],
+        **extra,
     }
-    packed = pack_candles(candles)
+    if packed is None:
+        packed = pack_candles(candles)
     try:
         return child.encode_request(header, packed)
     except (TypeError, ValueError) as exc:
@@ -202,9 +223,12 @@ def _reject_constant(name: str) -> Any:
     raise ValueError("non-finite number")
 
 
-def parse_result(raw: bytes) -> tuple[bool, dict[str, Any] | None, str, int]:
-    """Strictly parse the child's result frame -> (ok, value, error, dropped_log_bytes)."""
-    if len(raw) > MAX_RESULT_BYTES + 64 * 1024:
+def parse_result(
+    raw: bytes, limit: int = MAX_RESULT_BYTES
+) -> tuple[bool, dict[str, Any] | None, str, int]:
+    """Strictly parse the child's result frame -> (ok, value, error, dropped_log_bytes).
+    ``limit``: the result budget of the call (MAX_RESULT_BYTES but for generate_signals)."""
+    if len(raw) > limit + 64 * 1024:
         return False, None, "invalid result: result too large", 0
     try:
         # The one place the child's result is decoded: nothing unstorable gets past it.

@@ -28,3 +28,14 @@ class CodeCheck:
     error: str  # '' when ok
     lookback: int | None  # LOOKBACK when it is a literal int in 1..5000, else None
     line: int | None = None  # line of the problem, when known
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One step of a strategy session (see session.py)."""
+
+    ok: bool  # True when generate_signal returned one well-formed value
+    value: dict[str, Any] | None  # what it returned (None = HOLD)
+    error: str  # '' when ok, otherwise a readable message
+    # True when the failure is the platform's (as SandboxResult.sandbox_failure).
+    sandbox_failure: bool = False

@@ -124,39 +124,72 @@ class Zygote:
 
     # -- executions --------------------------------------------------------------------
 
-    def run(self, payload: bytes, timeout_s: float) -> RawOutcome:
+    def run(
+        self, payload: bytes, timeout_s: float, result_limit: int = MAX_RESULT_BYTES
+    ) -> RawOutcome:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            self._hand_over(b"run", [theirs])
+            deadline = time.monotonic() + timeout_s + PARENT_GRACE_S
             try:
-                with self._send_lock:
-                    socket.send_fds(self._ctrl, [b"run"], [theirs.fileno()])
+                _settimeout(ours, deadline)
+                ours.sendall(payload)
+                ours.shutdown(socket.SHUT_WR)
+            except TimeoutError:
+                self.close()  # hung: start afresh next time
+                return RawOutcome(error="sandbox did not answer in time")
             except OSError as exc:
-                raise ZygoteError(f"sandbox is gone: {exc}") from exc
-            finally:
-                theirs.close()
-            return self._exchange(ours, payload, time.monotonic() + timeout_s + PARENT_GRACE_S)
+                return self._failed(exc)
+            return self.read_report(ours, deadline, result_limit)
         finally:
             ours.close()
 
-    def _exchange(self, sock: socket.socket, payload: bytes, deadline: float) -> RawOutcome:
+    def open_session(self, payload: bytes) -> tuple[socket.socket, socket.socket]:
+        """Start a session -> (execution socket, data socket). The execution socket stays
+        open for writing: shutting it down is how the session is aborted."""
+        exec_ours, exec_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        data_ours, data_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            _settimeout(sock, deadline)
-            sock.sendall(payload)
-            sock.shutdown(socket.SHUT_WR)
+            self._hand_over(b"session", [exec_theirs, data_theirs])
+            _settimeout(exec_ours, time.monotonic() + PARENT_GRACE_S)
+            exec_ours.sendall(payload)
+        except BaseException:
+            exec_ours.close()
+            data_ours.close()
+            raise
+        return exec_ours, data_ours
+
+    def _hand_over(self, kind: bytes, socks: list[socket.socket]) -> None:
+        """Give the zygote our peers' ends (it forks a supervisor for them); ours are closed."""
+        try:
+            with self._send_lock:
+                socket.send_fds(self._ctrl, [kind], [sock.fileno() for sock in socks])
+        except OSError as exc:
+            raise ZygoteError(f"sandbox is gone: {exc}") from exc
+        finally:
+            for sock in socks:
+                sock.close()
+
+    def read_report(self, sock: socket.socket, deadline: float, result_limit: int) -> RawOutcome:
+        """The supervisor's report of one execution or session, read from its socket."""
+        try:
             (size,) = struct.unpack(">Q", _recv_exact(sock, 8, deadline))
             if size > 1 << 20:
                 raise ZygoteError("sandbox report too large")
             report = json.loads(_recv_exact(sock, size, deadline))
             logs = _recv_exact(sock, _bounded(report, "logs_len", MAX_LOG_BYTES), deadline)
-            result = _recv_exact(sock, _bounded(report, "result_len", MAX_RESULT_BYTES), deadline)
+            result = _recv_exact(sock, _bounded(report, "result_len", result_limit), deadline)
         except TimeoutError:
             self.close()  # hung: start afresh next time
             return RawOutcome(error="sandbox did not answer in time")
         except (OSError, EOFError, ValueError) as exc:
-            if not self.alive():
-                return RawOutcome(error="sandbox process died during the execution")
-            return RawOutcome(error=f"sandbox supervisor failed: {exc}")
+            return self._failed(exc)
         return _outcome_from_report(report, logs, result)
+
+    def _failed(self, exc: BaseException) -> RawOutcome:
+        if not self.alive():
+            return RawOutcome(error="sandbox process died during the execution")
+        return RawOutcome(error=f"sandbox supervisor failed: {exc}")
 
 
 def _outcome_from_report(report: dict[str, Any], logs: bytes, result: bytes) -> RawOutcome:

@@ -7,7 +7,8 @@ import yaml
 from django.core.management import call_command
 from drf_spectacular.validation import validate_schema
 
-# The fixed paths of the issue, with their methods (and the orders of live trading, issue 6).
+# The fixed paths of the issue, with their methods (and the orders of live trading, issue 6,
+# and backtests).
 OPERATIONS = {
     "/api/auth/register": {"post"},
     "/api/auth/token": {"post"},
@@ -17,6 +18,7 @@ OPERATIONS = {
     "/api/strategies/{id}/settings": {"put"},
     "/api/strategies/{id}/stats": {"get"},
     "/api/strategies/{id}/executions": {"get"},
+    "/api/strategies/{id}/performance": {"get"},
     "/api/strategies/{id}/subscribe": {"post"},
     "/api/strategies/subscriptions": {"get"},
     "/api/strategies/subscriptions/{id}": {"get", "put", "delete"},
@@ -30,6 +32,11 @@ OPERATIONS = {
     "/api/strategies/subscriptions/{id}/orders": {"get"},
     "/api/credentials": {"get", "post"},
     "/api/credentials/{id}": {"delete"},
+    "/api/backtests": {"get", "post"},
+    "/api/backtests/{id}": {"get"},
+    "/api/backtests/{id}/chart.png": {"get"},
+    "/api/backtests/{id}/chart.svg": {"get"},
+    "/api/backtests/{id}/report.html": {"get"},
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
 
@@ -54,7 +61,7 @@ def test_schema_is_valid_openapi_3_and_lists_exactly_the_fixed_endpoints(schema)
     assert schema["openapi"].startswith("3.")
     found = {p: {m for m in item if m in HTTP_METHODS} for p, item in schema["paths"].items()}
     assert found == OPERATIONS
-    assert sum(len(methods) for methods in found.values()) == 24
+    assert sum(len(methods) for methods in found.values()) == 31
 
 
 @pytest.mark.django_db

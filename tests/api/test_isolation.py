@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 
+from backtests.models import Backtest
 from strategies.models import Strategy, StrategyExecution, StrategyVersion
 from subscriptions.models import BrokerCredential, StrategySubscription
 from subscriptions.services import subscription_create, subscription_pause
@@ -24,7 +25,7 @@ from tests.api.helpers import (
     subscribe_payload,
 )
 from tests.api.test_docs import OPERATIONS
-from tests.factories import StrategyFactory, subscribe
+from tests.factories import BacktestFactory, StrategyFactory, subscribe
 from trades.models import Order, Position, Trade
 
 MISSING = 987_654_321
@@ -53,6 +54,10 @@ REFUSED = [
     ("delete", "/api/credentials/{credential}", None, 404),
     # in use by a live subscription: still 404, a 409 would reveal it exists and is used
     ("delete", "/api/credentials/{used_credential}", None, 404),
+    ("get", "/api/backtests/{backtest}", None, 404),
+    ("get", "/api/backtests/{backtest}/chart.png", None, 404),
+    ("get", "/api/backtests/{backtest}/chart.svg", None, 404),
+    ("get", "/api/backtests/{backtest}/report.html", None, 404),
 ]
 
 
@@ -60,7 +65,7 @@ REFUSED = [
 def owner_world(them):
     """The owner (``them``): private and public strategies with executions, active, paused
     and live subscriptions with trades, orders and a position, an unused credential and one in
-    use."""
+    use, and a finished backtest."""
     private = StrategyFactory(owner=them)
     public = StrategyFactory(owner=them, is_public=True)
     for strategy in (private, public):
@@ -86,6 +91,7 @@ def owner_world(them):
         "paused": paused.pk,
         "credential": make_credential(them, label="spare").pk,
         "used_credential": used_credential.pk,
+        "backtest": BacktestFactory(owner=them, status="done").pk,
     }
 
 
@@ -99,6 +105,7 @@ def snapshot() -> dict[str, list[dict]]:
         Trade,
         Order,
         Position,
+        Backtest,
     )
     return {m.__name__: list(m.objects.order_by("pk").values()) for m in models}
 
@@ -156,6 +163,7 @@ def test_listings_hold_nothing_of_another_user(api, owner_world):
     assert all(s["code"] is None for s in strategies)
     assert api.get("/api/strategies/subscriptions").json()["count"] == 0
     assert api.get("/api/credentials").json()["count"] == 0
+    assert api.get("/api/backtests").json()["count"] == 0
     assert api.get("/api/strategies?mine=true").json()["count"] == 0
 
 
@@ -178,6 +186,7 @@ def test_the_table_tries_every_endpoint_that_takes_an_id():
 
 
 def _as_schema_path(template: str) -> str:
-    for name in ("private", "public", "subscription", "paused", "credential", "used_credential"):
+    names = ("private", "public", "subscription", "paused", "credential", "used_credential")
+    for name in (*names, "backtest"):
         template = template.replace("{" + name + "}", "{id}")
     return template

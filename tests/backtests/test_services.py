@@ -32,6 +32,7 @@ RAISES_AT_30 = """
 LOOKBACK = 5
 
 def generate_signal(candles, settings):
+    print("volume", candles["volume"].iloc[-1])
     if candles["volume"].iloc[-1] >= 40:
         return {"signal": "LONG"}["nope"]
     return None
@@ -76,7 +77,7 @@ def test_the_lookback_candles_before_the_start_warm_up_and_are_never_traded():
     first = BacktestTrade.objects.filter(backtest=backtest).first()
     assert first.entry_time == start + STEP
     assert first.metadata == {"rows": 10, "first": str(ms_to_datetime(rows[11][0]))}
-    assert backtest.candles_done == 20
+    assert backtest.candles_done == backtest.candles_total == 20
     assert backtest.metrics["warnings"] == []
 
 
@@ -90,7 +91,7 @@ def test_without_earlier_candles_the_periods_first_ones_warm_up_and_it_says_so()
 
     # then the first 9 candles only warm up, and the result says so
     assert backtest.status == Backtest.Status.DONE, backtest.error
-    assert backtest.candles_done == 31
+    assert backtest.candles_done == backtest.candles_total == 31
     assert (
         BacktestTrade.objects.filter(backtest=backtest).first().entry_time
         == ms_to_datetime(rows[9][0]) + STEP
@@ -131,7 +132,10 @@ def test_a_strategy_that_raises_halfway_fails_the_backtest_with_the_candle_and_t
     close = (ms_to_datetime(rows[30][0]) + STEP).isoformat()
     assert backtest.status == Backtest.Status.FAILED
     assert backtest.error.startswith(f"the strategy failed at the candle closing {close}: ")
-    assert "KeyError: 'nope' (line 6)" in backtest.error
+    assert "KeyError: 'nope' (line 7)" in backtest.error
+    # and it kept what the strategy printed, and how far it got
+    assert "volume 39.0" in backtest.logs and "volume 40.0" in backtest.logs
+    assert (backtest.candles_done, backtest.candles_total) == (26, 36)
     assert (backtest.metrics, backtest.series) == ({}, {})
     assert not BacktestTrade.objects.filter(backtest=backtest).exists()
 
