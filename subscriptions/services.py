@@ -12,24 +12,18 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Case, TextField, Value, When
-from django.dispatch import Signal
 from django.utils import timezone
 
 from core.events import EventType, event_emit
 from strategies.models import Strategy
 from strategies.services import strategy_mark_retired, strategy_registry_sync
 from subscriptions.crypto import CredentialDecryptionError, encrypt_secret, rotate_secret
+from subscriptions.equity import equity_point_capital_change
 from subscriptions.models import BrokerCredential, StrategySubscription
 
 Status = StrategySubscription.Status
 MAX_RISK_PER_TRADE = Decimal("0.1")
 SIZING_FIELDS = ("capital", "risk_per_trade", "leverage")
-
-# Sent inside the transaction of a subscribe or of a capital, risk or leverage change, with
-# ``subscription`` (the new values), ``previous`` (the old ones; None when
-# subscribing) and ``time``: the trades app stores the event on the equity curve, atomically
-# with the change (this app cannot import it: trades sits above subscriptions).
-subscription_sizing_changed = Signal()
 
 
 def _sizing(subscription: StrategySubscription) -> dict[str, Decimal]:
@@ -175,11 +169,9 @@ def subscription_create(
         margin_mode=margin_mode,
     )
     _refresh_subscriber_count(strategy.pk)
-    subscription_sizing_changed.send(
-        sender=StrategySubscription,
-        subscription=subscription,
-        previous=None,
-        time=subscription.created_at,
+    # The curve's first point, atomically with the subscription.
+    equity_point_capital_change(
+        subscription=subscription, previous=None, time=subscription.created_at
     )
     event_emit(
         EventType.SUBSCRIPTION_CREATED,
@@ -288,12 +280,8 @@ def subscription_update_settings(
         ]
     )
     if _sizing(locked) != previous:
-        subscription_sizing_changed.send(
-            sender=StrategySubscription,
-            subscription=locked,
-            previous=previous,
-            time=locked.updated_at,
-        )
+        # Atomically with the change: the curve never shows a capital that was not in force.
+        equity_point_capital_change(subscription=locked, previous=previous, time=locked.updated_at)
     return locked
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from trades.models import EquityPoint
+from subscriptions.models import EquityPoint
 
 ImageFormat = Literal["png", "svg"]
 

@@ -10,15 +10,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
 from django.db.models import F, OuterRef, Subquery, Sum
-from django.dispatch import receiver
 
-from subscriptions.models import StrategySubscription
-from subscriptions.services import subscription_sizing_changed
+from subscriptions.models import EquityPoint, StrategySubscription
 from trades.bulk import bulk_insert
-from trades.models import EquityPoint, Position, Trade
+from trades.models import Position, Trade
 
 ZERO = Decimal("0")
 MONEY_STEP = Decimal("0.00000001")
@@ -204,7 +201,6 @@ def _point(
     capital: Decimal,
     kind: str,
     time: datetime,
-    detail: dict[str, Any] | None = None,
 ) -> EquityPoint:
     equity = capital + position.realized_pnl + position.unrealized_pnl
     return EquityPoint(
@@ -216,7 +212,6 @@ def _point(
         realized=position.realized_pnl,
         unrealized=position.unrealized_pnl,
         fees=position.fees_paid,
-        detail=detail or {},
     )
 
 
@@ -227,35 +222,6 @@ def equity_points_fills(
     rows = [p for p in positions if p.subscription_id in filled]
     times = {sub_id: at for sub_id, (at, _) in filled.items()}
     return equity_points_record(positions=rows, kind=Kind.FILL, times=times, only_changed=False)
-
-
-def equity_point_capital_change(
-    *, subscription: StrategySubscription, previous: Mapping[str, Decimal] | None, time: datetime
-) -> EquityPoint:
-    """The event of a new capital, risk or leverage (or of subscribing: ``previous`` None).
-
-    The points before it keep the capital they were stored with: history is not recomputed on
-    the new settings.
-    """
-    position = Position.objects.filter(subscription=subscription).first()
-    detail: dict[str, Any] = {
-        "capital": str(subscription.capital),
-        "risk_per_trade": str(subscription.risk_per_trade),
-        "leverage": str(subscription.leverage),
-    }
-    if previous is None:
-        detail["subscribed"] = True
-    else:
-        detail["previous"] = {name: str(value) for name, value in previous.items()}
-    point = _point(
-        position or Position(subscription_id=subscription.pk),
-        capital=subscription.capital,
-        kind=Kind.CAPITAL_CHANGE,
-        time=time,
-        detail=detail,
-    )
-    point.save()
-    return point
 
 
 def equity_points_daily(*, at: datetime) -> int:
@@ -280,15 +246,3 @@ def equity_points_daily(*, at: datetime) -> int:
             positions=rows, kind=Kind.DAILY, times=times, only_changed=False
         )
     return written
-
-
-@receiver(subscription_sizing_changed, dispatch_uid="trades-equity-capital-change")
-def _on_sizing_changed(
-    sender: type,
-    *,
-    subscription: StrategySubscription,
-    previous: Mapping[str, Decimal] | None,
-    time: datetime,
-    **kwargs: Any,
-) -> None:
-    equity_point_capital_change(subscription=subscription, previous=previous, time=time)

@@ -12,8 +12,8 @@ from django.db.models import QuerySet
 
 from markets.symbols import symbol_quote
 from strategies.signals import Signal
-from subscriptions.models import StrategySubscription
-from trades.models import EquityPoint, Order, Position, Trade
+from subscriptions.models import EquityPoint, StrategySubscription
+from trades.models import Order, Position, Trade
 
 MARKET_STATUSES = (Trade.Status.OPEN, Trade.Status.CLOSED)
 

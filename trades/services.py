@@ -21,12 +21,12 @@ from core.retry import TRANSIENT
 from strategies.models import StrategyExecution
 from strategies.selectors import execution_signal_age_s
 from strategies.signals import InvalidSignal, Signal, SignalType, signal_check_levels
-from subscriptions.models import StrategySubscription
+from subscriptions.models import EquityPoint, StrategySubscription
 from trades.brokers import OrderRequest, OrderResult, OrderStatus
 from trades.brokers.base import CredentialFailure
 from trades.brokers.live import live_last_price
 from trades.bulk import bulk_insert, bulk_write
-from trades.models import EquityPoint, Order, Trade
+from trades.models import Order, Trade
 from trades.orders import (
     Fills,
     Leg,

@@ -5,9 +5,9 @@ from decimal import Decimal
 
 import pytest
 
+from subscriptions.models import EquityPoint
 from tests.api.helpers import field_errors
 from tests.factories import StrategyFactory, subscribe
-from trades.models import EquityPoint
 
 DAY = datetime(2030, 5, 1, tzinfo=UTC)
 

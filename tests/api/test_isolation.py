@@ -39,6 +39,7 @@ REFUSED = [
     ("get", "/api/strategies/{private}/stats", None, 404),
     ("get", "/api/strategies/{private}/executions", None, 404),
     ("get", "/api/strategies/{public}/executions", None, 403),
+    ("get", "/api/strategies/{private}/performance", None, 404),
     ("post", "/api/strategies/{private}/subscribe", subscribe_payload(), 404),
     ("get", "/api/strategies/subscriptions/{subscription}", None, 404),
     ("put", "/api/strategies/subscriptions/{subscription}", {"capital": "1"}, 404),

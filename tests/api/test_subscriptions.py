@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from strategies.models import Strategy
-from subscriptions.models import StrategySubscription
+from subscriptions.models import EquityPoint, StrategySubscription
 from subscriptions.services import strategy_retire, subscription_cancel, subscription_pause
 from tests.api.helpers import (
     field_errors,
@@ -16,7 +16,6 @@ from tests.api.helpers import (
     subscribe_payload,
 )
 from tests.factories import StrategyFactory, subscribe
-from trades.models import EquityPoint
 
 SUBSCRIPTION_FIELDS = {
     "id",

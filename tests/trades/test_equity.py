@@ -7,9 +7,10 @@ import pytest
 from django.utils import timezone
 
 from strategies.models import StrategyExecution
+from subscriptions.models import EquityPoint
 from subscriptions.services import subscription_update_settings
 from tests.factories import StrategyFactory, subscribe
-from trades.models import EquityPoint, Position, Trade
+from trades.models import Position, Trade
 from trades.positions import equity_points_daily
 from trades.selectors import subscription_stats
 from trades.services import fanout_process, trades_check_stops
