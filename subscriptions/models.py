@@ -153,3 +153,43 @@ class StrategySubscription(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status == self.Status.ACTIVE
+
+
+class EquityPoint(models.Model):
+    """A subscription's equity at one moment, stored as it was (never recomputed later).
+
+    equity = capital in force at ``time`` + realized PnL since subscribing + unrealized PnL,
+    all net of fees. Capital changes are written here (subscriptions.equity), fills, closes
+    and daily points by the trades app; a point is written only when something changed, so a
+    flat subscription costs a daily row, not one per candle.
+    """
+
+    class Kind(models.TextChoices):
+        CLOSE = "close", "Candle close"
+        FILL = "fill", "Fill"
+        CAPITAL_CHANGE = "capital_change", "Capital change"
+        DAILY = "daily", "Daily"
+
+    # No index of its own: the (subscription, time) index serves every lookup by subscription.
+    subscription = models.ForeignKey(
+        StrategySubscription,
+        on_delete=models.CASCADE,
+        related_name="equity_points",
+        db_index=False,
+    )
+    time = models.DateTimeField()
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    equity = models.DecimalField(**MONEY)
+    capital = models.DecimalField(**MONEY, help_text="The capital in force at that time.")
+    realized = models.DecimalField(**MONEY)
+    unrealized = models.DecimalField(**MONEY)
+    fees = models.DecimalField(**MONEY)
+    # A capital change's new (and previous) sizing; empty for the other kinds.
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ("time", "id")
+        indexes = [models.Index(fields=("subscription", "time"), name="equity_sub_time")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.equity} at {self.time:%Y-%m-%d %H:%M}"

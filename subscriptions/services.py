@@ -18,10 +18,17 @@ from core.events import EventType, event_emit
 from strategies.models import Strategy
 from strategies.services import strategy_mark_retired, strategy_registry_sync
 from subscriptions.crypto import CredentialDecryptionError, encrypt_secret, rotate_secret
+from subscriptions.equity import equity_point_capital_change
 from subscriptions.models import BrokerCredential, StrategySubscription
 
 Status = StrategySubscription.Status
 MAX_RISK_PER_TRADE = Decimal("0.1")
+SIZING_FIELDS = ("capital", "risk_per_trade", "leverage")
+
+
+def _sizing(subscription: StrategySubscription) -> dict[str, Decimal]:
+    # Compared as numbers: 1000 and 1000.00000000 are one capital.
+    return {name: Decimal(getattr(subscription, name)) for name in SIZING_FIELDS}
 
 
 def sizing_validate(*, capital: Decimal, risk_per_trade: Decimal, leverage: Decimal) -> None:
@@ -162,6 +169,10 @@ def subscription_create(
         margin_mode=margin_mode,
     )
     _refresh_subscriber_count(strategy.pk)
+    # The curve's first point, atomically with the subscription.
+    equity_point_capital_change(
+        subscription=subscription, previous=None, time=subscription.created_at
+    )
     event_emit(
         EventType.SUBSCRIPTION_CREATED,
         subscription_id=subscription.pk,
@@ -250,6 +261,7 @@ def subscription_update_settings(
     for name, value in policies.items():
         if value is not None:
             setattr(locked, name, value)
+    previous = _sizing(locked)
     locked.capital = capital if capital is not None else locked.capital
     locked.risk_per_trade = risk_per_trade if risk_per_trade is not None else locked.risk_per_trade
     locked.leverage = leverage if leverage is not None else locked.leverage
@@ -267,6 +279,9 @@ def subscription_update_settings(
             "updated_at",
         ]
     )
+    if _sizing(locked) != previous:
+        # Atomically with the change: the curve never shows a capital that was not in force.
+        equity_point_capital_change(subscription=locked, previous=previous, time=locked.updated_at)
     return locked
 
 

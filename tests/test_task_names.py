@@ -22,6 +22,7 @@ HELD_NAMES = {
     "execution.tasks.fanout_orders": "trades.tasks.fanout_orders",
     "trades.tasks.orders_sync_open": "trades.tasks.orders_sync_open",
     "trades.tasks.orders_cancel_stale": "trades.tasks.orders_cancel_stale",
+    "trades.tasks.equity_daily": "trades.tasks.equity_daily",
     "backtests.tasks.records_refresh": "backtests.tasks.records_refresh",
 }
 

@@ -55,7 +55,7 @@ from trades.brokers.live import (
 )
 from trades.bulk import bulk_insert, bulk_write
 from trades.models import Order, Trade
-from trades.positions import positions_refresh
+from trades.positions import equity_points_fills, positions_refresh
 from trades.purposes import OrderPurpose, PurposeKind
 from trades.sizing import realized_pnl
 
@@ -326,11 +326,19 @@ def _apply_to_exit(trade: Trade, result: OrderResult, reason: str, now: datetime
     return False
 
 
-def orders_record(legs: Sequence[Leg], tally: Tally) -> None:
-    """Write the results of sent legs; only rows still held by this claim are touched."""
+# A subscription whose trade filled in a batch -> the fill's time and price.
+Fills = dict[int, tuple[datetime, Decimal]]
+
+
+def orders_record(legs: Sequence[Leg], tally: Tally) -> Fills:
+    """Write the results of sent legs; only rows still held by this claim are touched.
+
+    Returns the subscriptions whose trades opened or closed now (their equity changed).
+    """
     legs = [leg for leg in legs if leg.result is not None]
+    filled: Fills = {}
     if not legs:
-        return
+        return filled
     outcomes = [(leg, leg.result) for leg in legs if leg.result is not None]
     now = timezone.now()
     closed_pnl: dict[int, tuple[Decimal, Decimal]] = defaultdict(lambda: (Decimal(0), Decimal(0)))
@@ -365,16 +373,19 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> None:
                     leg.trade.exit_execution = None
                     _apply_to_exit(leg.trade, leg.result, leg.exit_reason, now)
                     _count_closed(leg, tally, closed_pnl)
+                    _note_fill(filled, leg.trade, exit=True)
                     exits.append(leg.trade)
                 continue
             if purpose.kind == PurposeKind.ENTRY:
                 if _apply_to_entry(leg.trade, leg.result, now):
                     tally.opened += 1
                     _emit_filled(leg)
+                    _note_fill(filled, leg.trade, exit=False)
                 entries.append(leg.trade)
             else:
                 if _apply_to_exit(leg.trade, leg.result, leg.exit_reason, now):
                     _count_closed(leg, tally, closed_pnl)
+                    _note_fill(filled, leg.trade, exit=True)
                 exits.append(leg.trade)
             if leg.result.status in (OrderStatus.REJECTED, OrderStatus.UNKNOWN):
                 tally.failed += 1
@@ -385,6 +396,16 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> None:
             bulk_write(exits, EXIT_FIELDS)
         _add_realized(closed_pnl)
     credentials_record_failures(outcomes)
+    return filled
+
+
+def _note_fill(filled: Fills, trade: Trade, *, exit: bool) -> None:
+    if exit:
+        at, price = trade.exit_time, trade.exit_price
+    else:
+        at, price = trade.entry_time, trade.entry_price
+    if at is not None and price is not None:
+        filled[trade.subscription_id] = (at, price)
 
 
 def _count_closed(leg: Leg, tally: Tally, closed_pnl: dict[int, tuple[Decimal, Decimal]]) -> None:
@@ -475,8 +496,21 @@ def _emit_closed(leg: Leg) -> None:
 
 def orders_settle(legs: Sequence[Leg], tally: Tally, *, symbol: str) -> None:
     sent = orders_send(legs)
-    orders_record(sent, tally)
-    positions_refresh(subscription_ids={leg.subscription.pk for leg in legs}, symbol=symbol)
+    filled = orders_record(sent, tally)
+    positions_settle(
+        subscription_ids={leg.subscription.pk for leg in legs}, symbol=symbol, filled=filled
+    )
+
+
+def positions_settle(*, subscription_ids: set[int], symbol: str, filled: Fills) -> None:
+    """Refresh the positions, valuing a fresh fill at its price, and store the equity of the
+    subscriptions whose trades filled (one INSERT for the batch)."""
+    rows = positions_refresh(
+        subscription_ids=subscription_ids,
+        symbol=symbol,
+        marks={sub_id: price for sub_id, (_, price) in filled.items()},
+    )
+    equity_points_fills(positions=rows, filled=filled)
 
 
 # --- intents --------------------------------------------------------------------------------

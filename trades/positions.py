@@ -7,11 +7,13 @@ redelivered task or the order sync can refresh the same subscriptions any number
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 
-from django.db.models import F, Sum
+from django.db.models import F, OuterRef, Subquery, Sum
 
+from subscriptions.models import EquityPoint, StrategySubscription
 from trades.bulk import bulk_insert
 from trades.models import Position, Trade
 
@@ -25,11 +27,13 @@ def positions_refresh(
     subscription_ids: Iterable[int],
     symbol: str,
     mark_price: Decimal | None = None,
-) -> int:
-    """Recompute the positions of these subscriptions; ``mark_price`` values the open part."""
+    marks: Mapping[int, Decimal] | None = None,
+) -> list[Position]:
+    """Recompute the positions of these subscriptions; ``mark_price`` values the open part
+    (``marks``, one subscription's price, e.g. its fill, wins over it). Returns the rows."""
     ids = sorted(set(subscription_ids))
     if not ids:
-        return 0
+        return []
     open_legs: dict[int, list[tuple[str, Decimal, Decimal, Decimal]]] = defaultdict(list)
     for sub_id, side, qty, price, fee in Trade.objects.filter(
         subscription_id__in=ids, status=Trade.Status.OPEN, entry_price__isnull=False
@@ -45,7 +49,7 @@ def positions_refresh(
         .annotate(total_pnl=Sum("pnl"), total_fees=Sum(F("entry_fee") + F("exit_fee")))
         .values_list("subscription_id", "total_pnl", "total_fees")
     }
-    marks = dict(
+    stored = dict(
         Position.objects.filter(subscription_id__in=ids).values_list(
             "subscription_id", "mark_price"
         )
@@ -56,7 +60,7 @@ def positions_refresh(
             symbol=symbol,
             legs=open_legs.get(sub_id, []),
             closed=closed.get(sub_id),
-            mark=mark_price if mark_price is not None else marks.get(sub_id),
+            mark=_mark(sub_id, marks, mark_price, stored),
         )
         for sub_id in ids
     ]
@@ -76,7 +80,18 @@ def positions_refresh(
             "updated_at",
         ],
     )
-    return len(rows)
+    return rows
+
+
+def _mark(
+    sub_id: int,
+    marks: Mapping[int, Decimal] | None,
+    mark_price: Decimal | None,
+    stored: Mapping[int, Decimal | None],
+) -> Decimal | None:
+    if marks and sub_id in marks:
+        return marks[sub_id]
+    return mark_price if mark_price is not None else stored.get(sub_id)
 
 
 def _position(
@@ -114,3 +129,120 @@ def _position(
         fees_paid=(closed_fees + open_fees).quantize(MONEY_STEP),
         mark_price=mark,
     )
+
+
+# --- equity points --------------------------------------------------------------------------
+Kind = EquityPoint.Kind
+DAILY_CHUNK = 1000
+# The equity of a subscription's last point, its capital then, and when it was.
+LastPoint = tuple[Decimal, Decimal, datetime]
+
+
+def equity_points_record(
+    *,
+    positions: Sequence[Position],
+    kind: str,
+    times: Mapping[int, datetime],
+    only_changed: bool = True,
+) -> int:
+    """Store each position's equity at ``times[subscription]``, in one INSERT for all.
+
+    With ``only_changed``, a subscription whose equity and capital are those of its last point
+    writes nothing, unless that point is from an earlier UTC day: it then writes a daily point,
+    so a chart has a value per day without a row per candle. Returns the points written.
+    """
+    if not positions:
+        return 0
+    state = _equity_state([p.subscription_id for p in positions])
+    points = []
+    for position in positions:
+        capital, last = state[position.subscription_id]
+        point = _point(position, capital=capital, kind=kind, time=times[position.subscription_id])
+        kept = _keep(point, last) if only_changed else point
+        if kept is not None:
+            points.append(kept)
+    bulk_insert(points)
+    return len(points)
+
+
+def _equity_state(ids: Sequence[int]) -> dict[int, tuple[Decimal, LastPoint | None]]:
+    """Each subscription's capital now and its last point, in one query."""
+    last = EquityPoint.objects.filter(subscription=OuterRef("pk")).order_by("-time", "-id")
+    rows = (
+        StrategySubscription.objects.filter(pk__in=ids)
+        .annotate(
+            last_equity=Subquery(last.values("equity")[:1]),
+            last_capital=Subquery(last.values("capital")[:1]),
+            last_time=Subquery(last.values("time")[:1]),
+        )
+        .values_list("pk", "capital", "last_equity", "last_capital", "last_time")
+    )
+    return {
+        pk: (capital, (equity, was, time) if time is not None else None)
+        for pk, capital, equity, was, time in rows
+    }
+
+
+def _keep(point: EquityPoint, last: LastPoint | None) -> EquityPoint | None:
+    if last is None:
+        return point
+    equity, capital, time = last
+    if (point.equity, point.capital) != (equity, capital):
+        return point
+    if time.astimezone(point.time.tzinfo).date() < point.time.date():
+        point.kind = Kind.DAILY
+        return point
+    return None
+
+
+def _point(
+    position: Position,
+    *,
+    capital: Decimal,
+    kind: str,
+    time: datetime,
+) -> EquityPoint:
+    equity = capital + position.realized_pnl + position.unrealized_pnl
+    return EquityPoint(
+        subscription_id=position.subscription_id,
+        time=time,
+        kind=kind,
+        equity=equity.quantize(MONEY_STEP),
+        capital=capital,
+        realized=position.realized_pnl,
+        unrealized=position.unrealized_pnl,
+        fees=position.fees_paid,
+    )
+
+
+def equity_points_fills(
+    *, positions: Sequence[Position], filled: Mapping[int, tuple[datetime, Decimal]]
+) -> int:
+    """Points for the subscriptions whose trades filled (subscription -> (fill time, price))."""
+    rows = [p for p in positions if p.subscription_id in filled]
+    times = {sub_id: at for sub_id, (at, _) in filled.items()}
+    return equity_points_record(positions=rows, kind=Kind.FILL, times=times, only_changed=False)
+
+
+def equity_points_daily(*, at: datetime) -> int:
+    """A daily point for every subscription not cancelled that has none since 00:00 UTC.
+
+    Flat subscriptions write no close points; this keeps one value per day on their chart.
+    """
+    midnight = at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    ids = list(
+        StrategySubscription.objects.exclude(status=StrategySubscription.Status.CANCELLED)
+        .exclude(pk__in=EquityPoint.objects.filter(time__gte=midnight).values("subscription_id"))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    written = 0
+    for start in range(0, len(ids), DAILY_CHUNK):
+        chunk = ids[start : start + DAILY_CHUNK]
+        stored = {p.subscription_id: p for p in Position.objects.filter(subscription_id__in=chunk)}
+        rows = [stored.get(pk) or Position(subscription_id=pk) for pk in chunk]
+        times = dict.fromkeys(chunk, at)
+        written += equity_points_record(
+            positions=rows, kind=Kind.DAILY, times=times, only_changed=False
+        )
+    return written

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.db.models import QuerySet
 
+from markets.symbols import symbol_quote
 from strategies.signals import Signal
-from subscriptions.models import StrategySubscription
+from subscriptions.models import EquityPoint, StrategySubscription
 from trades.models import Order, Position, Trade
 
 MARKET_STATUSES = (Trade.Status.OPEN, Trade.Status.CLOSED)
@@ -45,18 +49,79 @@ def position_get_for_subscription(*, subscription: StrategySubscription) -> Posi
     return Position.objects.filter(subscription=subscription).first()
 
 
-def _max_drawdown(*, capital: Decimal, pnls: list[Decimal]) -> tuple[Decimal, float]:
-    """Largest fall of realized equity from its running peak, absolute and as a fraction."""
-    equity = peak = capital
-    worst, worst_pct = Decimal("0"), 0.0
-    for pnl in pnls:
-        equity += pnl
-        peak = max(peak, equity)
-        fall = peak - equity
-        if fall > worst:
-            worst = fall
-            worst_pct = float(fall / peak) if peak > 0 else 0.0
-    return worst, worst_pct
+def equity_points_for_subscription(
+    *,
+    subscription: StrategySubscription,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> QuerySet[EquityPoint]:
+    points = EquityPoint.objects.filter(subscription=subscription)
+    if start is not None:
+        points = points.filter(time__gte=start)
+    if end is not None:
+        points = points.filter(time__lte=end)
+    return points.order_by("time", "id")
+
+
+def equity_series(
+    *,
+    subscription: StrategySubscription,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    resolution: timedelta | None = None,
+) -> list[EquityPoint]:
+    """The stored curve; with ``resolution``, the last point of each bucket (buckets counted
+    from the epoch, so ``1d`` buckets are UTC days)."""
+    points = list(equity_points_for_subscription(subscription=subscription, start=start, end=end))
+    if resolution is None:
+        return points
+    step = resolution.total_seconds()
+    last: dict[int, EquityPoint] = {}
+    for point in points:
+        last[int(point.time.timestamp() // step)] = point  # later points overwrite
+    return list(last.values())
+
+
+def subscription_currency(*, subscription: StrategySubscription) -> str:
+    """What the subscription's money is counted in: its strategy's quote currency."""
+    return symbol_quote(subscription.strategy.symbol)
+
+
+@dataclass(frozen=True)
+class CurveFigures:
+    return_pct: float | None  # time-weighted; None once equity reached zero
+    max_drawdown: Decimal  # largest fall of PnL (equity less capital) from its peak
+    max_drawdown_pct: float  # largest fall of the time-weighted index, in percent of its peak
+
+
+def curve_figures(points: Sequence[EquityPoint]) -> CurveFigures:
+    """Return and drawdown of a stored curve, measured on the capital in force at each time.
+
+    Each step's growth is (equity - the capital added at that step) / the previous equity:
+    a capital change is neither a gain nor a loss, and the returns before it stay as earned.
+    """
+    index = peak_index = Decimal(1)
+    worst_pct = Decimal(0)
+    worst = Decimal(0)
+    pnl_peak: Decimal | None = None
+    broke = False
+    for prev, point in zip([None, *points], points, strict=False):
+        pnl = point.equity - point.capital
+        pnl_peak = pnl if pnl_peak is None else max(pnl_peak, pnl)
+        worst = max(worst, pnl_peak - pnl)
+        if prev is None or broke:
+            continue
+        if prev.equity <= 0:
+            broke = True
+            continue
+        index *= (point.equity - (point.capital - prev.capital)) / prev.equity
+        peak_index = max(peak_index, index)
+        worst_pct = max(worst_pct, 1 - index / peak_index)
+    return CurveFigures(
+        return_pct=None if broke else float((index - 1) * 100),
+        max_drawdown=worst,
+        max_drawdown_pct=float(worst_pct * 100),
+    )
 
 
 def _open_position(subscription: StrategySubscription) -> dict[str, Any] | None:
@@ -90,11 +155,13 @@ def subscription_stats(*, subscription: StrategySubscription) -> dict[str, Any]:
     ]
     wins = sum(1 for pnl in closed_pnls if pnl > 0)
     losses = sum(1 for pnl in closed_pnls if pnl < 0)
-    drawdown, drawdown_pct = _max_drawdown(capital=subscription.capital, pnls=closed_pnls)
+    points = list(equity_points_for_subscription(subscription=subscription))
+    curve = curve_figures(points)
     # The subscription's counters are what the trade services accumulate atomically.
     realized = subscription.realized_pnl
     return {
         "subscription_id": subscription.pk,
+        "currency": subscription_currency(subscription=subscription),
         "trades": trades.filter(status__in=MARKET_STATUSES).count(),
         "closed_trades": len(closed_pnls),
         "wins": wins,
@@ -102,9 +169,11 @@ def subscription_stats(*, subscription: StrategySubscription) -> dict[str, Any]:
         "win_rate": wins / len(closed_pnls) if closed_pnls else None,
         "realized_pnl": realized,
         "fees": subscription.fees_paid,
-        "return_on_capital": float(realized / subscription.capital),
-        "max_drawdown": drawdown,
-        "max_drawdown_pct": drawdown_pct,
+        "capital": subscription.capital,
+        "equity": points[-1].equity if points else subscription.capital,
+        "return_pct": curve.return_pct,
+        "max_drawdown": curve.max_drawdown,
+        "max_drawdown_pct": curve.max_drawdown_pct,
         "open_position": _open_position(subscription),
         "position": position_get_for_subscription(subscription=subscription),
     }

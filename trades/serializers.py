@@ -120,6 +120,9 @@ class OpenPositionSerializer(serializers.Serializer):
 
 class SubscriptionStatsSerializer(serializers.Serializer):
     subscription_id = serializers.IntegerField()
+    currency = serializers.CharField(
+        help_text="Every money figure here is in it: the strategy's quote currency."
+    )
     trades = serializers.IntegerField(help_text="Trades that reached the market.")
     closed_trades = serializers.IntegerField()
     wins = serializers.IntegerField()
@@ -127,14 +130,68 @@ class SubscriptionStatsSerializer(serializers.Serializer):
     win_rate = serializers.FloatField(allow_null=True, help_text="wins / closed trades.")
     realized_pnl = serializers.DecimalField(max_digits=40, decimal_places=8)
     fees = serializers.DecimalField(max_digits=40, decimal_places=8)
-    return_on_capital = serializers.FloatField(help_text="realized_pnl / capital.")
-    max_drawdown = serializers.DecimalField(
-        max_digits=40, decimal_places=8, help_text="Largest peak-to-trough fall of equity."
+    capital = serializers.DecimalField(
+        max_digits=40, decimal_places=8, help_text="The capital in force now."
     )
-    max_drawdown_pct = serializers.FloatField(help_text="The same, as a fraction of the peak.")
+    equity = serializers.DecimalField(
+        max_digits=40,
+        decimal_places=8,
+        help_text="The last stored equity: capital + realized + unrealized, net of fees.",
+    )
+    return_pct = serializers.FloatField(
+        allow_null=True,
+        help_text="Time-weighted return in percent (2.5 means 2.5 %), each period measured on "
+        "the capital in force then; null once equity reached zero.",
+    )
+    max_drawdown = serializers.DecimalField(
+        max_digits=40,
+        decimal_places=8,
+        help_text="Largest peak-to-trough fall of PnL (equity less capital), in money.",
+    )
+    max_drawdown_pct = serializers.FloatField(
+        help_text="Largest fall of equity from its peak, in percent of the peak (12.5 means "
+        "12.5 %), capital changes left out."
+    )
     open_position = OpenPositionSerializer(allow_null=True)
     position = PositionSerializer(
         allow_null=True,
         help_text="The net position kept in step with the exchange's fills; null before the "
         "first fill.",
     )
+
+
+class EquityPointSerializer(serializers.Serializer):
+    time = serializers.DateTimeField()
+    kind = serializers.CharField(help_text="`close`, `fill`, `capital_change` or `daily`.")
+    equity = serializers.DecimalField(max_digits=40, decimal_places=8)
+    realized = serializers.DecimalField(max_digits=40, decimal_places=8)
+    unrealized = serializers.DecimalField(max_digits=40, decimal_places=8)
+    capital = serializers.DecimalField(
+        max_digits=40, decimal_places=8, help_text="The capital in force at that time."
+    )
+
+
+class EquitySeriesSerializer(serializers.Serializer):
+    subscription_id = serializers.IntegerField()
+    currency = serializers.CharField(help_text="Every money figure here is in it.")
+    resolution = serializers.CharField(allow_null=True)
+    points = EquityPointSerializer(many=True)
+
+
+RESOLUTIONS = ["5m", "15m", "30m", "1h", "4h", "12h", "1d"]
+
+
+class EquityQuerySerializer(serializers.Serializer):
+    start = serializers.DateTimeField(required=False)
+    end = serializers.DateTimeField(required=False)
+    resolution = serializers.ChoiceField(
+        choices=RESOLUTIONS,
+        required=False,
+        help_text="Keep the last point of each bucket of this length.",
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        start, end = attrs.get("start"), attrs.get("end")
+        if start and end and start > end:
+            raise serializers.ValidationError({"end": "end must not be before start"})
+        return attrs

@@ -21,13 +21,14 @@ from core.retry import TRANSIENT
 from strategies.models import StrategyExecution
 from strategies.selectors import execution_signal_age_s
 from strategies.signals import InvalidSignal, Signal, SignalType, signal_check_levels
-from subscriptions.models import StrategySubscription
+from subscriptions.models import EquityPoint, StrategySubscription
 from trades.brokers import OrderRequest, OrderResult, OrderStatus
 from trades.brokers.base import CredentialFailure
 from trades.brokers.live import live_last_price
 from trades.bulk import bulk_insert, bulk_write
 from trades.models import Order, Trade
 from trades.orders import (
+    Fills,
     Leg,
     Tally,
     leg_for,
@@ -39,9 +40,10 @@ from trades.orders import (
     orders_record,
     orders_send,
     orders_settle,
+    positions_settle,
     request_from_intent,
 )
-from trades.positions import positions_refresh
+from trades.positions import equity_points_record, positions_refresh
 from trades.protect import (
     ProtectiveFill,
     protective_fill,
@@ -469,15 +471,23 @@ def trades_check_stops(
 
 
 def _mark_positions(execution: StrategyExecution) -> None:
+    """Value the holders' positions at the close and store the equity of those it changed."""
     if execution.close_price is None:
         return
-    holders = Trade.objects.filter(
-        subscription__strategy_id=execution.strategy_id, status=Trade.Status.OPEN
-    ).values_list("subscription_id", flat=True)
-    positions_refresh(
-        subscription_ids=set(holders),
+    holders = set(
+        Trade.objects.filter(
+            subscription__strategy_id=execution.strategy_id, status=Trade.Status.OPEN
+        ).values_list("subscription_id", flat=True)
+    )
+    rows = positions_refresh(
+        subscription_ids=holders,
         symbol=execution.strategy.symbol,
         mark_price=execution.close_price,
+    )
+    equity_points_record(
+        positions=rows,
+        kind=EquityPoint.Kind.CLOSE,
+        times=dict.fromkeys(holders, execution.interval_end),
     )
 
 
@@ -580,9 +590,9 @@ def _sync_open(tally: Tally, *, limit: int) -> int:
         elif result.status != OrderStatus.UNKNOWN:
             leg.result = result
             found.append(leg)
-    orders_record(orders_reclaim(found), tally)
-    orders_record(orders_claim(unusable), tally)
-    _resend(resend, tally)
+    filled = orders_record(orders_reclaim(found), tally)
+    filled |= orders_record(orders_claim(unusable), tally)
+    filled |= _resend(resend, tally)
     entries = [leg.trade.pk for leg in found if leg.order.purpose.kind == PurposeKind.ENTRY]
     protective_place(trade_ids=entries, tally=tally)
     # A stop or take profit filled: its sibling is cancelled (an OCO's has expired already).
@@ -591,7 +601,7 @@ def _sync_open(tally: Tally, *, limit: int) -> int:
         status=Trade.Status.CLOSED,
     ).values_list("pk", flat=True)
     protective_release(trade_ids=list(stopped), tally=tally)
-    _refresh_positions(legs)
+    _refresh_positions(legs, filled)
     return len(found) + len(resend)
 
 
@@ -636,8 +646,8 @@ def _exits_release(tally: Tally, *, limit: int) -> int:
             order.trade = trade
             go.append(leg_for(order))
     _exits_skip(skip)
-    orders_record(orders_send(go), tally)
-    _refresh_positions([leg_for(order) for order in held])
+    filled = orders_record(orders_send(go), tally)
+    _refresh_positions([leg_for(order) for order in held], filled)
     return len(go) + len(skip)
 
 
@@ -651,16 +661,17 @@ def _exits_skip(reasons: dict[int, str]) -> None:
         ).update(status=Order.Status.SKIPPED, error=reason, closed_at=now, updated_at=now)
 
 
-def _refresh_positions(legs: Sequence[Leg]) -> None:
+def _refresh_positions(legs: Sequence[Leg], filled: Fills) -> None:
     """The sync spans strategies: refresh each symbol's subscribers with their own symbol."""
     by_symbol: dict[str, set[int]] = {}
     for leg in legs:
         by_symbol.setdefault(leg.trade.symbol, set()).add(leg.subscription.pk)
     for symbol, subscription_ids in by_symbol.items():
-        positions_refresh(subscription_ids=subscription_ids, symbol=symbol)
+        mine = {k: v for k, v in filled.items() if k in subscription_ids}
+        positions_settle(subscription_ids=subscription_ids, symbol=symbol, filled=mine)
 
 
-def _resend(legs: Sequence[Leg], tally: Tally) -> None:
+def _resend(legs: Sequence[Leg], tally: Tally) -> Fills:
     """Intents the exchange never got: exits go out again; entries only while fresh."""
     now = timezone.now()
     go: list[Leg] = []
@@ -680,8 +691,8 @@ def _resend(legs: Sequence[Leg], tally: Tally) -> None:
                 else "never reached the exchange, and the signal is too old to send it now"
             ),
         )
-    orders_record(orders_claim(drop), tally)
-    orders_record(orders_send(go), tally)
+    filled = orders_record(orders_claim(drop), tally)
+    return filled | orders_record(orders_send(go), tally)
 
 
 def orders_cancel_stale(*, limit: int = 500) -> int:
@@ -703,6 +714,6 @@ def orders_cancel_stale(*, limit: int = 500) -> int:
     legs = [leg_for(order) for order in orders]
     done = legs_cancel(legs)
     tally = Tally()
-    orders_record(orders_reclaim(done), tally)
-    _refresh_positions(legs)
+    filled = orders_record(orders_reclaim(done), tally)
+    _refresh_positions(legs, filled)
     return len(done)

@@ -4,8 +4,10 @@ in settings); thin wrappers around the services."""
 from __future__ import annotations
 
 from celery import shared_task
+from django.utils import timezone
 
 from core.retry import RETRY
+from trades.positions import equity_points_daily
 from trades.services import fanout_process
 from trades.services import orders_cancel_stale as cancel_stale
 from trades.services import orders_sync_open as sync_open
@@ -19,6 +21,12 @@ def orders_sync_open() -> int:
 @shared_task(**RETRY)
 def orders_cancel_stale() -> int:
     return cancel_stale()
+
+
+@shared_task(**RETRY)
+def equity_daily() -> int:
+    """One equity point a day for subscriptions whose closes wrote none (the flat ones)."""
+    return equity_points_daily(at=timezone.now())
 
 
 # Named for the module it was first defined in: queued messages and retries carry that name.

@@ -11,6 +11,21 @@ urlpatterns = [
         name="subscription-stats",
     ),
     path(
+        "subscriptions/<int:pk>/equity",
+        views.SubscriptionEquityView.as_view(),
+        name="subscription-equity",
+    ),
+    path(
+        "subscriptions/<int:pk>/equity.png",
+        views.SubscriptionEquityPngView.as_view(),
+        name="subscription-equity-png",
+    ),
+    path(
+        "subscriptions/<int:pk>/equity.svg",
+        views.SubscriptionEquitySvgView.as_view(),
+        name="subscription-equity-svg",
+    ),
+    path(
         "subscriptions/<int:pk>/trades",
         views.SubscriptionTradeListView.as_view(),
         name="subscription-trades",

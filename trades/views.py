@@ -1,22 +1,39 @@
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import authenticated_user, error_responses
+from core.time_utils import resolution_to_timedelta
+from subscriptions.models import StrategySubscription
 from subscriptions.selectors import subscription_get_for_user
+from trades.charts import ImageFormat, equity_chart
 from trades.filters import OrderFilter, TradeFilter
 from trades.models import Order, Trade
 from trades.selectors import (
+    equity_series,
     order_list_for_subscription,
+    subscription_currency,
     subscription_stats,
     trade_list_for_subscription,
 )
-from trades.serializers import OrderSerializer, SubscriptionStatsSerializer, TradeSerializer
+from trades.serializers import (
+    EquityQuerySerializer,
+    EquitySeriesSerializer,
+    OrderSerializer,
+    SubscriptionStatsSerializer,
+    TradeSerializer,
+)
 
 
 class SubscriptionTradeListView(generics.ListAPIView):
@@ -75,3 +92,95 @@ class SubscriptionStatsView(APIView):
         )
         stats = subscription_stats(subscription=subscription)
         return Response(SubscriptionStatsSerializer(stats).data)
+
+
+def _equity_request(request: Request, pk: int) -> tuple[StrategySubscription, dict[str, Any]]:
+    """The caller's subscription (404 for anyone else's) and the checked query (400)."""
+    subscription = subscription_get_for_user(user=authenticated_user(request), subscription_id=pk)
+    query = EquityQuerySerializer(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    return subscription, dict(query.validated_data)
+
+
+def _series(subscription: StrategySubscription, query: dict[str, Any]) -> list:
+    resolution = query.get("resolution")
+    step: timedelta | None = resolution_to_timedelta(resolution) if resolution else None
+    return equity_series(
+        subscription=subscription, start=query.get("start"), end=query.get("end"), resolution=step
+    )
+
+
+class SubscriptionEquityView(APIView):
+    @extend_schema(
+        tags=["subscriptions"],
+        summary="A subscription's equity over time",
+        description="The stored curve (capital in force + realized + unrealized PnL, net of "
+        "fees), oldest first. A point is stored at each fill, at each candle close that "
+        "changed the equity, once a day, and at each capital, risk or leverage change "
+        "(`capital_change`); `resolution` keeps the last point of each bucket.",
+        parameters=[EquityQuerySerializer],
+        responses={200: EquitySeriesSerializer, **error_responses(400, 401, 404)},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        subscription, query = _equity_request(request, pk)
+        body = {
+            "subscription_id": subscription.pk,
+            "currency": subscription_currency(subscription=subscription),
+            "resolution": query.get("resolution"),
+            "points": _series(subscription, query),
+        }
+        return Response(EquitySeriesSerializer(body).data)
+
+
+class _ImageRenderer(BaseRenderer):
+    """Lets a client asking for the image (an ``<img>`` sends ``Accept: image/*``) get it."""
+
+    media_type = "image/*"
+    format = "image"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context=None):
+        return JSONRenderer().render(data)  # only errors reach a renderer: images bypass it
+
+
+class _EquityChartView(APIView):
+    fmt: ImageFormat = "png"
+    content_type = "image/png"
+    renderer_classes = [JSONRenderer, _ImageRenderer]
+
+    def get(self, request: Request, pk: int) -> HttpResponse:
+        subscription, query = _equity_request(request, pk)
+        image = equity_chart(
+            points=_series(subscription, query),
+            currency=subscription_currency(subscription=subscription),
+            title=f"{subscription.strategy.name}: subscription {subscription.pk}",
+            fmt=self.fmt,
+        )
+        return HttpResponse(image, content_type=self.content_type)
+
+
+def _chart_schema(media: str) -> Any:
+    return extend_schema(
+        tags=["subscriptions"],
+        summary=f"A subscription's equity curve and drawdown, as {media}",
+        parameters=[EquityQuerySerializer],
+        responses={
+            (200, media): OpenApiResponse(OpenApiTypes.BINARY),
+            **error_responses(400, 401, 404),
+        },
+    )
+
+
+class SubscriptionEquityPngView(_EquityChartView):
+    fmt, content_type = "png", "image/png"
+
+    @_chart_schema("image/png")
+    def get(self, request: Request, pk: int) -> HttpResponse:
+        return super().get(request, pk)
+
+
+class SubscriptionEquitySvgView(_EquityChartView):
+    fmt, content_type = "svg", "image/svg+xml"
+
+    @_chart_schema("image/svg+xml")
+    def get(self, request: Request, pk: int) -> HttpResponse:
+        return super().get(request, pk)

@@ -307,6 +307,9 @@ CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
     "trades-sync-open-orders": {"task": "trades.tasks.orders_sync_open", "schedule": 30.0},
     "trades-cancel-stale-entries": {"task": "trades.tasks.orders_cancel_stale", "schedule": 60.0},
+    # Hourly: a missed run is made up within the hour; a subscription with a point that day
+    # is skipped, so the runs after the first cost one query.
+    "trades-equity-daily": {"task": "trades.tasks.equity_daily", "schedule": 3600.0},
     # The listing's track-record figures (returns over 7/30/90 days move with the clock).
     "backtests-records-refresh": {"task": "backtests.tasks.records_refresh", "schedule": 300.0},
 }

@@ -25,6 +25,9 @@ OPERATIONS = {
     "/api/strategies/subscriptions/{id}/pause": {"post"},
     "/api/strategies/subscriptions/{id}/resume": {"post"},
     "/api/strategies/subscriptions/{id}/stats": {"get"},
+    "/api/strategies/subscriptions/{id}/equity": {"get"},
+    "/api/strategies/subscriptions/{id}/equity.png": {"get"},
+    "/api/strategies/subscriptions/{id}/equity.svg": {"get"},
     "/api/strategies/subscriptions/{id}/trades": {"get"},
     "/api/strategies/subscriptions/{id}/orders": {"get"},
     "/api/credentials": {"get", "post"},
@@ -58,7 +61,7 @@ def test_schema_is_valid_openapi_3_and_lists_exactly_the_fixed_endpoints(schema)
     assert schema["openapi"].startswith("3.")
     found = {p: {m for m in item if m in HTTP_METHODS} for p, item in schema["paths"].items()}
     assert found == OPERATIONS
-    assert sum(len(methods) for methods in found.values()) == 28
+    assert sum(len(methods) for methods in found.values()) == 31
 
 
 @pytest.mark.django_db

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
 from strategies.models import Strategy
-from subscriptions.models import StrategySubscription
+from subscriptions.models import EquityPoint, StrategySubscription
 from subscriptions.services import strategy_retire, subscription_cancel, subscription_pause
 from tests.api.helpers import (
     field_errors,
@@ -515,6 +516,19 @@ def test_stats_of_a_subscription(api, me, strategy):
     StrategySubscription.objects.filter(pk=subscription.pk).update(
         realized_pnl=Decimal("25"), fees_paid=Decimal("0.6")
     )
+    # and its stored equity after each close: 1030, 1020, 1025
+    start = EquityPoint.objects.get(subscription=subscription).time
+    for minutes, pnl in ((5, "30"), (10, "20"), (15, "25")):
+        EquityPoint.objects.create(
+            subscription=subscription,
+            time=start + timedelta(minutes=minutes),
+            kind="fill",
+            equity=Decimal("1000") + Decimal(pnl),
+            capital=Decimal("1000"),
+            realized=Decimal(pnl),
+            unrealized=Decimal("0"),
+            fees=Decimal("0"),
+        )
     # when I ask for its stats
     response = api.get(f"/api/strategies/subscriptions/{subscription.pk}/stats")
     # then every figure is right
@@ -525,9 +539,11 @@ def test_stats_of_a_subscription(api, me, strategy):
     assert stats["win_rate"] == pytest.approx(2 / 3)
     assert Decimal(stats["realized_pnl"]) == Decimal("25")
     assert Decimal(stats["fees"]) == Decimal("0.6")
-    assert stats["return_on_capital"] == pytest.approx(0.025)
+    assert stats["currency"] == "BTC"  # ETH/BTC: money is counted in the quote
+    assert stats["return_pct"] == pytest.approx(2.5)  # percent: 25 on 1000
+    assert Decimal(stats["equity"]) == Decimal("1025")
     assert Decimal(stats["max_drawdown"]) == Decimal("10")  # 1030 → 1020
-    assert stats["max_drawdown_pct"] == pytest.approx(10 / 1030)
+    assert stats["max_drawdown_pct"] == pytest.approx(100 * 10 / 1030)  # percent of the peak
     position = stats["open_position"]
     assert position["trade_id"] == open_trade.pk and position["side"] == "long"
     assert Decimal(position["quantity"]) == 2 and Decimal(position["stop_loss"]) == Decimal("0.04")
