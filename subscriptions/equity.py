@@ -26,7 +26,8 @@ def equity_point_capital_change(
     capital + realized + unrealized. The points before it keep the capital they were stored
     with: history is not recomputed on the new settings.
     """
-    last = EquityPoint.objects.filter(subscription=subscription).order_by("-time", "-id").first()
+    # The last point written: ids are causal order, whatever time each point describes.
+    last = EquityPoint.objects.filter(subscription=subscription).order_by("-id").first()
     realized, unrealized, fees = (
         (last.realized, last.unrealized, last.fees) if last is not None else (ZERO, ZERO, ZERO)
     )

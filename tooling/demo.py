@@ -28,7 +28,9 @@ from strategies.services import strategy_create
 from subscriptions.models import StrategySubscription
 from subscriptions.services import strategy_retire, subscription_cancel, subscription_create
 from tooling.processes import WorkerProcess, worker_env
+from trades.charts import equity_chart
 from trades.models import Trade
+from trades.selectors import equity_series, subscription_stats
 
 EXCHANGE, SYMBOL, RESOLUTION = "binance", "ETH/BTC", "5m"
 DEMO_AUTHOR = "demo-author"
@@ -120,6 +122,7 @@ def demo_report(run: DemoRun) -> list[str]:
     lines = [
         f"market data: {run.source}; strategy #{run.strategy.pk} {run.strategy.name}",
         "executions by status: " + ", ".join(f"{k} {v}" for k, v in sorted(by_status.items())),
+        _period_line(run),
     ]
     for sub in StrategySubscription.objects.filter(strategy=run.strategy).order_by("id"):
         lines.append(_subscriber_line(sub))
@@ -135,19 +138,71 @@ def demo_report(run: DemoRun) -> list[str]:
     return lines
 
 
+def _period_line(run: DemoRun) -> str:
+    """The replayed period, and what holding the base currency over it returned."""
+    step = resolution_to_timedelta(RESOLUTION)
+    market = Candle.objects.filter(exchange=EXCHANGE, symbol=SYMBOL, resolution=RESOLUTION)
+    first = market.get(open_time=run.closes[0] - step)
+    last = market.get(open_time=run.closes[-1] - step)
+    held = (last.close / first.close - 1) * 100  # from the first close, as backtests count it
+    return (
+        f"replayed: {run.closes[0].isoformat()} → {run.closes[-1].isoformat()} "
+        f"({len(run.closes)} closes); buy and hold {SYMBOL.split('/')[0]} over it {held:+.2f} %"
+    )
+
+
 def _subscriber_line(sub: StrategySubscription) -> str:
     trades = Trade.objects.filter(subscription=sub)
     filled = trades.filter(status__in=[Trade.Status.OPEN, Trade.Status.CLOSED])
     open_qty = filled.filter(status=Trade.Status.OPEN).aggregate(q=Sum("quantity"))["q"] or 0
     closed = filled.filter(status=Trade.Status.CLOSED)
-    wins = closed.filter(pnl__gt=0).count()
+    stats = subscription_stats(subscription=sub)
+    base, quote = SYMBOL.split("/")
     return (
-        f"  {sub.user.username}: capital {sub.capital:.4f}, risk {sub.risk_per_trade}, "
-        f"leverage {sub.leverage}x | trades {filled.count()} "
-        f"(closed {closed.count()}, won {wins}), "
-        f"open position {open_qty:f} {SYMBOL.split('/')[0]}, realized PnL {sub.realized_pnl:+.8f} "
-        f"{SYMBOL.split('/')[1]}, fees {sub.fees_paid:.8f}"
+        f"  {sub.user.username}: capital {_plain(sub.capital)} {quote}, risk "
+        f"{_plain(sub.risk_per_trade * 100)} %, leverage {_plain(sub.leverage)}x | trades "
+        f"{filled.count()} (closed {closed.count()}, won {closed.filter(pnl__gt=0).count()}), "
+        f"open position {_plain(Decimal(open_qty))} {base} | return {_pct(stats['return_pct'])}, "
+        f"max drawdown {_pct(stats['max_drawdown_pct'], sign=False)}, realized PnL {sub.realized_pnl:+.8f} "
+        f"{quote}, fees {sub.fees_paid:.8f} {quote}{_fee_share(sub)}"
     )
+
+
+def _fee_share(sub: StrategySubscription) -> str:
+    """Fees beside what they cost: a share of the net loss, or of the gain before them."""
+    net, fees = sub.realized_pnl, sub.fees_paid
+    if fees == 0 or net == 0:
+        return ""
+    if net < 0:
+        return f" ({fees / -net:.0%} of the net loss)"
+    return f" ({fees / (net + fees):.0%} of the gain before fees)"
+
+
+def _plain(value: Decimal) -> str:
+    return f"{value.normalize():f}"
+
+
+def _pct(value: Decimal | float | None, *, sign: bool = True) -> str:
+    if value is None:
+        return "-"
+    return f"{Decimal(str(value)):{'+' if sign else ''}.2f} %"
+
+
+def demo_equity_charts(run: DemoRun) -> list[str]:
+    """Each subscriber's stored equity curve over the replay, drawn to a file."""
+    out = settings.VAR_DIR / "demo"
+    out.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for sub in StrategySubscription.objects.filter(strategy=run.strategy).order_by("id"):
+        path = out / f"equity-{sub.user.username}.png"
+        # The replayed closes only: subscribing is dated today, after the past it replays.
+        step = resolution_to_timedelta(RESOLUTION)
+        points = equity_series(subscription=sub, start=run.closes[0] - step, end=run.closes[-1])
+        path.write_bytes(
+            equity_chart(points=points, currency=SYMBOL.split("/")[1], title=str(sub), fmt="png")
+        )
+        lines.append(f"equity chart of {sub.user.username}: {path}")
+    return lines
 
 
 def demo_backtest(run: DemoRun) -> list[str]:

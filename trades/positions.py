@@ -167,7 +167,9 @@ def equity_points_record(
 
 def _equity_state(ids: Sequence[int]) -> dict[int, tuple[Decimal, LastPoint | None]]:
     """Each subscription's capital now and its last point, in one query."""
-    last = EquityPoint.objects.filter(subscription=OuterRef("pk")).order_by("-time", "-id")
+    # The last point written (ids are causal order; times mix candle closes and wall-clock
+    # capital changes when past candles are replayed).
+    last = EquityPoint.objects.filter(subscription=OuterRef("pk")).order_by("-id")
     rows = (
         StrategySubscription.objects.filter(pk__in=ids)
         .annotate(

@@ -155,7 +155,9 @@ def subscription_stats(*, subscription: StrategySubscription) -> dict[str, Any]:
     ]
     wins = sum(1 for pnl in closed_pnls if pnl > 0)
     losses = sum(1 for pnl in closed_pnls if pnl < 0)
-    points = list(equity_points_for_subscription(subscription=subscription))
+    # In the order they were written: a replay of past candles writes closes older than the
+    # capital change of subscribing, and the figures must follow what happened, in turn.
+    points = list(EquityPoint.objects.filter(subscription=subscription).order_by("id"))
     curve = curve_figures(points)
     # The subscription's counters are what the trade services accumulate atomically.
     realized = subscription.realized_pnl

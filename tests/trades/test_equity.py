@@ -239,3 +239,42 @@ def test_the_daily_task_writes_through_the_service():
     written = equity_daily.apply().get()
     # then it wrote today's point
     assert written == 1 and _points(sub)[-1].kind == "daily"
+
+
+@pytest.mark.django_db
+def test_a_replay_of_past_candles_measures_the_return_in_the_order_things_happened():
+    # given a subscription made now, and a replay of candles from 2018 through the pipeline
+    from core.time_utils import datetime_to_ms
+    from execution.services import execution_run
+    from strategies.services import strategy_update_settings
+    from tests.factories import flat_candles, load_candles
+    from tests.strategy_code import SCRIPTED
+
+    start = datetime(2018, 1, 10, 5, 0, tzinfo=UTC)
+    load_candles(rows=flat_candles(start_ms=datetime_to_ms(start), count=20))
+    strategy = StrategyFactory(settings={"signal": "LONG"})
+    sub = subscribe(strategy, capital="1000")
+    assert strategy.code == SCRIPTED
+
+    # when it enters at one close and exits at a later one (closes older than the subscription)
+    execution_run(
+        strategy_id=strategy.pk,
+        interval_start=start + STEP * 4,
+        trigger="replay",
+        inline_fanout=True,
+    )
+    strategy_update_settings(strategy=strategy, settings={"signal": "EXIT_LONG"})
+    execution_run(
+        strategy_id=strategy.pk,
+        interval_start=start + STEP * 9,
+        trigger="replay",
+        inline_fanout=True,
+    )
+
+    # then the return is what the trade made on the capital, not undone by the later-dated
+    # point of subscribing
+    sub.refresh_from_db()
+    stats = subscription_stats(subscription=sub)
+    assert sub.realized_pnl != 0
+    assert stats["return_pct"] == pytest.approx(float(sub.realized_pnl / 1000 * 100))
+    assert stats["equity"] == Decimal("1000") + sub.realized_pnl

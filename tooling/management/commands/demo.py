@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tooling.demo import (
     DemoRun,
     demo_backtest,
+    demo_equity_charts,
     demo_replay,
     demo_report,
     demo_setup,
@@ -40,7 +41,7 @@ class Command(BaseCommand):
             demo_replay(run)
             for line in demo_report(run):
                 self.stdout.write(line)
-            for line in demo_backtest(run):
+            for line in demo_equity_charts(run) + demo_backtest(run):
                 self.stdout.write(line)
         except TimeoutError as exc:
             raise CommandError(f"demo failed: {exc}") from exc
