@@ -163,8 +163,8 @@ def _subscriber_line(sub: StrategySubscription) -> str:
         f"{_plain(sub.risk_per_trade * 100)} %, leverage {_plain(sub.leverage)}x | trades "
         f"{filled.count()} (closed {closed.count()}, won {closed.filter(pnl__gt=0).count()}), "
         f"open position {_plain(Decimal(open_qty))} {base} | return {_pct(stats['return_pct'])}, "
-        f"max drawdown {_pct(stats['max_drawdown_pct'], sign=False)}, realized PnL {sub.realized_pnl:+.8f} "
-        f"{quote}, fees {sub.fees_paid:.8f} {quote}{_fee_share(sub)}"
+        f"max drawdown {_pct(stats['max_drawdown_pct'], sign=False)}, realized PnL "
+        f"{sub.realized_pnl:+.8f} {quote}, fees {sub.fees_paid:.8f} {quote}{_fee_share(sub)}"
     )
 
 
