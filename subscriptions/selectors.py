@@ -7,6 +7,7 @@ from django.contrib.auth.models import User
 from django.db.models import Avg, Count, QuerySet, Sum
 from django.http import Http404
 
+from markets.symbols import symbol_quote
 from strategies.models import Strategy, StrategyExecution
 from strategies.selectors import strategy_drift_percentiles
 from subscriptions.models import BrokerCredential, StrategySubscription
@@ -51,7 +52,10 @@ def strategy_stats(*, strategy: Strategy) -> dict[str, Any]:
         average_duration_ms=Avg("duration_ms"), trades_generated=Sum("trades_generated")
     )
     subscriptions = StrategySubscription.objects.filter(strategy=strategy)
-    money = subscriptions.aggregate(pnl=Sum("realized_pnl"), fees=Sum("fees_paid"))
+    money = subscriptions.aggregate(
+        pnl=Sum("realized_pnl"), fees=Sum("fees_paid"), capital=Sum("capital")
+    )
+    pnl, capital = money["pnl"] or Decimal("0"), money["capital"] or Decimal("0")
     Status = StrategySubscription.Status
     return {
         "strategy_id": strategy.pk,
@@ -63,6 +67,12 @@ def strategy_stats(*, strategy: Strategy) -> dict[str, Any]:
         "paused_subscribers": subscriptions.filter(status=Status.PAUSED).count(),
         "trades_generated": totals["trades_generated"] or 0,
         # Over every subscription, cancelled ones included: their trades happened.
-        "subscribers_realized_pnl": money["pnl"] or Decimal("0"),
+        "currency": symbol_quote(strategy.symbol),
+        "subscribers_realized_pnl": pnl,
         "subscribers_fees": money["fees"] or Decimal("0"),
+        # In return terms: their PnL over their capital, so large and small accounts weigh
+        # as what they put in, and the figure means the same whoever subscribed.
+        "subscribers_realized_return_pct": (pnl / capital * 100).quantize(Decimal("0.0001"))
+        if capital
+        else None,
     }

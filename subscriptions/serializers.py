@@ -199,5 +199,12 @@ class StrategyStatsSerializer(serializers.Serializer):
     active_subscribers = serializers.IntegerField()
     paused_subscribers = serializers.IntegerField()
     trades_generated = serializers.IntegerField()
+    currency = serializers.CharField(help_text="Of every money figure: the market's quote.")
     subscribers_realized_pnl = serializers.DecimalField(max_digits=40, decimal_places=8)
     subscribers_fees = serializers.DecimalField(max_digits=40, decimal_places=8)
+    subscribers_realized_return_pct = serializers.DecimalField(
+        max_digits=40,
+        decimal_places=4,
+        allow_null=True,
+        help_text="Their realized PnL over their capital, in percent (12.5 means 12.5 %).",
+    )

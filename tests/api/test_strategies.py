@@ -458,6 +458,9 @@ def test_stats_aggregate_executions_subscribers_and_pnl(api, me):
     assert stats["trades_generated"] == 8
     assert Decimal(stats["subscribers_realized_pnl"]) == Decimal("10")
     assert Decimal(stats["subscribers_fees"]) == Decimal("0.75")
+    # in return terms too, over both capitals (1000 each), in the market's quote currency
+    assert Decimal(stats["subscribers_realized_return_pct"]) == Decimal("0.5")
+    assert stats["currency"] == "BTC"
 
 
 @pytest.mark.django_db
