@@ -17,6 +17,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,7 +25,7 @@ from rest_framework.views import APIView
 from backtests.charts import backtest_chart
 from backtests.record import record_chart_series, strategy_performance
 from backtests.record_serializers import StrategyWithRecordSerializer
-from core.api import authenticated_user, error_responses
+from core.api import FilesAsTheyAre, authenticated_user, error_responses, query_data
 from core.time_utils import CANONICAL_RESOLUTIONS, resolution_to_timedelta
 from strategies.filters import StrategyFilter
 from strategies.models import Strategy
@@ -115,8 +116,7 @@ class PerformanceQuerySerializer(serializers.Serializer):
 
 
 def _resolution(request: Request, strategy: Strategy) -> str:
-    # A plain dict: "?resolution=" is then a bad value, not an omitted one (as a form reads it).
-    query = PerformanceQuerySerializer(data=request.query_params.dict())
+    query = PerformanceQuerySerializer(data=query_data(request))
     query.is_valid(raise_exception=True)
     resolution = query.validated_data.get("resolution", strategy.resolution)
     if resolution_to_timedelta(resolution) < resolution_to_timedelta(strategy.resolution):
@@ -149,6 +149,9 @@ class StrategyPerformanceView(APIView):
 # Images, documented in docs/api.md ("Performance") beside the record they draw.
 @extend_schema(exclude=True)
 class StrategyPerformanceChartView(APIView):
+    renderer_classes = [JSONRenderer]  # for errors: the image is an HttpResponse of its own
+    content_negotiation_class = FilesAsTheyAre
+
     def get(self, request: Request, pk: int, fmt: str) -> HttpResponse:
         strategy = strategy_get_visible(user=authenticated_user(request), strategy_id=pk)
         series = record_chart_series(strategy=strategy)

@@ -6,7 +6,6 @@ answers 202 at once; the client polls it until it is done.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -19,8 +18,7 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, generics, status
-from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
@@ -43,7 +41,7 @@ from backtests.serializers import (
 from backtests.services import Costs, Period, Subject, backtest_create
 from backtests.tasks import backtest_execute
 from backtests.throttles import BACKTESTS, BacktestThrottle
-from core.api import Conflict, authenticated_user, error_responses
+from core.api import Conflict, FilesAsTheyAre, authenticated_user, error_responses
 from strategies.models import Strategy
 from strategies.selectors import strategy_get_visible
 
@@ -208,19 +206,6 @@ def _flag(request: Request, name: str, *, default: bool) -> bool:
 
 
 # --- files ---------------------------------------------------------------------------------
-class FilesAsTheyAre(BaseContentNegotiation):
-    """A file goes out as it is whatever ``Accept`` says, an error as JSON (never a 406)."""
-
-    def select_parser(self, request: Request, parsers: Any) -> Any:
-        return parsers[0] if parsers else None
-
-    def select_renderer(
-        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
-    ) -> tuple[BaseRenderer, str]:
-        renderer = next(iter(renderers))
-        return renderer, str(renderer.media_type)
-
-
 class BacktestFileView(APIView):
     """A figure or report of a finished backtest of the caller's (404 for anyone else's)."""
 

@@ -14,7 +14,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC
 from decimal import Decimal
 from typing import Any
@@ -30,7 +30,9 @@ from django_filters.fields import IsoDateTimeField
 from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema_field
 from rest_framework import exceptions, serializers, status
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
@@ -50,6 +52,12 @@ def authenticated_user(request: Request) -> User:
 
 
 # --- Errors ---------------------------------------------------------------------------------
+def query_data(request: Request) -> dict[str, str]:
+    """The query string as a serializer should check it: a plain dict, so ``?end=`` is a bad
+    value (400), not an omitted one, as DRF reads an empty field of a QueryDict (a form)."""
+    return request.query_params.dict()
+
+
 class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The request conflicts with the current state of the resource."
@@ -408,3 +416,16 @@ class DecimalInputSchema(OpenApiSerializerFieldExtension):
             "pattern": rf"^-?\d{{1,{whole}}}(\.\d{{1,{field.decimal_places}}})?$",
         }
         return {"oneOf": [string, number], "description": field.help_text or ""}
+
+
+class FilesAsTheyAre(BaseContentNegotiation):
+    """A file goes out as it is whatever ``Accept`` says, an error as JSON (never a 406)."""
+
+    def select_parser(self, request: Request, parsers: Any) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, str(renderer.media_type)

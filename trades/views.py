@@ -8,12 +8,12 @@ from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import authenticated_user, error_responses
+from core.api import FilesAsTheyAre, authenticated_user, error_responses, query_data
 from core.time_utils import resolution_to_timedelta
 from subscriptions.models import StrategySubscription
 from subscriptions.selectors import subscription_get_for_user
@@ -97,7 +97,7 @@ class SubscriptionStatsView(APIView):
 def _equity_request(request: Request, pk: int) -> tuple[StrategySubscription, dict[str, Any]]:
     """The caller's subscription (404 for anyone else's) and the checked query (400)."""
     subscription = subscription_get_for_user(user=authenticated_user(request), subscription_id=pk)
-    query = EquityQuerySerializer(data=request.query_params)
+    query = EquityQuerySerializer(data=query_data(request))
     query.is_valid(raise_exception=True)
     return subscription, dict(query.validated_data)
 
@@ -132,20 +132,11 @@ class SubscriptionEquityView(APIView):
         return Response(EquitySeriesSerializer(body).data)
 
 
-class _ImageRenderer(BaseRenderer):
-    """Lets a client asking for the image (an ``<img>`` sends ``Accept: image/*``) get it."""
-
-    media_type = "image/*"
-    format = "image"
-
-    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context=None):
-        return JSONRenderer().render(data)  # only errors reach a renderer: images bypass it
-
-
 class _EquityChartView(APIView):
     fmt: ImageFormat = "png"
     content_type = "image/png"
-    renderer_classes = [JSONRenderer, _ImageRenderer]
+    renderer_classes = [JSONRenderer]  # for errors: the image is an HttpResponse of its own
+    content_negotiation_class = FilesAsTheyAre  # an <img> asks for image/*: it gets the image
 
     def get(self, request: Request, pk: int) -> HttpResponse:
         subscription, query = _equity_request(request, pk)
