@@ -2,12 +2,28 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from markets.symbols import symbol_quote
 from trades.models import Order, Position, Trade
+
+
+class QuoteCurrencyField(serializers.CharField):
+    """The currency of a row's prices, fees and PnL: its market's quote, read off its symbol."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            source="symbol",
+            read_only=True,
+            help_text="Of the prices, fees and PnL: the market's quote currency.",
+        )
+
+    def to_representation(self, value: str) -> str:
+        return symbol_quote(value)
 
 
 class TradeSerializer(serializers.ModelSerializer):
     execution_id = serializers.IntegerField(read_only=True)
     exit_execution_id = serializers.IntegerField(read_only=True, allow_null=True)
+    currency = QuoteCurrencyField()
 
     class Meta:
         model = Trade
@@ -28,6 +44,7 @@ class TradeSerializer(serializers.ModelSerializer):
             "entry_fee",
             "exit_fee",
             "pnl",
+            "currency",
             "client_order_id",
             "error",
             "created_at",
@@ -90,10 +107,13 @@ class OrderSerializer(serializers.ModelSerializer):
 
 
 class PositionSerializer(serializers.ModelSerializer):
+    currency = QuoteCurrencyField()
+
     class Meta:
         model = Position
         fields = (
             "symbol",
+            "currency",
             "side",
             "quantity",
             "average_entry_price",

@@ -37,6 +37,7 @@ ORDER_FIELDS = {
 }
 POSITION_FIELDS = {
     "symbol",
+    "currency",
     "side",
     "quantity",
     "average_entry_price",

@@ -24,6 +24,7 @@ TRADE_FIELDS = {
     "entry_fee",
     "exit_fee",
     "pnl",
+    "currency",
     "client_order_id",
     "error",
     "created_at",
@@ -55,6 +56,7 @@ def test_a_subscriptions_trades_newest_first_with_every_field(api, trades):
     win = by_id[made["win"].pk]
     assert set(win) == TRADE_FIELDS
     assert Decimal(win["pnl"]) == 30 and win["status"] == "closed" and win["side"] == "long"
+    assert win["currency"] == "BTC"  # of its prices, fees and PnL: ETH/BTC's quote
     assert win["execution_id"] == made["win"].execution_id
     assert win["client_order_id"] == made["win"].client_order_id
     assert by_id[made["failed"].pk]["error"] == "insufficient funds"
