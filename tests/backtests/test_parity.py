@@ -60,23 +60,29 @@ def _paper_replay(strategy, rows):
         )
 
 
+# Every figure of a trade both records hold, compared as one row per trade.
+FIGURES = (
+    "side",
+    "quantity",
+    "entry_time",
+    "entry_price",
+    "entry_fee",
+    "stop_loss",
+    "take_profit",
+    "exit_time",
+    "exit_price",
+    "exit_fee",
+    "pnl",
+)
+
+
 def _paper_trades(subscription):
     trades = Trade.objects.filter(
         subscription=subscription, status__in=[Trade.Status.OPEN, Trade.Status.CLOSED]
     ).order_by("entry_time")
     return [
         (
-            t.side,
-            t.quantity,
-            t.entry_time,
-            t.entry_price,
-            t.entry_fee,
-            t.stop_loss,
-            t.take_profit,
-            t.exit_time,
-            t.exit_price,
-            t.exit_fee,
-            t.pnl,
+            *(getattr(t, name) for name in FIGURES),
             (t.metadata or {}).get("exit_reason", "") if t.exit_time else "",
         )
         for t in trades
@@ -84,23 +90,8 @@ def _paper_trades(subscription):
 
 
 def _backtest_trades(backtest):
-    return [
-        (
-            t.side,
-            t.quantity,
-            t.entry_time,
-            t.entry_price,
-            t.entry_fee,
-            t.stop_loss,
-            t.take_profit,
-            t.exit_time,
-            t.exit_price,
-            t.exit_fee,
-            t.pnl,
-            t.exit_reason,
-        )
-        for t in BacktestTrade.objects.filter(backtest=backtest).order_by("entry_time")
-    ]
+    trades = BacktestTrade.objects.filter(backtest=backtest).order_by("entry_time")
+    return [(*(getattr(t, name) for name in FIGURES), t.exit_reason) for t in trades]
 
 
 def test_a_backtest_makes_the_trades_a_paper_replay_of_the_same_candles_makes(eth_btc):
