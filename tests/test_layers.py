@@ -1,7 +1,8 @@
 """The packages' layering, read from the code itself: every import points down, none goes back.
 
 From the bottom: ``core`` (time, clock, events, Redis, locks, retries, API/admin plumbing),
-``markets`` (candles, exchange reads, the market registry and beat rows), the domain apps
+``markets`` (candles, exchange reads, the market registry and beat rows), ``notifications``
+(what users hear about, recorded by every app above it), the domain apps
 ``strategies`` < ``subscriptions`` < ``trades`` < ``backtests`` (history replayed on the same
 rules), then ``execution`` (the candle-close pipeline that drives them), ``config`` (the
 composition root) and, apart, ``tooling`` (simulator, demos, benchmarks), which nothing else
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = (
     "core",
     "markets",
+    "notifications",
     "strategies",
     "subscriptions",
     "trades",

@@ -153,20 +153,28 @@ def equity_points_record(
     """
     if not positions:
         return 0
-    state = _equity_state([p.subscription_id for p in positions])
+    ids = [p.subscription_id for p in positions]
+    # A point that is always written needs only the capital: the last point's three
+    # correlated lookups per subscription were most of a fill batch's equity cost.
+    state = _equity_state(ids) if only_changed else dict.fromkeys(ids, None)
+    capitals = _capitals(ids)
     points = []
     for position in positions:
-        capital, last = state[position.subscription_id]
-        point = _point(position, capital=capital, kind=kind, time=times[position.subscription_id])
-        kept = _keep(point, last) if only_changed else point
+        sub_id = position.subscription_id
+        point = _point(position, capital=capitals[sub_id], kind=kind, time=times[sub_id])
+        kept = _keep(point, state[sub_id]) if only_changed else point
         if kept is not None:
             points.append(kept)
     bulk_insert(points)
     return len(points)
 
 
-def _equity_state(ids: Sequence[int]) -> dict[int, tuple[Decimal, LastPoint | None]]:
-    """Each subscription's capital now and its last point, in one query."""
+def _capitals(ids: Sequence[int]) -> dict[int, Decimal]:
+    return dict(StrategySubscription.objects.filter(pk__in=ids).values_list("pk", "capital"))
+
+
+def _equity_state(ids: Sequence[int]) -> dict[int, LastPoint | None]:
+    """Each subscription's last point, in one query."""
     # The last point written (ids are causal order; times mix candle closes and wall-clock
     # capital changes when past candles are replayed).
     last = EquityPoint.objects.filter(subscription=OuterRef("pk")).order_by("-id")
@@ -177,11 +185,11 @@ def _equity_state(ids: Sequence[int]) -> dict[int, tuple[Decimal, LastPoint | No
             last_capital=Subquery(last.values("capital")[:1]),
             last_time=Subquery(last.values("time")[:1]),
         )
-        .values_list("pk", "capital", "last_equity", "last_capital", "last_time")
+        .values_list("pk", "last_equity", "last_capital", "last_time")
     )
     return {
-        pk: (capital, (equity, was, time) if time is not None else None)
-        for pk, capital, equity, was, time in rows
+        pk: (equity, capital, time) if time is not None else None
+        for pk, equity, capital, time in rows
     }
 
 

@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI assets served locally, no CDN
     "django_celery_beat",
     "markets",
+    "notifications",
     "strategies",
     "subscriptions",
     "execution",
