@@ -34,7 +34,13 @@ from markets.candles import candles_between, candles_closed_window, candles_span
 from markets.models import Candle
 from markets.symbols import symbol_quote
 from strategies.models import Strategy
-from strategies.sandbox import inspect_code, run_signals, strategy_session
+from strategies.sandbox import (
+    StepResult,
+    StrategySession,
+    inspect_code,
+    run_signals,
+    strategy_session,
+)
 from strategies.sandbox.protocol import storable_text
 from subscriptions.services import sizing_validate
 from trades.brokers import PaperBroker
@@ -341,17 +347,27 @@ def _simulate(run: _Run, on_progress: Progress | None) -> None:
             history=run.warm, lookback=run.backtest.lookback, **options
         ) as session:
             run.isolation = session.isolation
-
-            def signal_at(_index: int, row: list[float]) -> Any:
-                result = session.step([row])  # the child gets this close only now
-                if not result.ok:
-                    raise BacktestFailed(_failed_at(run, row, result.error))
-                return result.value
-
-            _replay(run, signal_at, on_progress)
+            _replay(run, _stepper(run, session), on_progress)
     finally:
         if session is not None:  # its logs are collected as it closes, with the block
             run.logs = session.logs
+
+
+def _stepper(run: _Run, session: StrategySession) -> Callable[[int, list[float]], Any]:
+    """generate_signal's answer at each close. The next close is sent as soon as this one is
+    answered, so the strategy computes it while this process values the account: the child
+    still gets each close only after it answered the one before."""
+    pending: list[StepResult | None] = [session.send([run.rows[0]])] if run.rows else []
+
+    def signal_at(index: int, row: list[float]) -> Any:
+        result = pending[0] or session.receive()
+        if not result.ok:
+            raise BacktestFailed(_failed_at(run, row, result.error))
+        if index + 1 < len(run.rows):
+            pending[0] = session.send([run.rows[index + 1]])
+        return result.value
+
+    return signal_at
 
 
 def _sandbox_options(backtest: Backtest) -> dict[str, Any]:

@@ -80,7 +80,9 @@ _HOLD = StepResult(True, None, "")
 
 
 class _Backend(Protocol):
-    def step(self, packed: bytes) -> StepResult: ...
+    def send(self, packed: bytes) -> StepResult | None: ...
+
+    def receive(self) -> StepResult: ...
 
     def close(self, abort: bool) -> tuple[str, float]: ...
 
@@ -98,19 +100,40 @@ class StrategySession:
         self._backend = backend
         self._failure = failure  # what ended it, not yet returned by a step
         self._closed = False
+        self._sent = False  # candles handed over and not yet answered
         if failure is not None:
             self.error = failure.error
 
     def step(self, rows: list[list[float]]) -> StepResult:
         """Append these closed candles (usually one) and run generate_signal once on the
         newest LOOKBACK rows."""
-        if self._backend is None or self._closed or self.error:
+        failure = self.send(rows)
+        return failure if failure is not None else self.receive()
+
+    def send(self, rows: list[list[float]]) -> StepResult | None:
+        """The first half of a step: hand over the candles; None, or why it failed.
+
+        A caller may work between ``send`` and ``receive`` (a backtest values its account
+        while the strategy computes the next signal); it sends the next candles only after
+        receiving, so the executor never holds a candle that had not closed for it."""
+        if self._backend is None or self._closed or self.error or self._sent:
             return self._refusal()
         try:
             packed = _pack_rows(rows)
         except RequestError as exc:
             return self._end(StepResult(False, None, str(exc), True))
-        result = self._backend.step(packed)
+        failure = self._backend.send(packed)
+        if failure is not None:
+            return self._end(failure)
+        self._sent = True
+        return None
+
+    def receive(self) -> StepResult:
+        """The second half: generate_signal's answer to the candles sent."""
+        if self._backend is None or self._closed or self.error or not self._sent:
+            return self._refusal()
+        self._sent = False
+        result = self._backend.receive()
         self.steps += 1
         return result if result.ok else self._end(result)
 
@@ -140,6 +163,9 @@ class StrategySession:
         if self.error:
             reason = self.error.splitlines()[0]
             return StepResult(False, None, f"session already ended: {reason}")
+        if not self._closed:
+            state = "already sent, not yet received" if self._sent else "none were sent"
+            return StepResult(False, None, f"out of order: candles {state}")
         return StepResult(False, None, "session already ended: it was closed")
 
 
@@ -288,6 +314,7 @@ class _ZygoteBackend:
         self._timeout_s = float(options["timeout_s"])
         self._budget_s = float(options["budget_s"])
         self._outcome: RawOutcome | None = None
+        self._deadline = 0.0  # the current step's: its timeout runs from the send
 
     def wait_ready(self) -> StepResult | None:
         """None once the executor is ready for the first step, else why it is not."""
@@ -306,11 +333,20 @@ class _ZygoteBackend:
             return StepResult(False, None, "sandbox setup failed: unexpected greeting", True)
         return None
 
-    def step(self, packed: bytes) -> StepResult:
-        deadline = time.monotonic() + self._timeout_s
+    def send(self, packed: bytes) -> StepResult | None:
+        self._deadline = time.monotonic() + self._timeout_s
         try:
-            self._channel.send(_FRAME_HEADER.pack(len(packed)) + packed, deadline)
-            raw = self._channel.read(deadline, MAX_ANSWER_BYTES)
+            self._channel.send(_FRAME_HEADER.pack(len(packed)) + packed, self._deadline)
+        except TimeoutError:
+            self._kill()
+            return StepResult(False, None, f"timeout after {self._timeout_s} s")
+        except (OSError, EOFError):
+            return self._ended()
+        return None
+
+    def receive(self) -> StepResult:
+        try:
+            raw = self._channel.read(self._deadline, MAX_ANSWER_BYTES)
         except TimeoutError:
             self._kill()
             return StepResult(False, None, f"timeout after {self._timeout_s} s")
@@ -479,11 +515,14 @@ class _ColdBackend:
         self._log_chars = 0
         self._cpu_ms = 0.0
 
-    def step(self, packed: bytes) -> StepResult:
+    def send(self, packed: bytes) -> StepResult | None:
         if time.monotonic() > self._deadline:
             budget_s = float(self._request.options["budget_s"])
             return StepResult(False, None, f"session budget of {budget_s} s exceeded")
         self._rows.append(packed)
+        return None
+
+    def receive(self) -> StepResult:
         started = time.monotonic()
         timeout_s = float(self._request.options["timeout_s"])
         payload = self._payload(self._rows.newest(child.MAX_LOOKBACK).tobytes())

@@ -135,6 +135,26 @@ def test_steps_give_what_run_strategy_gives_on_the_same_windows(any_mode: str) -
     assert session.cpu_ms > 0
 
 
+def test_a_step_in_two_halves_answers_the_same_and_keeps_to_its_order(any_mode: str) -> None:
+    # given a session warmed up with 30 candles
+    history, rows = CANDLES[:30], CANDLES[30:33]
+    options = {"code": WINDOW, "settings": {}, "history": history, "isolation_mode": any_mode}
+    with strategy_session(**options) as whole, strategy_session(**options) as halves:
+        # when one session steps and the other sends, then receives, each close
+        expected = [whole.step([row]) for row in rows]
+        answers = []
+        for row in rows:
+            assert halves.send([row]) is None
+            answers.append(halves.receive())
+        # then the answers are the same
+        assert answers == expected
+        # and a second receive, or a second send before receiving, is refused
+        assert "none were sent" in halves.receive().error
+        assert halves.send([CANDLES[33]]) is None
+        assert "already sent" in halves.send([CANDLES[34]]).error  # type: ignore[union-attr]
+        assert halves.receive() == StepResult(True, whole.step([CANDLES[33]]).value, "")
+
+
 def test_the_warm_up_history_fills_the_first_window() -> None:
     # given a LOOKBACK of 50 and 80 candles of history
     code = "LOOKBACK = 50\n" + WINDOW.replace("LOOKBACK = 20\n", "")
