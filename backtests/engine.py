@@ -44,26 +44,39 @@ class Sizing:
     leverage: Decimal
 
 
-@dataclass(frozen=True)
 class Bar:
-    """A closed candle as the pipeline reads it: floats from the store, prices as Decimals."""
+    """A closed candle as the pipeline reads it: floats from the store, prices as Decimals.
 
-    close_time: datetime
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
+    The close is read at every candle; open, high and low only where a stop or target rests,
+    so they are converted when asked (most closes of a backtest hold no position)."""
+
+    __slots__ = ("_row", "close", "close_time")
+
+    def __init__(self, row: list[float], close_time: datetime) -> None:
+        self._row = row
+        self.close_time = close_time
+        self.close = _price(row[4])
 
     @classmethod
     def from_row(cls, row: list[float], *, step_ms: int) -> Bar:
-        # Decimal(str(float)), exactly as the pipeline turns a stored candle into prices.
-        return cls(
-            close_time=ms_to_datetime(int(row[0]) + step_ms),
-            open=Decimal(str(row[1])),
-            high=Decimal(str(row[2])),
-            low=Decimal(str(row[3])),
-            close=Decimal(str(row[4])),
-        )
+        return cls(row, ms_to_datetime(int(row[0]) + step_ms))
+
+    @property
+    def open(self) -> Decimal:
+        return _price(self._row[1])
+
+    @property
+    def high(self) -> Decimal:
+        return _price(self._row[2])
+
+    @property
+    def low(self) -> Decimal:
+        return _price(self._row[3])
+
+
+def _price(value: float) -> Decimal:
+    # Decimal(str(float)), exactly as the pipeline turns a stored candle into prices.
+    return Decimal(str(value))
 
 
 class Account:
