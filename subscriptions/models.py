@@ -170,7 +170,7 @@ class EquityPoint(models.Model):
         CAPITAL_CHANGE = "capital_change", "Capital change"
         DAILY = "daily", "Daily"
 
-    # No index of its own: the (subscription, time) index serves every lookup by subscription.
+    # No index of its own: the two below, which start with it, serve every lookup by it.
     subscription = models.ForeignKey(
         StrategySubscription,
         on_delete=models.CASCADE,
@@ -189,7 +189,12 @@ class EquityPoint(models.Model):
 
     class Meta:
         ordering = ("time", "id")
-        indexes = [models.Index(fields=("subscription", "time"), name="equity_sub_time")]
+        indexes = [
+            models.Index(fields=("subscription", "time"), name="equity_sub_time"),
+            # A subscription's last point (the one a new point is compared with) in one index
+            # step, however long its history: ids are the order points were written in.
+            models.Index(fields=("subscription", "id"), name="equity_sub_id"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.equity} at {self.time:%Y-%m-%d %H:%M}"

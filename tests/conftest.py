@@ -31,12 +31,21 @@ def other_user():
 
 
 @pytest.fixture(scope="session")
-def celery_workers(django_db_setup, django_db_blocker):
-    """A real worker process (two pool processes) on the test database, shared by tests."""
+def _shared_pool(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         pool = WorkerPool(count=1, concurrency=2).start()
     yield pool
     pool.stop()
+
+
+@pytest.fixture
+def celery_workers(_shared_pool, django_db_blocker):
+    """A real worker process (two pool processes) on the test database, shared by tests;
+    started again here when a test that needed the queues to itself paused it."""
+    if not _shared_pool.workers:
+        with django_db_blocker.unblock():
+            _shared_pool.start()
+    return _shared_pool
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import ClassVar, TypeVar
 
 from django.conf import settings
@@ -88,14 +87,8 @@ def wait_for(predicate: Callable[[], T], *, timeout: float = 60.0, what: str = "
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
-@contextmanager
-def other_pools_paused() -> Iterator[None]:
-    """Stop every running pool (they would take this test's tasks), restart them afterwards."""
-    paused = list(WorkerPool.running)
-    for pool in paused:
+def other_pools_stop() -> None:
+    """Stop every running pool (they would take this test's tasks). Their fixtures start them
+    again when a later test asks for them: a run of such tests restarts them once, not per test."""
+    for pool in list(WorkerPool.running):
         pool.stop()
-    try:
-        yield
-    finally:
-        for pool in paused:
-            pool.start()

@@ -170,7 +170,8 @@ def equity_points_record(
 
 
 def _capitals(ids: Sequence[int]) -> dict[int, Decimal]:
-    return dict(StrategySubscription.objects.filter(pk__in=ids).values_list("pk", "capital"))
+    rows = StrategySubscription.objects.filter(pk__in=ids).order_by().values_list("pk", "capital")
+    return dict(rows)
 
 
 def _equity_state(ids: Sequence[int]) -> dict[int, LastPoint | None]:
@@ -180,6 +181,7 @@ def _equity_state(ids: Sequence[int]) -> dict[int, LastPoint | None]:
     last = EquityPoint.objects.filter(subscription=OuterRef("pk")).order_by("-id")
     rows = (
         StrategySubscription.objects.filter(pk__in=ids)
+        .order_by()
         .annotate(
             last_equity=Subquery(last.values("equity")[:1]),
             last_capital=Subquery(last.values("capital")[:1]),

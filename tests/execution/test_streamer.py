@@ -21,7 +21,7 @@ from markets.models import Candle
 from strategies.models import StrategyExecution
 from subscriptions.services import subscription_cancel
 from tests.factories import StrategyFactory, subscribe
-from tests.workers import WorkerPool, other_pools_paused, wait_for
+from tests.workers import WorkerPool, other_pools_stop, wait_for
 from tests.workers import test_database_url as database_url
 from tooling.processes import ManageProcess, worker_env
 from tooling.replay import ReplayMarket, replay_log_dir, replay_rows
@@ -94,16 +94,16 @@ def replay(settings):
         )
     )
     harness = Harness(market, env)
-    with other_pools_paused():
-        market.start_simulator(env=env, log_dir=replay_log_dir())
-        extra = {k: env[k] for k in ("MARKET_CLOCK", "EXCHANGE_URL_OVERRIDES")}
-        try:
-            with WorkerPool(count=1, concurrency=1, env=extra):
-                yield harness
-        finally:
-            for streamer in harness.streamers:
-                streamer.stop()
-            market.stop()
+    other_pools_stop()
+    market.start_simulator(env=env, log_dir=replay_log_dir())
+    extra = {k: env[k] for k in ("MARKET_CLOCK", "EXCHANGE_URL_OVERRIDES")}
+    try:
+        with WorkerPool(count=1, concurrency=1, env=extra):
+            yield harness
+    finally:
+        for streamer in harness.streamers:
+            streamer.stop()
+        market.stop()
 
 
 def test_stream_runs_each_closed_candle_once_and_follows_the_registry(replay):
