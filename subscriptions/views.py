@@ -27,6 +27,7 @@ from subscriptions.serializers import (
     SubscribeSerializer,
     SubscriptionSerializer,
     SubscriptionUpdateSerializer,
+    protections_pop,
 )
 from subscriptions.services import (
     CredentialInUseError,
@@ -58,6 +59,23 @@ SUBSCRIBE_EXAMPLES = [
             "min_order_policy": "bump_to_minimum",
             "join_policy": "join_now",
             "entry_order_type": "limit",
+        },
+    ),
+    OpenApiExample(
+        "Paper, with protections",
+        request_only=True,
+        value={
+            "mode": "paper",
+            "capital": "1000",
+            "risk_per_trade": "0.01",
+            "max_drawdown_pct": "15",
+            "close_on_max_drawdown": True,
+            "daily_loss_limit_pct": "3",
+            "max_order_notional": "250",
+            "max_open_trades": 3,
+            "cooldown_after_losses": 3,
+            "cooldown_minutes": 240,
+            "slippage_cap_bps": 30,
         },
     ),
 ]
@@ -106,8 +124,13 @@ class SubscribeView(APIView):
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
         credential = _own_credential(request, fields.pop("credential_id", None))
+        protections = protections_pop(fields)
         subscription = subscription_create(
-            user=authenticated_user(request), strategy=strategy, credential=credential, **fields
+            user=authenticated_user(request),
+            strategy=strategy,
+            credential=credential,
+            protections=protections,
+            **fields,
         )
         return Response(SubscriptionSerializer(subscription).data, status=status.HTTP_201_CREATED)
 
@@ -144,7 +167,7 @@ class SubscriptionDetailView(APIView):
 
     @extend_schema(
         tags=TAGS,
-        summary="Change the sizing, your own settings or the trading policies",
+        summary="Change the sizing, your own settings, the trading policies or the protections",
         description="Fields left out keep their values.",
         request=SubscriptionUpdateSerializer,
         examples=[UPDATE_EXAMPLE],
@@ -156,8 +179,10 @@ class SubscriptionDetailView(APIView):
         )
         data = SubscriptionUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        protections = protections_pop(fields)
         subscription = subscription_update_settings(
-            subscription=subscription, **data.validated_data
+            subscription=subscription, protections=protections, **fields
         )
         return Response(SubscriptionSerializer(subscription).data)
 
