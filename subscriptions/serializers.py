@@ -213,7 +213,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = StrategySubscription
-        fields = (
+        fields: tuple[str, ...] = (
             "id",
             "strategy_id",
             "strategy_name",
@@ -236,7 +236,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "updated_at",
             "cancelled_at",
         )
-        read_only_fields = fields
+        read_only_fields: tuple[str, ...] = fields
 
 
 class CredentialCreateSerializer(StrictFieldsMixin, serializers.Serializer):

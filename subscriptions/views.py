@@ -33,7 +33,6 @@ from subscriptions.services import (
     CredentialInUseError,
     credential_create,
     credential_delete,
-    subscription_cancel,
     subscription_create,
     subscription_pause,
     subscription_resume,
@@ -154,6 +153,9 @@ class SubscriptionListView(generics.ListAPIView):
 
 
 class SubscriptionDetailView(APIView):
+    """Read and change a subscription. Its route, with the cancel (DELETE), is the trades
+    app's (``trades.views.SubscriptionDetailView``): a cancel may close the position."""
+
     @extend_schema(
         tags=TAGS,
         summary="One of your subscriptions",
@@ -184,19 +186,6 @@ class SubscriptionDetailView(APIView):
         subscription = subscription_update_settings(
             subscription=subscription, protections=protections, **fields
         )
-        return Response(SubscriptionSerializer(subscription).data)
-
-    @extend_schema(
-        tags=TAGS,
-        summary="Cancel the subscription",
-        description="The subscription is kept, with status `cancelled`; it is returned.",
-        responses={200: SubscriptionSerializer, **error_responses(400, 401, 404)},
-    )
-    def delete(self, request: Request, pk: int) -> Response:
-        subscription = subscription_get_for_user(
-            user=authenticated_user(request), subscription_id=pk
-        )
-        subscription = subscription_cancel(subscription=subscription)
         return Response(SubscriptionSerializer(subscription).data)
 
 
