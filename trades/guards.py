@@ -101,7 +101,7 @@ class EntryGuards:
     def _daily_loss(self, sub: Sub) -> Tripped | None:
         if sub.daily_loss_limit_pct is None:
             return None
-        lost = -min(self.day_pnl.get(sub.pk, Decimal(0)), Decimal(0))
+        lost = (-min(self.day_pnl.get(sub.pk, Decimal(0)), Decimal(0))).quantize(MONEY_STEP)
         limit = (sub.capital * sub.daily_loss_limit_pct / HUNDRED).quantize(MONEY_STEP)
         if lost <= 0 or lost < limit:
             return None
