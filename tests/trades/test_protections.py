@@ -270,8 +270,17 @@ def test_max_drawdown_from_the_peak_pauses_records_notifies_and_closes_if_asked(
     closing = holder(max_drawdown_pct=Decimal("5"), close_on_max_drawdown=True)
     pausing = holder(max_drawdown_pct=Decimal("5"))
     unguarded = holder()
+    # and one whose 0.04 % is less than its entry's fee (0.5 on 1000): its fill trips it
+    at_fill = holder(max_drawdown_pct=Decimal("0.04"), close_on_max_drawdown=True)
     subs = [closing, pausing, unguarded]
-    _signal(strategy, 1, "0.05", "LONG", subs)
+    _signal(strategy, 1, "0.05", "LONG", [*subs, at_fill])
+
+    # then the last one is paused by its entry's fill and closed in the same fan-out
+    at_fill.refresh_from_db()
+    assert at_fill.status == "paused" and at_fill.status_reason.startswith("max drawdown 0.1%")
+    first = Trade.objects.get(subscription=at_fill)
+    assert first.status == "closed" and first.metadata["exit_reason"] == "max drawdown"
+    assert first.exit_time == first.entry_time  # dated at the fill that tripped it
 
     # when the market rises 20 % (a new peak) and falls back 10 %: still a gain on the
     # capital, but 60 lost from a peak of about 1099 (5.5 %)
@@ -320,6 +329,6 @@ def test_max_drawdown_from_the_peak_pauses_records_notifies_and_closes_if_asked(
     assert fall.close_price == Decimal("0.054")
 
     # then nothing trips twice, and the paused one's position is exited by the strategy
-    assert ProtectionTrip.objects.filter(protection="max_drawdown").count() == 2
+    assert ProtectionTrip.objects.filter(protection="max_drawdown").count() == 3
     held = Trade.objects.get(subscription=pausing)
     assert held.status == "closed" and held.exit_execution_id == exit_execution.pk
