@@ -14,8 +14,9 @@ from django.http import HttpRequest
 from core.admin_utils import ReadOnlyInline, change_link, changelist_link, run_service_action
 from strategies.admin import StrategyAdmin
 from strategies.models import Strategy
-from subscriptions.models import BrokerCredential, StrategySubscription
+from subscriptions.models import PROTECTION_FIELDS, BrokerCredential, StrategySubscription
 from subscriptions.services import (
+    protections_validate,
     sizing_validate,
     strategy_retire,
     subscription_cancel,
@@ -30,7 +31,7 @@ Status = StrategySubscription.Status
 class SubscriptionForm(forms.ModelForm):
     class Meta:
         model = StrategySubscription
-        fields = ("capital", "risk_per_trade", "leverage", "settings")
+        fields = ("capital", "risk_per_trade", "leverage", "settings", *PROTECTION_FIELDS)
 
     def clean(self) -> dict[str, Any]:
         super().clean()
@@ -44,6 +45,10 @@ class SubscriptionForm(forms.ModelForm):
                 risk_per_trade=data["risk_per_trade"],
                 leverage=data["leverage"],
             )
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.message_dict) from exc
+        try:  # the API's bounds too, and a cooldown needs its count and its duration
+            protections_validate({name: data.get(name) for name in PROTECTION_FIELDS})
         except ValidationError as exc:
             raise forms.ValidationError(exc.message_dict) from exc
         if not isinstance(data.get("settings"), dict):
@@ -96,6 +101,7 @@ class StrategySubscriptionAdmin(admin.ModelAdmin):
         "join_policy",
         "entry_order_type",
         "margin_mode",
+        "equity_peak",
     )
     fieldsets = (
         (None, {"fields": ("user", "strategy_link", "mode", "credential_label")}),
@@ -108,13 +114,24 @@ class StrategySubscriptionAdmin(admin.ModelAdmin):
         ),
         ("Sizing", {"fields": ("capital", "risk_per_trade", "leverage", "settings")}),
         (
+            "Protections",
+            {
+                "description": "The follower's own guards; empty is off.",
+                "fields": (*PROTECTION_FIELDS, "equity_peak"),
+            },
+        ),
+        (
             "Live trading",
             {"fields": ("min_order_policy", "join_policy", "entry_order_type", "margin_mode")},
         ),
         ("Results", {"fields": ("realized_pnl", "fees_paid")}),
         ("Timestamps", {"fields": ("created_at", "updated_at")}),
     )
-    actions = ("pause_subscriptions", "resume_subscriptions", "cancel_subscriptions")
+    actions: tuple[str, ...] = (
+        "pause_subscriptions",
+        "resume_subscriptions",
+        "cancel_subscriptions",
+    )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # users subscribe through the API, which checks the credential
@@ -141,6 +158,7 @@ class StrategySubscriptionAdmin(admin.ModelAdmin):
             risk_per_trade=data["risk_per_trade"],
             leverage=data["leverage"],
             settings=data["settings"],
+            protections={name: data.get(name) for name in PROTECTION_FIELDS},
         )
 
     @admin.action(description="Pause selected subscriptions")

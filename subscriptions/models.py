@@ -10,6 +10,19 @@ from core.types import DecimalSpec
 from strategies.models import Strategy
 
 MONEY: DecimalSpec = {"max_digits": 24, "decimal_places": 8}
+PERCENT: DecimalSpec = {"max_digits": 5, "decimal_places": 2}
+# The follower's own guards, each off when null: checked by the fan-out before an entry is
+# sent (trades.guards); a trip is recorded (trades.models.ProtectionTrip) and notified.
+PROTECTION_FIELDS = (
+    "max_drawdown_pct",
+    "close_on_max_drawdown",
+    "daily_loss_limit_pct",
+    "max_order_notional",
+    "max_open_trades",
+    "cooldown_after_losses",
+    "cooldown_minutes",
+    "slippage_cap_bps",
+)
 
 
 class BrokerCredential(models.Model):
@@ -44,6 +57,39 @@ class BrokerCredential(models.Model):
     @property
     def masked_api_key(self) -> str:
         return f"****{self.api_key_last4}"
+
+
+def _percent_or_null(name: str) -> models.CheckConstraint:
+    return models.CheckConstraint(
+        condition=Q(**{f"{name}__isnull": True})
+        | (Q(**{f"{name}__gt": 0}) & Q(**{f"{name}__lte": 100})),
+        name=f"{name}_in_range",
+    )
+
+
+def _protection_constraints() -> list[models.CheckConstraint]:
+    return [
+        _percent_or_null("max_drawdown_pct"),
+        _percent_or_null("daily_loss_limit_pct"),
+        models.CheckConstraint(
+            condition=Q(max_order_notional__isnull=True) | Q(max_order_notional__gt=0),
+            name="max_order_notional_positive",
+        ),
+        models.CheckConstraint(
+            condition=Q(max_open_trades__isnull=True) | Q(max_open_trades__gte=1),
+            name="max_open_trades_at_least_one",
+        ),
+        models.CheckConstraint(
+            # N and the duration go together: one without the other means nothing.
+            condition=(Q(cooldown_after_losses__isnull=True) & Q(cooldown_minutes__isnull=True))
+            | (Q(cooldown_after_losses__gte=1) & Q(cooldown_minutes__gte=1)),
+            name="cooldown_complete",
+        ),
+        models.CheckConstraint(
+            condition=Q(slippage_cap_bps__isnull=True) | Q(slippage_cap_bps__gte=1),
+            name="slippage_cap_positive",
+        ),
+    ]
 
 
 class StrategySubscription(models.Model):
@@ -124,6 +170,53 @@ class StrategySubscription(models.Model):
         blank=True,
         help_text="Derivatives only; blank keeps the account's setting.",
     )
+    # Protections (issue 14).
+    max_drawdown_pct = models.DecimalField(
+        **PERCENT,
+        null=True,
+        blank=True,
+        help_text="Pause when equity falls this many percent below its peak (the peak restarts "
+        "at each change of capital, risk or leverage).",
+    )
+    close_on_max_drawdown = models.BooleanField(
+        default=False, help_text="When the maximum drawdown pauses it, also close its positions."
+    )
+    # The highest equity since subscribing, the last sizing change or turning max drawdown on:
+    # kept by the trades app as it stores equity points, for subscriptions with a max drawdown.
+    equity_peak = models.DecimalField(**MONEY, null=True, blank=True)
+    daily_loss_limit_pct = models.DecimalField(
+        **PERCENT,
+        null=True,
+        blank=True,
+        help_text="No new entries for the rest of the UTC day once the PnL realized that day "
+        "(net of fees) has lost this many percent of the capital.",
+    )
+    max_order_notional = models.DecimalField(
+        **MONEY,
+        null=True,
+        blank=True,
+        help_text="An entry worth more than this (quantity x price, quote currency) is skipped.",
+    )
+    max_open_trades = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="No new entry while this many trades are open (or being entered) across all "
+        "your subscriptions of the same mode.",
+    )
+    cooldown_after_losses = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="After this many losing trades or stop-outs in a row, pause entries for "
+        "cooldown_minutes.",
+    )
+    cooldown_minutes = models.PositiveIntegerField(null=True, blank=True)
+    slippage_cap_bps = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Live entries go out as limit orders at most this many basis points worse "
+        "than the signal's price; an entry is skipped when the market (or, on paper, the "
+        "simulated fill) is already further. Exits are never held back by it.",
+    )
 
     class Meta:
         ordering = ("-created_at", "-id")
@@ -144,6 +237,7 @@ class StrategySubscription(models.Model):
                 condition=Q(mode="paper") | Q(credential__isnull=False),
                 name="live_needs_credential",
             ),
+            *_protection_constraints(),
         ]
         indexes = [models.Index(fields=("strategy", "status"))]
 

@@ -9,8 +9,21 @@ from rest_framework import serializers
 
 from core.api import DecimalInputField, JSONObjectField, StrictFieldsMixin
 from strategies.serializers import exchange_field
-from subscriptions.models import MONEY, BrokerCredential, StrategySubscription
-from subscriptions.services import MAX_RISK_PER_TRADE
+from subscriptions.models import (
+    MONEY,
+    PERCENT,
+    PROTECTION_FIELDS,
+    BrokerCredential,
+    StrategySubscription,
+)
+from subscriptions.services import (
+    MAX_CAPITAL,
+    MAX_COOLDOWN_LOSSES,
+    MAX_COOLDOWN_MINUTES,
+    MAX_OPEN_TRADES,
+    MAX_RISK_PER_TRADE,
+    MAX_SLIPPAGE_CAP_BPS,
+)
 
 # Input precision matches the columns, so oversize input is a 400 and never a database error.
 CAPITAL = MONEY
@@ -20,9 +33,8 @@ Mode = StrategySubscription.Mode
 Sub = StrategySubscription
 
 
-# A trillion is beyond any one subscriber; the bound keeps every accepted value exact on
-# every database (SQLite stores decimals as floats and cannot round-trip 24 digits).
-MAX_CAPITAL = Decimal("1000000000000")
+# MAX_CAPITAL: a trillion is beyond any one subscriber; the bound keeps every accepted value
+# exact on every database (SQLite stores decimals as floats and cannot round-trip 24 digits).
 
 
 def _capital(**kwargs: Any) -> DecimalInputField:
@@ -69,7 +81,80 @@ def _policy(name: str, **kwargs: Any) -> serializers.ChoiceField:
     )
 
 
-class SubscribeSerializer(StrictFieldsMixin, serializers.Serializer):
+def _help(name: str) -> str:
+    field = StrategySubscription._meta.get_field(name)
+    assert isinstance(field, models.Field)  # a column
+    return str(field.help_text)
+
+
+class ProtectionsMixin(serializers.Serializer):
+    """The follower's protections: each optional, null (or left out when subscribing) is off."""
+
+    max_drawdown_pct = DecimalInputField(
+        **PERCENT,
+        greater_than=Decimal(0),
+        max_value=Decimal(100),
+        allow_null=True,
+        required=False,
+        help_text=f"In percent, in (0, 100]. {_help('max_drawdown_pct')}",
+    )
+    close_on_max_drawdown = serializers.BooleanField(
+        required=False, help_text=_help("close_on_max_drawdown")
+    )
+    daily_loss_limit_pct = DecimalInputField(
+        **PERCENT,
+        greater_than=Decimal(0),
+        max_value=Decimal(100),
+        allow_null=True,
+        required=False,
+        help_text=f"In percent of the capital, in (0, 100]. {_help('daily_loss_limit_pct')}",
+    )
+    max_order_notional = DecimalInputField(
+        **CAPITAL,
+        greater_than=Decimal(0),
+        max_value=MAX_CAPITAL,
+        allow_null=True,
+        required=False,
+        help_text=_help("max_order_notional"),
+    )
+    max_open_trades = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_OPEN_TRADES,
+        allow_null=True,
+        required=False,
+        help_text=_help("max_open_trades"),
+    )
+    cooldown_after_losses = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_COOLDOWN_LOSSES,
+        allow_null=True,
+        required=False,
+        help_text=f"{_help('cooldown_after_losses')} Set both, or neither.",
+    )
+    cooldown_minutes = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_COOLDOWN_MINUTES,
+        allow_null=True,
+        required=False,
+        help_text=f"How long entries pause after the losses in a row, at most "
+        f"{MAX_COOLDOWN_MINUTES} (30 days).",
+    )
+    slippage_cap_bps = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_SLIPPAGE_CAP_BPS,
+        allow_null=True,
+        required=False,
+        help_text=f"In basis points (100 = 1 %), at most {MAX_SLIPPAGE_CAP_BPS}. "
+        f"{_help('slippage_cap_bps')}",
+    )
+
+
+def protections_pop(fields: dict[str, Any]) -> dict[str, Any]:
+    """Take the protections given out of validated data (the service takes them apart)."""
+    return {name: fields.pop(name) for name in PROTECTION_FIELDS if name in fields}
+
+
+class SubscribeSerializer(StrictFieldsMixin, ProtectionsMixin, serializers.Serializer):
     mode = serializers.ChoiceField(choices=Mode.choices, default=Mode.PAPER)
     capital = _capital()
     risk_per_trade = _risk()
@@ -103,8 +188,9 @@ class SubscribeSerializer(StrictFieldsMixin, serializers.Serializer):
         return attrs
 
 
-class SubscriptionUpdateSerializer(StrictFieldsMixin, serializers.Serializer):
-    """Sizing, own settings and trading policies; the fields left out keep their values."""
+class SubscriptionUpdateSerializer(StrictFieldsMixin, ProtectionsMixin, serializers.Serializer):
+    """Sizing, own settings, trading policies and protections; the fields left out keep their
+    values (a protection set to null is turned off)."""
 
     capital = _capital(required=False)
     risk_per_trade = _risk(required=False)
@@ -127,7 +213,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = StrategySubscription
-        fields = (
+        fields: tuple[str, ...] = (
             "id",
             "strategy_id",
             "strategy_name",
@@ -141,6 +227,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "join_policy",
             "entry_order_type",
             "margin_mode",
+            *PROTECTION_FIELDS,
             "status",
             "status_reason",
             "realized_pnl",
@@ -149,7 +236,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "updated_at",
             "cancelled_at",
         )
-        read_only_fields = fields
+        read_only_fields: tuple[str, ...] = fields
 
 
 class CredentialCreateSerializer(StrictFieldsMixin, serializers.Serializer):

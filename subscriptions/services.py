@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -19,10 +19,31 @@ from strategies.models import Strategy
 from strategies.services import strategy_mark_retired, strategy_registry_sync
 from subscriptions.crypto import CredentialDecryptionError, encrypt_secret, rotate_secret
 from subscriptions.equity import equity_point_capital_change
-from subscriptions.models import BrokerCredential, StrategySubscription
+from subscriptions.models import (
+    PROTECTION_FIELDS,
+    BrokerCredential,
+    EquityPoint,
+    StrategySubscription,
+)
 
 Status = StrategySubscription.Status
 MAX_RISK_PER_TRADE = Decimal("0.1")
+# Bounds of the protections: beyond them a value is a mistake, not a choice.
+MAX_CAPITAL = Decimal("1000000000000")
+MAX_OPEN_TRADES = 1000
+MAX_COOLDOWN_LOSSES = 100
+MAX_COOLDOWN_MINUTES = 30 * 24 * 60
+MAX_SLIPPAGE_CAP_BPS = 1000
+# name -> (lowest accepted, highest accepted, lowest excluded); None: no such bound.
+PROTECTION_BOUNDS: dict[str, tuple[Decimal | int | None, Decimal | int, bool]] = {
+    "max_drawdown_pct": (Decimal(0), Decimal(100), True),
+    "daily_loss_limit_pct": (Decimal(0), Decimal(100), True),
+    "max_order_notional": (Decimal(0), MAX_CAPITAL, True),
+    "max_open_trades": (1, MAX_OPEN_TRADES, False),
+    "cooldown_after_losses": (1, MAX_COOLDOWN_LOSSES, False),
+    "cooldown_minutes": (1, MAX_COOLDOWN_MINUTES, False),
+    "slippage_cap_bps": (1, MAX_SLIPPAGE_CAP_BPS, False),
+}
 SIZING_FIELDS = ("capital", "risk_per_trade", "leverage")
 
 
@@ -41,6 +62,62 @@ def sizing_validate(*, capital: Decimal, risk_per_trade: Decimal, leverage: Deci
         errors["leverage"] = f"leverage must be between 1 and {django_settings.MAX_LEVERAGE}"
     if errors:
         raise ValidationError(errors)
+
+
+def protections_validate(values: Mapping[str, Any]) -> None:
+    """Each protection given is off (None) or within its bounds, and a cooldown has both its
+    count and its duration. ``values``: the protections as they will be stored."""
+    errors: dict[str, str] = {}
+    for name, (low, high, low_excluded) in PROTECTION_BOUNDS.items():
+        value = values.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | Decimal):
+            errors[name] = f"{name} must be a number or null"
+        elif (value <= low if low_excluded else value < low) or value > high:  # type: ignore[operator]
+            bound = f"greater than {low}" if low_excluded else f"at least {low}"
+            errors[name] = f"{name} must be {bound} and at most {high}, or null (off)"
+    close = values.get("close_on_max_drawdown", False)
+    if not isinstance(close, bool):
+        errors["close_on_max_drawdown"] = "close_on_max_drawdown must be true or false"
+    count, minutes = values.get("cooldown_after_losses"), values.get("cooldown_minutes")
+    if (count is None) != (minutes is None) and not errors:
+        missing = "cooldown_minutes" if minutes is None else "cooldown_after_losses"
+        errors[missing] = "a cooldown needs both cooldown_after_losses and cooldown_minutes"
+    if errors:
+        raise ValidationError(errors)
+
+
+def _protections_of(subscription: StrategySubscription) -> dict[str, Any]:
+    return {name: getattr(subscription, name) for name in PROTECTION_FIELDS}
+
+
+def _protections_apply(
+    subscription: StrategySubscription, given: Mapping[str, Any] | None
+) -> list[str]:
+    """Set the protections given (the others keep their values); returns the fields set.
+
+    Turning the maximum drawdown on starts its peak at the current equity: a drawdown is
+    measured from when the guard was set, not from an older peak it never saw.
+    """
+    given = dict(given or {})
+    unknown = set(given) - set(PROTECTION_FIELDS)
+    if unknown:
+        raise ValidationError({name: "not a protection" for name in sorted(unknown)})
+    values = {**_protections_of(subscription), **given}
+    protections_validate(values)
+    turned_on = subscription.max_drawdown_pct is None and values["max_drawdown_pct"] is not None
+    for name, value in given.items():
+        setattr(subscription, name, value)
+    if turned_on and subscription.pk is not None:
+        subscription.equity_peak = _equity_now(subscription)
+        return [*given, "equity_peak"]
+    return list(given)
+
+
+def _equity_now(subscription: StrategySubscription) -> Decimal:
+    last = EquityPoint.objects.filter(subscription=subscription).order_by("-id").first()
+    return last.equity if last is not None else Decimal(subscription.capital)
 
 
 # The live-trading policies and the values each accepts (blank margin mode: the account's own).
@@ -133,7 +210,9 @@ def subscription_create(
     join_policy: str = StrategySubscription.JoinPolicy.NEXT_SIGNAL,
     entry_order_type: str = StrategySubscription.EntryOrderType.MARKET,
     margin_mode: str = "",
+    protections: Mapping[str, Any] | None = None,
 ) -> StrategySubscription:
+    """``protections``: the follower's guards (names in PROTECTION_FIELDS), off when left out."""
     sizing_validate(capital=capital, risk_per_trade=risk_per_trade, leverage=leverage)
     _validate_trading_policies(
         min_order_policy=min_order_policy,
@@ -154,7 +233,7 @@ def subscription_create(
         .exists()
     ):
         raise ValidationError({"strategy": "you are already subscribed to this strategy"})
-    subscription = StrategySubscription.objects.create(
+    subscription = StrategySubscription(
         user=user,
         strategy=strategy,
         capital=capital,
@@ -167,7 +246,10 @@ def subscription_create(
         join_policy=join_policy,
         entry_order_type=entry_order_type,
         margin_mode=margin_mode,
+        equity_peak=capital,  # the curve starts at the capital
     )
+    _protections_apply(subscription, protections)
+    subscription.save(force_insert=True)
     _refresh_subscriber_count(strategy.pk)
     # The curve's first point, atomically with the subscription.
     equity_point_capital_change(
@@ -246,8 +328,10 @@ def subscription_update_settings(
     join_policy: str | None = None,
     entry_order_type: str | None = None,
     margin_mode: str | None = None,
+    protections: Mapping[str, Any] | None = None,
 ) -> StrategySubscription:
-    """Fields given as None keep their values."""
+    """Fields given as None keep their values; in ``protections``, None turns one off and the
+    protections left out keep their values."""
     policies = {
         "min_order_policy": min_order_policy,
         "join_policy": join_policy,
@@ -269,6 +353,7 @@ def subscription_update_settings(
     sizing_validate(
         capital=locked.capital, risk_per_trade=locked.risk_per_trade, leverage=locked.leverage
     )
+    guarded = _protections_apply(locked, protections)
     locked.save(
         update_fields=[
             "capital",
@@ -276,12 +361,18 @@ def subscription_update_settings(
             "leverage",
             "settings",
             *policies,
+            *guarded,
             "updated_at",
         ]
     )
     if _sizing(locked) != previous:
         # Atomically with the change: the curve never shows a capital that was not in force.
-        equity_point_capital_change(subscription=locked, previous=previous, time=locked.updated_at)
+        point = equity_point_capital_change(
+            subscription=locked, previous=previous, time=locked.updated_at
+        )
+        # A new capital is not a gain or a loss: the drawdown is measured from here on.
+        locked.equity_peak = point.equity
+        locked.save(update_fields=["equity_peak"])
     return locked
 
 

@@ -8,9 +8,7 @@ urlpatterns = [
     path("<int:pk>/stats", views.StrategyStatsView.as_view(), name="strategy-stats"),
     path("<int:pk>/subscribe", views.SubscribeView.as_view(), name="strategy-subscribe"),
     path("subscriptions", views.SubscriptionListView.as_view(), name="subscription-list"),
-    path(
-        "subscriptions/<int:pk>", views.SubscriptionDetailView.as_view(), name="subscription-detail"
-    ),
+    # subscriptions/<int:pk> is mounted by trades.urls: its DELETE may close the position.
     path(
         "subscriptions/<int:pk>/pause",
         views.SubscriptionPauseView.as_view(),

@@ -27,12 +27,12 @@ from subscriptions.serializers import (
     SubscribeSerializer,
     SubscriptionSerializer,
     SubscriptionUpdateSerializer,
+    protections_pop,
 )
 from subscriptions.services import (
     CredentialInUseError,
     credential_create,
     credential_delete,
-    subscription_cancel,
     subscription_create,
     subscription_pause,
     subscription_resume,
@@ -58,6 +58,23 @@ SUBSCRIBE_EXAMPLES = [
             "min_order_policy": "bump_to_minimum",
             "join_policy": "join_now",
             "entry_order_type": "limit",
+        },
+    ),
+    OpenApiExample(
+        "Paper, with protections",
+        request_only=True,
+        value={
+            "mode": "paper",
+            "capital": "1000",
+            "risk_per_trade": "0.01",
+            "max_drawdown_pct": "15",
+            "close_on_max_drawdown": True,
+            "daily_loss_limit_pct": "3",
+            "max_order_notional": "250",
+            "max_open_trades": 3,
+            "cooldown_after_losses": 3,
+            "cooldown_minutes": 240,
+            "slippage_cap_bps": 30,
         },
     ),
 ]
@@ -106,8 +123,13 @@ class SubscribeView(APIView):
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
         credential = _own_credential(request, fields.pop("credential_id", None))
+        protections = protections_pop(fields)
         subscription = subscription_create(
-            user=authenticated_user(request), strategy=strategy, credential=credential, **fields
+            user=authenticated_user(request),
+            strategy=strategy,
+            credential=credential,
+            protections=protections,
+            **fields,
         )
         return Response(SubscriptionSerializer(subscription).data, status=status.HTTP_201_CREATED)
 
@@ -131,6 +153,9 @@ class SubscriptionListView(generics.ListAPIView):
 
 
 class SubscriptionDetailView(APIView):
+    """Read and change a subscription. Its route, with the cancel (DELETE), is the trades
+    app's (``trades.views.SubscriptionDetailView``): a cancel may close the position."""
+
     @extend_schema(
         tags=TAGS,
         summary="One of your subscriptions",
@@ -144,7 +169,7 @@ class SubscriptionDetailView(APIView):
 
     @extend_schema(
         tags=TAGS,
-        summary="Change the sizing, your own settings or the trading policies",
+        summary="Change the sizing, your own settings, the trading policies or the protections",
         description="Fields left out keep their values.",
         request=SubscriptionUpdateSerializer,
         examples=[UPDATE_EXAMPLE],
@@ -156,22 +181,11 @@ class SubscriptionDetailView(APIView):
         )
         data = SubscriptionUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        protections = protections_pop(fields)
         subscription = subscription_update_settings(
-            subscription=subscription, **data.validated_data
+            subscription=subscription, protections=protections, **fields
         )
-        return Response(SubscriptionSerializer(subscription).data)
-
-    @extend_schema(
-        tags=TAGS,
-        summary="Cancel the subscription",
-        description="The subscription is kept, with status `cancelled`; it is returned.",
-        responses={200: SubscriptionSerializer, **error_responses(400, 401, 404)},
-    )
-    def delete(self, request: Request, pk: int) -> Response:
-        subscription = subscription_get_for_user(
-            user=authenticated_user(request), subscription_id=pk
-        )
-        subscription = subscription_cancel(subscription=subscription)
         return Response(SubscriptionSerializer(subscription).data)
 
 

@@ -7,16 +7,28 @@ subscription's realized PnL.
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from core.admin_utils import (
     ReadOnlyAdmin,
+    ReadOnlyInline,
     change_link,
     fieldset_names,
     preformatted,
     pretty_json,
 )
-from trades.models import Order, Position, Trade
+from subscriptions.admin import StrategySubscriptionAdmin
+from subscriptions.models import StrategySubscription
+from trades.manual import (
+    CloseOutcome,
+    NothingToClose,
+    subscription_cancel_and_close,
+    subscription_close_now,
+)
+from trades.models import Order, Position, ProtectionTrip, Trade
 
 
 @admin.register(Trade)
@@ -215,3 +227,93 @@ class PositionAdmin(ReadOnlyAdmin):
         "updated_at",
     )
     fields = readonly_fields
+
+
+@admin.register(ProtectionTrip)
+class ProtectionTripAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "subscription_link", "protection", "action", "reason")
+    list_filter = ("protection", "action", "created_at")
+    search_fields = ("reason", "subscription__user__username", "=subscription__id", "=trade__id")
+    ordering = ("-created_at", "-id")
+    list_select_related = ("subscription__user",)
+    date_hierarchy = "created_at"
+    fields = (
+        "subscription_link",
+        "protection",
+        "action",
+        "reason",
+        "figures_json",
+        "trade_link",
+        "created_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="subscription", ordering="subscription_id")
+    def subscription_link(self, trip: ProtectionTrip) -> str:
+        return change_link(trip.subscription, f"#{trip.subscription_id}")
+
+    @admin.display(description="trade")
+    def trade_link(self, trip: ProtectionTrip) -> str:
+        return change_link(trip.trade)
+
+    @admin.display(description="figures")
+    def figures_json(self, trip: ProtectionTrip) -> str:
+        return pretty_json(trip.figures)
+
+
+class ProtectionTripInline(ReadOnlyInline):
+    model = ProtectionTrip
+    parent_field = "subscription"
+    verbose_name_plural = "protection trips (most recent 20)"
+    fields = ("created_at", "protection", "action", "reason")
+    readonly_fields = fields
+
+
+# The subscription admin as operators use it: subscriptions.admin knows nothing of trades (it
+# sits below them), so this layer adds the protections' trips and the actions on positions.
+admin.site.unregister(StrategySubscription)
+
+
+@admin.register(StrategySubscription)
+class StrategySubscriptionWithPositionsAdmin(StrategySubscriptionAdmin):
+    inlines = [ProtectionTripInline]
+    actions = (*StrategySubscriptionAdmin.actions, "close_positions_now", "cancel_and_close")
+
+    @admin.action(description="Close the open positions of selected subscriptions now")
+    def close_positions_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for subscription in queryset.order_by("pk"):
+            try:
+                outcome = subscription_close_now(subscription=subscription)
+            except NothingToClose:
+                continue
+            self._report(request, subscription, outcome)
+
+    @admin.action(description="Cancel selected subscriptions and close their positions")
+    def cancel_and_close(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for subscription in queryset.exclude(status=StrategySubscription.Status.CANCELLED):
+            try:
+                _, outcome = subscription_cancel_and_close(
+                    subscription=subscription, close_positions=True
+                )
+            except ValidationError as exc:
+                self.message_user(
+                    request, f"{subscription}: not cancelled: {'; '.join(exc.messages)}"
+                )
+                continue
+            self._report(request, subscription, outcome, cancelled=True)
+
+    def _report(
+        self,
+        request: HttpRequest,
+        subscription: StrategySubscription,
+        outcome: CloseOutcome,
+        *,
+        cancelled: bool = False,
+    ) -> None:
+        verb = "cancelled, " if cancelled else ""
+        closed = f"{subscription}: {verb}{len(outcome.closed)} trade(s) closed"
+        if not outcome.still_open:
+            self.message_user(request, closed, messages.SUCCESS)
+            return
+        left = "; ".join(f"#{t.pk} {t.error or 'still open'}" for t in outcome.still_open)
+        self.message_user(request, f"{closed}, still open: {left}", messages.WARNING)

@@ -28,10 +28,11 @@ class OrderFilter(StrictFilterSet):
             (PurposeKind.EXIT.value, "Exit"),
             (PurposeKind.STOP.value, "Stop loss"),
             (PurposeKind.TAKE.value, "Take profit"),
+            (PurposeKind.CLOSE.value, "Close (by hand or by a protection)"),
         ),
         method="filter_purpose",
-        help_text="`entry`, or `exit`, `stop` (stop loss) or `take` (take profit) for those "
-        "orders of every trade.",
+        help_text="`entry`, or `exit`, `stop` (stop loss), `take` (take profit) or `close` (by "
+        "hand or by a protection) for those orders of every trade.",
     )
     ordering = django_filters.OrderingFilter(fields=("created_at", "closed_at", "status"))
 

@@ -188,3 +188,45 @@ class Position(models.Model):
 
     def __str__(self) -> str:
         return f"{self.side} {self.quantity} {self.symbol}"
+
+
+class ProtectionTrip(models.Model):
+    """A follower's protection that tripped: which one, when, on what figures, what it did.
+
+    An entry it held back is one trip per trade (the unique constraint makes a retried
+    fan-out record it once); a maximum drawdown is one trip per pause.
+    """
+
+    class Protection(models.TextChoices):
+        MAX_DRAWDOWN = "max_drawdown", "Maximum drawdown"
+        DAILY_LOSS_LIMIT = "daily_loss_limit", "Daily loss limit"
+        MAX_ORDER_NOTIONAL = "max_order_notional", "Maximum notional per order"
+        MAX_OPEN_TRADES = "max_open_trades", "Maximum open trades"
+        COOLDOWN = "cooldown", "Cooldown after losses"
+        SLIPPAGE_CAP = "slippage_cap", "Slippage cap"
+
+    class Action(models.TextChoices):
+        ENTRY_SKIPPED = "entry_skipped", "Entry skipped"
+        PAUSED = "paused", "Subscription paused"
+        PAUSED_AND_CLOSED = "paused_and_closed", "Subscription paused, positions closed"
+
+    subscription = models.ForeignKey(
+        StrategySubscription, on_delete=models.CASCADE, related_name="protection_trips"
+    )
+    protection = models.CharField(max_length=20, choices=Protection.choices)
+    action = models.CharField(max_length=20, choices=Action.choices)
+    reason = models.CharField(max_length=255)
+    # The figures compared, as strings (exact decimals): e.g. {"drawdown_pct": "12.3",
+    # "limit_pct": "10", "equity": "877", "peak": "1000"}.
+    figures = models.JSONField(default=dict, blank=True)
+    trade = models.OneToOneField(
+        Trade, on_delete=models.CASCADE, null=True, blank=True, related_name="protection_trip"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        indexes = [models.Index(fields=("subscription", "created_at"), name="trip_sub_time")]
+
+    def __str__(self) -> str:
+        return f"{self.protection} on subscription {self.subscription_id}: {self.action}"

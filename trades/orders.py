@@ -28,7 +28,7 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -54,6 +54,7 @@ from trades.brokers.live import (
     live_place_many,
 )
 from trades.bulk import bulk_insert, bulk_write
+from trades.guards import drawdown_check
 from trades.models import Order, Trade
 from trades.positions import equity_points_fills, positions_refresh
 from trades.purposes import OrderPurpose, PurposeKind
@@ -137,6 +138,9 @@ class Tally:
     opened: int = 0
     closed: int = 0
     failed: int = 0
+    # Subscriptions whose maximum drawdown tripped in this batch and whose follower asked for
+    # their positions to be closed, with when: closed by the caller once its batch is recorded.
+    tripped: dict[int, datetime] = field(default_factory=dict)
 
 
 # --- sending --------------------------------------------------------------------------------
@@ -420,11 +424,7 @@ def _live_trades(legs: Sequence[Leg]) -> set[int]:
     """Trades still in the state their leg expects (locked until the batch is recorded)."""
     kinds = {leg.order.pk: leg.order.purpose.kind for leg in legs}
     entry_ids = [leg.trade.pk for leg in legs if kinds[leg.order.pk] == PurposeKind.ENTRY]
-    exits = {
-        leg.trade.pk: leg.order.execution_id
-        for leg in legs
-        if kinds[leg.order.pk] == PurposeKind.EXIT
-    }
+    exits = {leg.trade.pk: leg.order.execution_id for leg in legs if leg.order.purpose.is_exit}
     protected = [leg.trade.pk for leg in legs if leg.order.purpose.is_protective]
     live: set[int] = set()
     if protected:
@@ -498,19 +498,26 @@ def orders_settle(legs: Sequence[Leg], tally: Tally, *, symbol: str) -> None:
     sent = orders_send(legs)
     filled = orders_record(sent, tally)
     positions_settle(
-        subscription_ids={leg.subscription.pk for leg in legs}, symbol=symbol, filled=filled
+        subscription_ids={leg.subscription.pk for leg in legs},
+        symbol=symbol,
+        filled=filled,
+        tally=tally,
     )
 
 
-def positions_settle(*, subscription_ids: set[int], symbol: str, filled: Fills) -> None:
-    """Refresh the positions, valuing a fresh fill at its price, and store the equity of the
-    subscriptions whose trades filled (one INSERT for the batch)."""
+def positions_settle(
+    *, subscription_ids: set[int], symbol: str, filled: Fills, tally: Tally
+) -> None:
+    """Refresh the positions, valuing a fresh fill at its price, store the equity of the
+    subscriptions whose trades filled (one INSERT for the batch), and check it against their
+    maximum drawdown (``tally.tripped``: the positions to close)."""
     rows = positions_refresh(
         subscription_ids=subscription_ids,
         symbol=symbol,
         marks={sub_id: price for sub_id, (_, price) in filled.items()},
     )
-    equity_points_fills(positions=rows, filled=filled)
+    points = equity_points_fills(positions=rows, filled=filled)
+    tally.tripped.update(drawdown_check(points=points))
 
 
 # --- intents --------------------------------------------------------------------------------

@@ -144,7 +144,7 @@ def equity_points_record(
     kind: str,
     times: Mapping[int, datetime],
     only_changed: bool = True,
-) -> int:
+) -> list[EquityPoint]:
     """Store each position's equity at ``times[subscription]``, in one INSERT for all.
 
     With ``only_changed``, a subscription whose equity and capital are those of its last point
@@ -152,7 +152,7 @@ def equity_points_record(
     so a chart has a value per day without a row per candle. Returns the points written.
     """
     if not positions:
-        return 0
+        return []
     ids = [p.subscription_id for p in positions]
     # A point that is always written needs only the capital: the last point's three
     # correlated lookups per subscription were most of a fill batch's equity cost.
@@ -166,7 +166,7 @@ def equity_points_record(
         if kept is not None:
             points.append(kept)
     bulk_insert(points)
-    return len(points)
+    return points
 
 
 def _capitals(ids: Sequence[int]) -> dict[int, Decimal]:
@@ -229,7 +229,7 @@ def _point(
 
 def equity_points_fills(
     *, positions: Sequence[Position], filled: Mapping[int, tuple[datetime, Decimal]]
-) -> int:
+) -> list[EquityPoint]:
     """Points for the subscriptions whose trades filled (subscription -> (fill time, price))."""
     rows = [p for p in positions if p.subscription_id in filled]
     times = {sub_id: at for sub_id, (at, _) in filled.items()}
@@ -254,7 +254,7 @@ def equity_points_daily(*, at: datetime) -> int:
         stored = {p.subscription_id: p for p in Position.objects.filter(subscription_id__in=chunk)}
         rows = [stored.get(pk) or Position(subscription_id=pk) for pk in chunk]
         times = dict.fromkeys(chunk, at)
-        written += equity_points_record(
-            positions=rows, kind=Kind.DAILY, times=times, only_changed=False
+        written += len(
+            equity_points_record(positions=rows, kind=Kind.DAILY, times=times, only_changed=False)
         )
     return written

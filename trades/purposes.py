@@ -1,11 +1,17 @@
 """What an order is for: one typed value, stored as its string, with the client order id it gives.
 
 An order intent is unique per (execution, subscription, purpose). The purposes are an entry, the
-exit of a trade, and the stop loss and take profit resting on the exchange for a trade. Code
-builds them with the constructors below and reads ``kind`` and ``trade_id``; nothing parses
-strings. The stored forms (``entry``, ``exit:<trade>``, ``stop:<trade>``, ``take:<trade>``)
-and the client order ids (``sf-<execution>-<subscription>-<code>``) are what orders already on
-the exchanges carry, so both keep their format.
+exit of a trade, the stop loss and take profit resting on the exchange for a trade, and the
+close of a trade asked outside the strategy (by hand, or by a protection: ``trades.closes``).
+Code builds them with the constructors below and reads ``kind`` and ``trade_id``; nothing
+parses strings. The stored forms (``entry``, ``exit:<trade>``, ``stop:<trade>``,
+``take:<trade>``, ``close:<trade>``) and the client order ids
+(``sf-<execution>-<subscription>-<code>``) are what orders already on the exchanges carry, so
+both keep their format.
+
+A close has no execution of its own: its intent belongs to the trade's entry execution, so
+(execution, subscription, ``close:<trade>``) is unique per trade and the constraint that
+fences every other order fences it too.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ class PurposeKind(StrEnum):
     EXIT = "exit"
     STOP = "stop"
     TAKE = "take"
+    CLOSE = "close"
 
 
 PROTECTIVE = (PurposeKind.STOP, PurposeKind.TAKE)
@@ -31,7 +38,10 @@ ID_CODES = {
     PurposeKind.EXIT: "x",
     PurposeKind.STOP: "s",
     PurposeKind.TAKE: "t",
+    PurposeKind.CLOSE: "c",
 }
+# The kinds that close a trade at market: the strategy's exit, and a close outside it.
+EXITS = (PurposeKind.EXIT, PurposeKind.CLOSE)
 EXIT_REASONS = {PurposeKind.STOP: "stop loss", PurposeKind.TAKE: "take profit"}
 
 
@@ -60,6 +70,10 @@ class OrderPurpose(str):
         return cls(PurposeKind.EXIT, trade_id)
 
     @classmethod
+    def close(cls, trade_id: int) -> OrderPurpose:
+        return cls(PurposeKind.CLOSE, trade_id)
+
+    @classmethod
     def protective(cls, kind: PurposeKind, trade_id: int) -> OrderPurpose:
         if kind not in PROTECTIVE:
             raise ValueError(f"{kind} is not a protective purpose")
@@ -79,6 +93,11 @@ class OrderPurpose(str):
     @property
     def is_protective(self) -> bool:
         return self.kind in PROTECTIVE
+
+    @property
+    def is_exit(self) -> bool:
+        """Closes its trade at market (an exit or a close), once its trade's claim is held."""
+        return self.kind in EXITS
 
     @property
     def exit_reason(self) -> str:

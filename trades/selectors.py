@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 from markets.symbols import symbol_quote
 from strategies.signals import Signal
 from subscriptions.models import EquityPoint, StrategySubscription
-from trades.models import Order, Position, Trade
+from trades.models import Order, Position, ProtectionTrip, Trade
 
 MARKET_STATUSES = (Trade.Status.OPEN, Trade.Status.CLOSED)
 
@@ -42,6 +42,12 @@ def trade_list_for_subscription(*, subscription: StrategySubscription) -> QueryS
 
 def order_list_for_subscription(*, subscription: StrategySubscription) -> QuerySet[Order]:
     return Order.objects.filter(subscription=subscription).order_by("-created_at", "-id")
+
+
+def protection_trips_for_subscription(
+    *, subscription: StrategySubscription
+) -> QuerySet[ProtectionTrip]:
+    return ProtectionTrip.objects.filter(subscription=subscription).order_by("-created_at", "-id")
 
 
 def position_get_for_subscription(*, subscription: StrategySubscription) -> Position | None:

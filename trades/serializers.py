@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from core.api import StrictFieldsMixin
 from markets.symbols import symbol_quote
-from trades.models import Order, Position, Trade
+from subscriptions.serializers import SubscriptionSerializer
+from trades.models import Order, Position, ProtectionTrip, Trade
 
 
 class QuoteCurrencyField(serializers.CharField):
@@ -90,7 +92,9 @@ class OrderSerializer(serializers.ModelSerializer):
         extra_kwargs = {
             "purpose": {
                 "help_text": "`entry`; `exit:<trade id>` for a trade's exit; `stop:<trade id>` "
-                "and `take:<trade id>` for its stop loss and take profit on the exchange."
+                "and `take:<trade id>` for its stop loss and take profit on the exchange; "
+                "`close:<trade id>` for its close outside the strategy (by hand, or by the "
+                "maximum drawdown)."
             },
             "side": {"help_text": "`buy` or `sell`."},
             "type": {
@@ -215,3 +219,64 @@ class EquityQuerySerializer(serializers.Serializer):
         if start and end and start > end:
             raise serializers.ValidationError({"end": "end must not be before start"})
         return attrs
+
+
+class ProtectionTripSerializer(serializers.ModelSerializer):
+    trade_id = serializers.IntegerField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = ProtectionTrip
+        fields = ("id", "protection", "action", "reason", "figures", "trade_id", "created_at")
+        read_only_fields = fields
+        extra_kwargs = {
+            "reason": {"help_text": "What tripped, with the figures, as written on the trade."},
+            "figures": {
+                "help_text": "The figures compared, as exact decimal strings (e.g. "
+                "`drawdown_pct`, `limit_pct`, `equity`, `peak`)."
+            },
+            "trade_id": {"help_text": "The entry it held back; null for a maximum drawdown."},
+        }
+
+
+class PositionCloseSerializer(serializers.Serializer):
+    """What a close by hand did: the trades it closed and those still open (with why)."""
+
+    subscription_id = serializers.IntegerField()
+    closed_trades = TradeSerializer(many=True, help_text="Closed by this request.")
+    open_trades = TradeSerializer(
+        many=True,
+        help_text="Still open after it, each with its `error`: a close held while a stop "
+        "resting on the exchange is in a state not known yet, refused by the exchange, or "
+        "whose answer was lost (the order sync finishes it), or another exit under way.",
+    )
+
+
+class SubscriptionCancelSerializer(SubscriptionSerializer):
+    """The cancelled subscription, and what became of its position."""
+
+    closed_trades = TradeSerializer(
+        many=True, read_only=True, help_text="Closed by this request (`close_positions=true`)."
+    )
+    open_trades = TradeSerializer(
+        many=True,
+        read_only=True,
+        help_text="Open after the cancel: the strategy's exits still close them (a cancelled "
+        "subscription gets no entries, but its exits); a close asked that could not complete "
+        "says why in `error`.",
+    )
+
+    class Meta(SubscriptionSerializer.Meta):
+        fields = (*SubscriptionSerializer.Meta.fields, "closed_trades", "open_trades")
+        read_only_fields = fields
+
+
+class CancelQuerySerializer(serializers.Serializer):
+    close_positions = serializers.BooleanField(
+        default=False,
+        help_text="Also close the open position now, at market (`true`), or leave it to the "
+        "strategy's exits (`false`, the default).",
+    )
+
+
+class CancelBodySerializer(StrictFieldsMixin, CancelQuerySerializer):
+    """The same choice in a JSON body, for clients that send one with a DELETE."""

@@ -7,12 +7,14 @@ machinery that makes them exactly-once); only the broker call differs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -22,11 +24,12 @@ from strategies.models import StrategyExecution
 from strategies.selectors import execution_signal_age_s
 from strategies.signals import InvalidSignal, Signal, SignalType, signal_check_levels
 from subscriptions.models import EquityPoint, StrategySubscription
-from trades.brokers import OrderRequest, OrderResult, OrderStatus
+from trades.brokers import OrderRequest, OrderResult, OrderStatus, paper_broker
 from trades.brokers.base import CredentialFailure
 from trades.brokers.live import live_last_price
 from trades.bulk import bulk_insert, bulk_write
-from trades.models import Order, Trade
+from trades.guards import EntryGuards, Tripped, drawdown_check, entry_guards_load, trips_record
+from trades.models import Order, Position, Trade
 from trades.orders import (
     Fills,
     Leg,
@@ -133,24 +136,55 @@ def _entry_request(ctx: _EntryContext, sub: StrategySubscription, trade: Trade) 
     )
 
 
+Venue = tuple[str, bool]  # (exchange, sandbox)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """What an entry batch read once for all its subscribers."""
+
+    holding: set[int]  # subscriptions holding the signal's side already
+    moved: dict[Venue, str]  # venues whose market left the price band
+    prices: dict[Venue, Decimal | None]  # each venue's last price, when it was needed
+    guards: EntryGuards  # the followers' protections
+
+
 def _entry_prepare(
-    ctx: _EntryContext,
-    sub: StrategySubscription,
-    trade: Trade,
-    *,
-    holding: set[int],
-    moved: dict[tuple[str, bool], str],
-) -> tuple[str, OrderRequest | None]:
-    """The order to send for this subscriber, or the reason none is sent."""
-    reason = _skip_reason(ctx, sub, trade, holding=holding, moved=moved)
+    ctx: _EntryContext, sub: StrategySubscription, trade: Trade, batch: _Batch
+) -> tuple[str, OrderRequest | None, Tripped | None]:
+    """The order to send for this subscriber, or the reason none is sent (and the follower's
+    protection that held it back, if one did)."""
+    reason = _skip_reason(ctx, sub, trade, holding=batch.holding, moved=batch.moved)
     if reason:
-        return reason, None
+        return reason, None, None
+    tripped = batch.guards.before_sizing(sub)
+    if tripped:
+        return tripped.reason, None, tripped
     try:
         # Recorded numbers must fit their columns: skipped here, never a failed write later.
         request = _entry_request(ctx, sub, trade)
     except PositionUnfit as exc:
-        return str(exc), None
-    return "", request
+        return str(exc), None, None
+    tripped, request = batch.guards.order(
+        sub, request, market=_fill_estimate(sub, request, batch.prices)
+    )
+    if tripped:
+        return tripped.reason, None, tripped
+    return "", request, None
+
+
+def _fill_estimate(
+    sub: StrategySubscription, request: OrderRequest, prices: dict[Venue, Decimal | None]
+) -> Decimal | None:
+    """Where the entry would fill now, for a slippage cap: the venue's last price live, the
+    paper fill (the close and the platform's slippage) on paper."""
+    if sub.slippage_cap_bps is None:
+        return None
+    if sub.mode != StrategySubscription.Mode.LIVE:
+        return paper_broker().fill_price(request)
+    if sub.credential is None:
+        return None
+    return prices.get((sub.credential.exchange, sub.credential.is_sandbox))
 
 
 def _skip_reason(
@@ -175,21 +209,28 @@ def _skip_reason(
     return ""
 
 
-def _price_band(
+def _venue_prices(
     ctx: _EntryContext, subs: Iterable[StrategySubscription]
-) -> dict[tuple[str, bool], str]:
-    """Skip reasons per (exchange, sandbox) whose market moved beyond the band since the close."""
-    reference = ctx.price
+) -> dict[Venue, Decimal | None]:
+    """The last price of each (exchange, sandbox) the live subscribers trade on: one request
+    per venue, whatever the number of subscribers."""
     venues = {
         (s.credential.exchange, s.credential.is_sandbox)
         for s in subs
         if s.mode == StrategySubscription.Mode.LIVE and s.credential is not None
     }
+    symbol = ctx.execution.strategy.symbol
+    return {
+        (exchange, sandbox): live_last_price(exchange=exchange, sandbox=sandbox, symbol=symbol)
+        for exchange, sandbox in venues
+    }
+
+
+def _price_band(ctx: _EntryContext, prices: dict[Venue, Decimal | None]) -> dict[Venue, str]:
+    """Skip reasons per (exchange, sandbox) whose market moved beyond the band since the close."""
+    reference = ctx.price
     moved = {}
-    for exchange, sandbox in venues:
-        last = live_last_price(
-            exchange=exchange, sandbox=sandbox, symbol=ctx.execution.strategy.symbol
-        )
+    for (exchange, sandbox), last in prices.items():
         if last is None or reference <= 0:
             continue  # no price to compare: the exchange's own checks still apply
         change = abs(last - reference) / reference
@@ -218,14 +259,15 @@ def _enter(ctx: _EntryContext, subs: Sequence[StrategySubscription], tally: Tall
         .exclude(execution=ctx.execution)
         .values_list("subscription_id", flat=True)
     )
-    moved = _price_band(ctx, pending) if ctx.fresh_only else {}
+    batch = _entry_batch(ctx, pending, holding)
     skipped: list[Trade] = []
+    trips: list[tuple[StrategySubscription, Trade, Tripped]] = []
     specs: list[tuple[Trade, OrderPurpose, OrderRequest]] = []
     now = timezone.now()
     for sub in pending:
         trade = trades[sub.pk]
         try:
-            reason, request = _entry_prepare(ctx, sub, trade, holding=holding, moved=moved)
+            reason, request, tripped = _entry_prepare(ctx, sub, trade, batch)
         except Exception as exc:  # one subscriber's bad data stops nobody else
             logger.exception("entry preparation failed for subscription %s", sub.pk)
             trade.status, trade.error = Trade.Status.FAILED, f"{type(exc).__name__}: {exc}"
@@ -236,12 +278,12 @@ def _enter(ctx: _EntryContext, subs: Sequence[StrategySubscription], tally: Tall
         if reason:
             trade.status, trade.error, trade.updated_at = Trade.Status.SKIPPED, reason, now
             skipped.append(trade)
+            if tripped is not None:
+                trips.append((sub, trade, tripped))
         else:
             assert request is not None
             specs.append((trade, OrderPurpose.entry(), request))
-    if skipped:
-        still = _still_pending(skipped)
-        bulk_write([t for t in skipped if t.pk in still], ["status", "error", "updated_at"])
+    _skips_record(skipped, trips)
     intents = order_intents(ctx.execution, specs)
     by_sub = {s.pk: s for s in pending}
     legs = []
@@ -252,6 +294,35 @@ def _enter(ctx: _EntryContext, subs: Sequence[StrategySubscription], tally: Tall
         )
     orders_settle(legs, tally, symbol=ctx.execution.strategy.symbol)
     protective_place(trade_ids=[leg.trade.pk for leg in legs], tally=tally)
+
+
+def _entry_batch(
+    ctx: _EntryContext, pending: Sequence[StrategySubscription], holding: set[int]
+) -> _Batch:
+    """The reads the batch's checks share: venue prices (for the price band of fresh signals
+    and the live slippage caps), and the history its followers' protections need."""
+    capped = any(
+        s.slippage_cap_bps is not None and s.mode == StrategySubscription.Mode.LIVE for s in pending
+    )
+    prices = _venue_prices(ctx, pending) if ctx.fresh_only or capped else {}
+    return _Batch(
+        holding=holding,
+        moved=_price_band(ctx, prices) if ctx.fresh_only else {},
+        prices=prices,
+        guards=entry_guards_load(subs=pending, execution_id=ctx.execution.pk, at=ctx.time),
+    )
+
+
+def _skips_record(
+    skipped: Sequence[Trade], trips: Sequence[tuple[StrategySubscription, Trade, Tripped]]
+) -> None:
+    """Write the skips still pending, and the protections' trips among them, together."""
+    if not skipped:
+        return
+    still = _still_pending(skipped)
+    with transaction.atomic():
+        bulk_write([t for t in skipped if t.pk in still], ["status", "error", "updated_at"])
+        trips_record(trips=[trip for trip in trips if trip[1].pk in still])
 
 
 def _still_pending(trades: Sequence[Trade]) -> set[int]:
@@ -277,15 +348,17 @@ def _exit(
         return
     ids = [t.pk for t in trades]
     # The exit claim comes first: a protective placement racing this exit either sees it and
-    # stands down, or placed its orders before, and the release below sees them.
+    # stands down, or placed its orders before, and the release below sees them. A trade is
+    # never exited by the execution that entered it: that claim is a close's (trades_close).
     Trade.objects.filter(pk__in=ids, status=Trade.Status.OPEN).filter(
         Q(exit_execution__isnull=True) | Q(exit_execution=execution)
-    ).update(exit_execution=execution)
+    ).exclude(execution=execution).update(exit_execution=execution)
     # Stops resting on the exchange are cancelled next: a trade whose stop filled meanwhile is
     # closed (no second exit); one whose stop is in a state not known yet gets its exit held.
     waiting = protective_release(trade_ids=ids, tally=tally)
     claimed = list(
         Trade.objects.filter(pk__in=ids, status=Trade.Status.OPEN, exit_execution=execution)
+        .exclude(execution=execution)
         .select_related("subscription__credential")
         .order_by("pk")
     )
@@ -327,6 +400,8 @@ def _exit(
 
 
 EXIT_HELD = "held: protective order state unknown; sent once it is known cancelled"
+MANUAL_CLOSE = "closed by hand"
+DRAWDOWN_CLOSE = "max drawdown"
 
 
 def _exits_hold(legs: Sequence[Leg]) -> None:
@@ -346,6 +421,136 @@ def _exits_hold(legs: Sequence[Leg]) -> None:
         error=f"exit {EXIT_HELD}", updated_at=now
     )
     logger.warning("exit held for trades %s", [leg.trade.pk for leg in legs])
+
+
+# --- closes outside the strategy ------------------------------------------------------------
+def trades_close(
+    *,
+    trades: Sequence[Trade],
+    reason: str,
+    tally: Tally,
+    times: Mapping[int, datetime] | None = None,
+) -> None:
+    """Close these open trades at market now, outside the strategy (by hand, or for a
+    protection), each under its own intent ``close:<trade>``; ``times``: the time each
+    subscription's close is dated (a paper fill's), now by default.
+
+    A close has no execution of its own: its intent belongs to the trade's entry execution,
+    so the constraint every order is fenced by, unique per (execution, subscription,
+    purpose), is unique per trade here. A repeated or concurrent close finds that intent and
+    its claim, and sends nothing twice. The trade's exit claim is held by its entry execution
+    too, which ``_exit`` never claims with: a close and a strategy exit never both hold one
+    trade; the first to claim it closes it, the other stands aside.
+    """
+    ids = [t.pk for t in trades]
+    if not ids:
+        return
+    own = Q(exit_execution=F("execution"))
+    Trade.objects.filter(pk__in=ids, status=Trade.Status.OPEN).filter(
+        Q(exit_execution__isnull=True) | own
+    ).update(exit_execution=F("execution"))
+    waiting = protective_release(trade_ids=ids, tally=tally)  # stops resting live go first
+    claimed = list(
+        Trade.objects.filter(own, pk__in=ids, status=Trade.Status.OPEN)
+        .select_related("subscription__credential", "execution__strategy")
+        .order_by("pk")
+    )
+    legs = _close_legs(claimed, reason, times or {}, waiting=waiting)
+    _exits_hold([leg for leg in legs if leg.trade.pk in waiting])
+    by_symbol: dict[str, list[Leg]] = defaultdict(list)
+    for leg in legs:
+        if leg.trade.pk not in waiting:
+            by_symbol[leg.trade.symbol].append(leg)
+    for symbol, go in by_symbol.items():
+        orders_settle(go, tally, symbol=symbol)
+
+
+def _close_legs(
+    trades: Sequence[Trade], reason: str, times: Mapping[int, datetime], *, waiting: set[int]
+) -> list[Leg]:
+    """The intents of these claimed trades' closes (one query pair per entry execution);
+    ``waiting``: the trades whose close must be held until their stops are known."""
+    if not trades:
+        return []
+    now = timezone.now()
+    # Paper closes fill at the last price each position was valued at (its last close).
+    marks = dict(
+        Position.objects.filter(
+            subscription_id__in={t.subscription_id for t in trades}
+        ).values_list("subscription_id", "mark_price")
+    )
+    groups: dict[int, list[tuple[Trade, OrderPurpose, OrderRequest]]] = defaultdict(list)
+    for trade in trades:
+        purpose = OrderPurpose.close(trade.pk)
+        cid = purpose.client_order_id(
+            execution_id=trade.execution_id, subscription_id=trade.subscription_id
+        )
+        trade.exit_client_order_id = cid
+        trade.metadata = {**trade.metadata, "exit_reason": reason}
+        reference = marks.get(trade.subscription_id) or trade.entry_price
+        assert reference is not None  # an open trade has its entry price
+        request = OrderRequest(
+            symbol=trade.symbol,
+            side=exit_side(trade.side),
+            quantity=trade.quantity,
+            client_order_id=cid,
+            reference_price=reference,
+            reference_time=times.get(trade.subscription_id) or now,
+            reduce_only=True,
+        )
+        groups[trade.execution_id].append((trade, purpose, request))
+    bulk_write(list(trades), ["exit_client_order_id", "metadata"])
+    legs = []
+    for specs in groups.values():
+        intents = order_intents(specs[0][0].execution, specs)
+        _closes_rearm(
+            [intents[(t.subscription_id, p)] for t, p, _ in specs],
+            held={t.pk for t, _, _ in specs if t.pk in waiting},
+        )
+        for trade, purpose, request in specs:
+            order = intents[(trade.subscription_id, purpose)]
+            leg = Leg(trade.subscription, trade, order, request_from_intent(order, request))
+            leg.exit_reason = reason
+            legs.append(leg)
+    return legs
+
+
+def _closes_rearm(orders: Sequence[Order], *, held: set[int]) -> None:
+    """A close the exchange refused, or that was never sent, can be asked again: its intent
+    goes back to pending (held, for the trades in ``held``, like any exit whose stops are in
+    a state not known yet). It is known not to be on the exchange (a refused order is not
+    kept there), and it is looked up by its client order id before it is resent: a trade has
+    one close intent and at most one close order on the exchange."""
+    final = (Order.Status.REJECTED, Order.Status.SKIPPED)
+    now = timezone.now()
+    for status, group in (
+        (Order.Status.HELD, [o for o in orders if o.status in final and o.trade_id in held]),
+        (Order.Status.PENDING, [o for o in orders if o.status in final and o.trade_id not in held]),
+    ):
+        if not group:
+            continue
+        Order.objects.filter(pk__in=[o.pk for o in group], status__in=final).update(
+            status=status, error="", closed_at=None, updated_at=now
+        )
+        for order in group:
+            order.status, order.error, order.closed_at = status, "", None
+
+
+def positions_close(*, trades: Sequence[Trade], reason: str) -> Tally:
+    """Close these open trades now, as one batch of its own (a close by hand, an operator's)."""
+    tally = Tally()
+    trades_close(trades=trades, reason=reason, tally=tally)
+    _close_tripped(tally)  # realizing a loss may trip the follower's maximum drawdown
+    return tally
+
+
+def _close_tripped(tally: Tally) -> None:
+    """Close the positions of the subscriptions whose maximum drawdown tripped in this batch
+    (their followers asked for it), now that the batch has recorded its own orders."""
+    while tally.tripped:
+        tripped, tally.tripped = tally.tripped, {}
+        trades = Trade.objects.filter(subscription_id__in=list(tripped), status=Trade.Status.OPEN)
+        trades_close(trades=list(trades), reason=DRAWDOWN_CLOSE, tally=tally, times=tripped)
 
 
 # --- the fan-out ----------------------------------------------------------------------------
@@ -369,6 +574,7 @@ def fanout_process(*, execution_id: int, subscription_ids: list[int]) -> FanoutO
                 subscription__in=subs, status=Trade.Status.OPEN, side=EXIT_SIDE[signal.type]
             ).select_related("subscription__credential")
             _exit(execution, list(held), reason=EXIT_SIGNAL, tally=tally)
+        _close_tripped(tally)
     except TRANSIENT:
         raise  # the task retries; every step above is idempotent
     except Exception as exc:  # a bug: leave its trace on the trades, let the others go on
@@ -414,7 +620,9 @@ def _record_batch_failure(
     )
     Trade.objects.filter(
         subscription_id__in=subscription_ids, exit_execution=execution, status=Trade.Status.OPEN
-    ).exclude(pk__in=sent).update(exit_execution=None, error=reason)
+    ).exclude(pk__in=sent).exclude(execution=execution).update(  # a close's claim: not ours
+        exit_execution=None, error=reason
+    )
     return failed
 
 
@@ -465,13 +673,15 @@ def trades_check_stops(
         reasons={pk: hit.reason for pk, hit in hits.items()},
         prices={pk: hit.price for pk, hit in hits.items()},
     )
-    _mark_positions(execution)
+    _mark_positions(execution, tally)
+    _close_tripped(tally)
     _join_now(execution, tally)
     return tally.closed
 
 
-def _mark_positions(execution: StrategyExecution) -> None:
-    """Value the holders' positions at the close and store the equity of those it changed."""
+def _mark_positions(execution: StrategyExecution, tally: Tally) -> None:
+    """Value the holders' positions at the close, store the equity of those it changed, and
+    check it against their maximum drawdown."""
     if execution.close_price is None:
         return
     holders = set(
@@ -484,11 +694,12 @@ def _mark_positions(execution: StrategyExecution) -> None:
         symbol=execution.strategy.symbol,
         mark_price=execution.close_price,
     )
-    equity_points_record(
+    points = equity_points_record(
         positions=rows,
         kind=EquityPoint.Kind.CLOSE,
         times=dict.fromkeys(holders, execution.interval_end),
     )
+    tally.tripped.update(drawdown_check(points=points))
 
 
 def _join_now(execution: StrategyExecution, tally: Tally) -> None:
@@ -553,7 +764,9 @@ def orders_sync_open(*, limit: int = 500) -> int:
     """
     tally = Tally()
     synced = _sync_open(tally, limit=limit)
-    return synced + _exits_release(tally, limit=limit)
+    released = _exits_release(tally, limit=limit)
+    _close_tripped(tally)
+    return synced + released
 
 
 def _sync_open(tally: Tally, *, limit: int) -> int:
@@ -601,7 +814,7 @@ def _sync_open(tally: Tally, *, limit: int) -> int:
         status=Trade.Status.CLOSED,
     ).values_list("pk", flat=True)
     protective_release(trade_ids=list(stopped), tally=tally)
-    _refresh_positions(legs, filled)
+    _refresh_positions(legs, filled, tally)
     return len(found) + len(resend)
 
 
@@ -647,7 +860,7 @@ def _exits_release(tally: Tally, *, limit: int) -> int:
             go.append(leg_for(order))
     _exits_skip(skip)
     filled = orders_record(orders_send(go), tally)
-    _refresh_positions([leg_for(order) for order in held], filled)
+    _refresh_positions([leg_for(order) for order in held], filled, tally)
     return len(go) + len(skip)
 
 
@@ -661,14 +874,14 @@ def _exits_skip(reasons: dict[int, str]) -> None:
         ).update(status=Order.Status.SKIPPED, error=reason, closed_at=now, updated_at=now)
 
 
-def _refresh_positions(legs: Sequence[Leg], filled: Fills) -> None:
+def _refresh_positions(legs: Sequence[Leg], filled: Fills, tally: Tally) -> None:
     """The sync spans strategies: refresh each symbol's subscribers with their own symbol."""
     by_symbol: dict[str, set[int]] = {}
     for leg in legs:
         by_symbol.setdefault(leg.trade.symbol, set()).add(leg.subscription.pk)
     for symbol, subscription_ids in by_symbol.items():
         mine = {k: v for k, v in filled.items() if k in subscription_ids}
-        positions_settle(subscription_ids=subscription_ids, symbol=symbol, filled=mine)
+        positions_settle(subscription_ids=subscription_ids, symbol=symbol, filled=mine, tally=tally)
 
 
 def _resend(legs: Sequence[Leg], tally: Tally) -> Fills:
@@ -715,5 +928,6 @@ def orders_cancel_stale(*, limit: int = 500) -> int:
     done = legs_cancel(legs)
     tally = Tally()
     filled = orders_record(orders_reclaim(done), tally)
-    _refresh_positions(legs, filled)
+    _refresh_positions(legs, filled, tally)
+    _close_tripped(tally)
     return len(done)

@@ -6,6 +6,19 @@ from trades import views
 
 urlpatterns = [
     path(
+        "subscriptions/<int:pk>", views.SubscriptionDetailView.as_view(), name="subscription-detail"
+    ),
+    path(
+        "subscriptions/<int:pk>/close",
+        views.SubscriptionCloseView.as_view(),
+        name="subscription-close",
+    ),
+    path(
+        "subscriptions/<int:pk>/protection-trips",
+        views.SubscriptionProtectionTripListView.as_view(),
+        name="subscription-protection-trips",
+    ),
+    path(
         "subscriptions/<int:pk>/stats",
         views.SubscriptionStatsView.as_view(),
         name="subscription-stats",

@@ -13,27 +13,137 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import FilesAsTheyAre, authenticated_user, error_responses, query_data
+from core.api import (
+    Conflict,
+    FilesAsTheyAre,
+    authenticated_user,
+    error_responses,
+    query_data,
+)
 from core.time_utils import resolution_to_timedelta
 from subscriptions.models import StrategySubscription
 from subscriptions.selectors import subscription_get_for_user
+from subscriptions.serializers import SubscriptionSerializer
+from subscriptions.views import SubscriptionDetailView as SubscriptionReadChangeView
 from trades.charts import ImageFormat, equity_chart
 from trades.filters import OrderFilter, TradeFilter
-from trades.models import Order, Trade
+from trades.manual import (
+    CloseOutcome,
+    NothingToClose,
+    subscription_cancel_and_close,
+    subscription_close_now,
+)
+from trades.models import Order, ProtectionTrip, Trade
 from trades.selectors import (
     equity_series,
     order_list_for_subscription,
+    protection_trips_for_subscription,
     subscription_currency,
     subscription_stats,
     trade_list_for_subscription,
 )
 from trades.serializers import (
+    CancelBodySerializer,
+    CancelQuerySerializer,
     EquityQuerySerializer,
     EquitySeriesSerializer,
     OrderSerializer,
+    PositionCloseSerializer,
+    ProtectionTripSerializer,
+    SubscriptionCancelSerializer,
     SubscriptionStatsSerializer,
     TradeSerializer,
 )
+
+TAGS = ["subscriptions"]
+
+
+def _outcome(outcome: CloseOutcome) -> dict[str, Any]:
+    return {
+        "closed_trades": TradeSerializer(outcome.closed, many=True).data,
+        "open_trades": TradeSerializer(outcome.still_open, many=True).data,
+    }
+
+
+def _close_positions_choice(request: Request) -> bool:
+    """``close_positions`` from a JSON body when one is sent, else from the query string."""
+    if request.data:
+        body = CancelBodySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return bool(body.validated_data["close_positions"])
+    query = CancelQuerySerializer(data=query_data(request))
+    query.is_valid(raise_exception=True)
+    return bool(query.validated_data["close_positions"])
+
+
+class SubscriptionDetailView(SubscriptionReadChangeView):
+    """A subscription: read and change it (``subscriptions.views``), cancel it here."""
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Cancel the subscription, and close its position if asked",
+        description="The subscription is kept, with status `cancelled`: no entries from now "
+        'on. `close_positions=true` (in the query string, or as `{"close_positions": true}` '
+        "in a JSON body) also closes its open position now, at market, through the same "
+        "exactly-once order path as every order. Without it, an open position stays open "
+        "until the strategy exits it; either way the answer lists the trades still open.",
+        parameters=[CancelQuerySerializer],
+        responses={200: SubscriptionCancelSerializer, **error_responses(400, 401, 404)},
+    )
+    def delete(self, request: Request, pk: int) -> Response:
+        subscription = subscription_get_for_user(
+            user=authenticated_user(request), subscription_id=pk
+        )
+        close = _close_positions_choice(request)
+        cancelled, outcome = subscription_cancel_and_close(
+            subscription=subscription, close_positions=close
+        )
+        return Response({**SubscriptionSerializer(cancelled).data, **_outcome(outcome)})
+
+
+class SubscriptionCloseView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        summary="Close the open position now, at market",
+        description="Paper and live alike, under the trade's own close order (client order id "
+        "`sf-<entry execution>-<subscription>-c<trade>`): a repeated request never sends a "
+        "second order. A live close waits for the exchange; one whose answer is lost is "
+        "finished by the order sync and listed in `open_trades` until then. The subscription "
+        "keeps its status (pause or cancel it to stop new entries). 409 when nothing is open.",
+        request=None,
+        responses={200: PositionCloseSerializer, **error_responses(401, 404, 409)},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        subscription = subscription_get_for_user(
+            user=authenticated_user(request), subscription_id=pk
+        )
+        try:
+            outcome = subscription_close_now(subscription=subscription)
+        except NothingToClose as exc:
+            raise Conflict(str(exc)) from exc
+        return Response({"subscription_id": subscription.pk, **_outcome(outcome)})
+
+
+class SubscriptionProtectionTripListView(generics.ListAPIView):
+    serializer_class = ProtectionTripSerializer
+
+    def get_queryset(self) -> QuerySet[ProtectionTrip]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no request user
+            return ProtectionTrip.objects.none()
+        subscription = subscription_get_for_user(
+            user=authenticated_user(self.request), subscription_id=self.kwargs["pk"]
+        )
+        return protection_trips_for_subscription(subscription=subscription)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="When the subscription's protections tripped",
+        description="Newest first: each entry a protection held back (the reason is on the "
+        "trade too) and each pause of the maximum drawdown, with the figures compared.",
+        responses={200: ProtectionTripSerializer(many=True), **error_responses(400, 401, 404)},
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
 
 
 class SubscriptionTradeListView(generics.ListAPIView):

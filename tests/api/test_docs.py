@@ -30,6 +30,8 @@ OPERATIONS = {
     "/api/strategies/subscriptions/{id}/equity.svg": {"get"},
     "/api/strategies/subscriptions/{id}/trades": {"get"},
     "/api/strategies/subscriptions/{id}/orders": {"get"},
+    "/api/strategies/subscriptions/{id}/close": {"post"},
+    "/api/strategies/subscriptions/{id}/protection-trips": {"get"},
     "/api/credentials": {"get", "post"},
     "/api/credentials/{id}": {"delete"},
     "/api/backtests": {"get", "post"},
@@ -61,7 +63,7 @@ def test_schema_is_valid_openapi_3_and_lists_exactly_the_fixed_endpoints(schema)
     assert schema["openapi"].startswith("3.")
     found = {p: {m for m in item if m in HTTP_METHODS} for p, item in schema["paths"].items()}
     assert found == OPERATIONS
-    assert sum(len(methods) for methods in found.values()) == 31
+    assert sum(len(methods) for methods in found.values()) == 33
 
 
 @pytest.mark.django_db

@@ -26,7 +26,7 @@ from tests.api.helpers import (
 )
 from tests.api.test_docs import OPERATIONS
 from tests.factories import BacktestFactory, StrategyFactory, subscribe
-from trades.models import Order, Position, Trade
+from trades.models import Order, Position, ProtectionTrip, Trade
 
 MISSING = 987_654_321
 NOT_FOUND = {"detail": "Not found.", "code": "not_found", "errors": {}}
@@ -44,6 +44,8 @@ REFUSED = [
     ("get", "/api/strategies/subscriptions/{subscription}", None, 404),
     ("put", "/api/strategies/subscriptions/{subscription}", {"capital": "1"}, 404),
     ("delete", "/api/strategies/subscriptions/{subscription}", None, 404),
+    ("delete", "/api/strategies/subscriptions/{subscription}?close_positions=true", None, 404),
+    ("delete", "/api/strategies/subscriptions/{subscription}", {"close_positions": True}, 404),
     ("post", "/api/strategies/subscriptions/{subscription}/pause", None, 404),
     ("post", "/api/strategies/subscriptions/{paused}/resume", None, 404),
     ("get", "/api/strategies/subscriptions/{subscription}/stats", None, 404),
@@ -52,6 +54,8 @@ REFUSED = [
     ("get", "/api/strategies/subscriptions/{subscription}/equity.svg", None, 404),
     ("get", "/api/strategies/subscriptions/{subscription}/trades", None, 404),
     ("get", "/api/strategies/subscriptions/{subscription}/orders", None, 404),
+    ("post", "/api/strategies/subscriptions/{subscription}/close", None, 404),
+    ("get", "/api/strategies/subscriptions/{subscription}/protection-trips", None, 404),
     ("delete", "/api/credentials/{credential}", None, 404),
     # in use by a live subscription: still 404, a 409 would reveal it exists and is used
     ("delete", "/api/credentials/{used_credential}", None, 404),
@@ -73,7 +77,11 @@ def owner_world(them):
         make_execution(strategy, status="failed", error="secret stack trace")
     subscription = subscribe(public, user=them)
     make_order(make_trade(subscription, pnl="7"))
+    make_order(make_trade(subscription, status="open", pnl=None))  # a position to close
     make_position(subscription)
+    ProtectionTrip.objects.create(
+        subscription=subscription, protection="cooldown", action="entry_skipped", reason="cool"
+    )
     paused = subscribe(StrategyFactory(owner=them, is_public=True), user=them)
     subscription_pause(subscription=paused)
     used_credential = make_credential(them, label="used")
@@ -106,6 +114,7 @@ def snapshot() -> dict[str, list[dict]]:
         Trade,
         Order,
         Position,
+        ProtectionTrip,
         Backtest,
     )
     return {m.__name__: list(m.objects.order_by("pk").values()) for m in models}
@@ -187,6 +196,7 @@ def test_the_table_tries_every_endpoint_that_takes_an_id():
 
 
 def _as_schema_path(template: str) -> str:
+    template = template.split("?")[0]
     names = ("private", "public", "subscription", "paused", "credential", "used_credential")
     for name in (*names, "backtest"):
         template = template.replace("{" + name + "}", "{id}")

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from strategies.models import Strategy
-from subscriptions.models import EquityPoint, StrategySubscription
+from subscriptions.models import PROTECTION_FIELDS, EquityPoint, StrategySubscription
 from subscriptions.services import strategy_retire, subscription_cancel, subscription_pause
 from tests.api.helpers import (
     field_errors,
@@ -31,6 +31,7 @@ SUBSCRIPTION_FIELDS = {
     "join_policy",
     "entry_order_type",
     "margin_mode",
+    *PROTECTION_FIELDS,
     "status",
     "status_reason",
     "realized_pnl",

@@ -1,4 +1,5 @@
-"""Trades (and orders and positions, when present) in the admin: readable, never editable."""
+"""Trades (and orders and positions, when present) in the admin: readable, never editable;
+the subscription admin's actions on positions and its protections."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from decimal import Decimal
 
 import pytest
 
-from tests.api.helpers import admin_url, make_trade
+from subscriptions.models import StrategySubscription
+from tests.api.helpers import admin_form_data, admin_url, make_position, make_trade
 from tests.factories import StrategyFactory, subscribe
-from trades.models import Order, Position, Trade
+from trades.models import Order, Position, ProtectionTrip, Trade
 
 
 @pytest.fixture
@@ -70,3 +72,63 @@ def test_orders_and_positions_are_read_only(admin_client, failed_trade):
         assert admin_client.get(admin_url(model, "change", obj.pk)).status_code == 200
         assert admin_client.post(admin_url(model, "change", obj.pk), {}).status_code == 403
         assert admin_client.get(admin_url(model, "add")).status_code == 403
+
+
+@pytest.mark.django_db
+def test_operators_close_positions_now_or_cancel_and_close_through_the_services(admin_client):
+    # given two paper subscriptions holding a position, one with a protection that tripped
+    holders = []
+    for _ in range(2):
+        subscription = subscribe(StrategyFactory())
+        trade = make_trade(subscription, status="open", pnl=None)
+        make_position(subscription, mark_price=Decimal("0.06"))
+        holders.append((subscription, trade))
+    (closing, closing_trade), (cancelling, cancelling_trade) = holders
+    ProtectionTrip.objects.create(
+        subscription=closing,
+        protection="max_drawdown",
+        action="paused",
+        reason="max drawdown 12.3% ≥ 10%",
+    )
+    changelist = admin_url(StrategySubscription, "changelist")
+
+    # when an operator closes the first one's position now, and cancels the second with it
+    closed = admin_client.post(
+        changelist,
+        {"action": "close_positions_now", "_selected_action": [closing.pk]},
+        follow=True,
+    )
+    cancelled = admin_client.post(
+        changelist,
+        {"action": "cancel_and_close", "_selected_action": [cancelling.pk]},
+        follow=True,
+    )
+
+    # then each went through the close machinery, and the pages say what they did
+    assert "1 trade(s) closed" in closed.content.decode()
+    assert "cancelled, 1 trade(s) closed" in cancelled.content.decode()
+    for trade in (closing_trade, cancelling_trade):
+        trade.refresh_from_db()
+        assert trade.status == "closed" and trade.metadata["exit_reason"] == "closed by hand"
+        assert Order.objects.get(trade=trade).purpose == f"close:{trade.pk}"
+    statuses = StrategySubscription.objects.in_bulk([closing.pk, cancelling.pk])
+    assert (statuses[closing.pk].status, statuses[cancelling.pk].status) == ("active", "cancelled")
+    # and the subscription's page shows its protections and their trips
+    page = admin_client.get(admin_url(StrategySubscription, "change", closing.pk)).content
+    assert "Protections" in page.decode() and "max drawdown 12.3% ≥ 10%" in page.decode()
+
+
+@pytest.mark.django_db
+def test_protections_are_edited_in_the_admin_with_the_api_rules(admin_client):
+    subscription = subscribe(StrategyFactory())
+    url = admin_url(StrategySubscription, "change", subscription.pk)
+    page = admin_client.get(url)
+    # a cooldown without its duration is refused, nothing changes
+    bad = admin_client.post(url, admin_form_data(page, cooldown_after_losses="3"))
+    assert bad.status_code == 200
+    assert "cooldown_minutes" in bad.context["adminform"].form.errors
+    # a maximum drawdown is saved through the service, its peak started at the equity
+    good = admin_client.post(url, admin_form_data(page, max_drawdown_pct="12.5"))
+    assert good.status_code == 302
+    fresh = StrategySubscription.objects.get(pk=subscription.pk)
+    assert fresh.max_drawdown_pct == Decimal("12.5") and fresh.equity_peak == Decimal("1000")

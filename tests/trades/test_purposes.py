@@ -16,6 +16,7 @@ CASES = [
     (OrderPurpose.exit(12), "exit:12", "sf-7-9-x12"),
     (OrderPurpose.protective(PurposeKind.STOP, 12), "stop:12", "sf-7-9-s12"),
     (OrderPurpose.protective(PurposeKind.TAKE, 12), "take:12", "sf-7-9-t12"),
+    (OrderPurpose.close(12), "close:12", "sf-7-9-c12"),
 ]
 
 
@@ -46,7 +47,7 @@ def test_protective_purposes_name_their_exit_reason():
     assert not OrderPurpose.exit(3).is_protective
 
 
-@pytest.mark.parametrize("stored", ["", "exit", "entry:3", "stop:x", "close:3", "stop:3:4"])
+@pytest.mark.parametrize("stored", ["", "exit", "entry:3", "stop:x", "shut:3", "stop:3:4"])
 def test_strings_that_are_no_purpose_are_refused(stored):
     # given a string that no constructor makes
     # when it is parsed
