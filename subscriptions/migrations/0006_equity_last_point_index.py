@@ -4,14 +4,13 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('subscriptions', '0004_equity_points'),
+        ("subscriptions", "0005_follower_protections"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='equitypoint',
-            index=models.Index(fields=['subscription', 'id'], name='equity_sub_id'),
+            model_name="equitypoint",
+            index=models.Index(fields=["subscription", "id"], name="equity_sub_id"),
         ),
     ]
