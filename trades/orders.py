@@ -381,10 +381,15 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> Fills:
                     exits.append(leg.trade)
                 continue
             if purpose.kind == PurposeKind.ENTRY:
+                before = (leg.trade.quantity, leg.trade.entry_fee)
                 if _apply_to_entry(leg.trade, leg.result, now):
                     tally.opened += 1
                     _emit_filled(leg)
                     _note_fill(filled, leg.trade, exit=False)
+                elif leg.result.has_fill and before != (leg.trade.quantity, leg.trade.entry_fee):
+                    # More of an open entry filled (a live limit order the sync follows):
+                    # the position, so the equity, changed.
+                    _note_fill(filled, leg.trade, exit=False, at=now)
                 entries.append(leg.trade)
             else:
                 if _apply_to_exit(leg.trade, leg.result, leg.exit_reason, now):
@@ -403,11 +408,13 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> Fills:
     return filled
 
 
-def _note_fill(filled: Fills, trade: Trade, *, exit: bool) -> None:
+def _note_fill(filled: Fills, trade: Trade, *, exit: bool, at: datetime | None = None) -> None:
+    """``at``: when the fill was seen, for a later fill of an entry (its entry time is the
+    first fill's)."""
     if exit:
         at, price = trade.exit_time, trade.exit_price
     else:
-        at, price = trade.entry_time, trade.entry_price
+        at, price = at or trade.entry_time, trade.entry_price
     if at is not None and price is not None:
         filled[trade.subscription_id] = (at, price)
 

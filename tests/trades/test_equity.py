@@ -10,7 +10,9 @@ from strategies.models import StrategyExecution
 from subscriptions.models import EquityPoint
 from subscriptions.services import subscription_update_settings
 from tests.factories import StrategyFactory, subscribe
-from trades.models import Position, Trade
+from trades.brokers import OrderRequest, OrderResult, OrderStatus
+from trades.models import Order, Position, Trade
+from trades.orders import Leg, Tally, orders_claim, orders_record, positions_settle
 from trades.positions import equity_points_daily
 from trades.selectors import subscription_stats
 from trades.services import fanout_process, trades_check_stops
@@ -278,3 +280,41 @@ def test_a_replay_of_past_candles_measures_the_return_in_the_order_things_happen
     assert sub.realized_pnl != 0
     assert stats["return_pct"] == pytest.approx(float(sub.realized_pnl / 1000 * 100))
     assert stats["equity"] == Decimal("1000") + sub.realized_pnl
+
+
+@pytest.mark.django_db
+def test_more_of_an_open_entry_filling_later_writes_a_fill_point():
+    # given a subscriber whose entry had filled half when it was recorded (a live limit order
+    # the order sync follows), its intent back in the sync's hands
+    strategy = StrategyFactory()
+    sub = subscribe(strategy, capital="1000")
+    _signal(strategy, 0, "0.05", "LONG", [sub])
+    trade = Trade.objects.get(subscription=sub)
+    full, fee, price = trade.quantity, trade.entry_fee, trade.entry_price
+    Trade.objects.filter(pk=trade.pk).update(quantity=full / 2, entry_fee=fee / 2)
+    order = Order.objects.get(trade=trade)
+    Order.objects.filter(pk=order.pk).update(status=Order.Status.UNKNOWN, send_token="")
+    trade.refresh_from_db()
+    order.refresh_from_db()
+    request = OrderRequest(
+        symbol=trade.symbol,
+        side="buy",
+        quantity=full,
+        client_order_id=order.client_order_id,
+        reference_price=price,
+        reference_time=trade.entry_time,
+    )
+    before = len(_points(sub))
+
+    # when the sync finds the rest filled
+    legs = orders_claim([Leg(sub, trade, order, request)])
+    legs[0].result = OrderResult(OrderStatus.FILLED, quantity=full, average_price=price, fee=fee)
+    tally = Tally()
+    filled = orders_record(legs, tally)
+    positions_settle(subscription_ids={sub.pk}, symbol=trade.symbol, filled=filled, tally=tally)
+
+    # then a fill point values the whole position, net of the whole fee
+    points = _points(sub)
+    assert len(points) == before + 1
+    assert points[-1].kind == "fill" and points[-1].equity == Decimal("1000") - fee
+    assert Position.objects.get(subscription=sub).quantity == full
