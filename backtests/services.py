@@ -12,7 +12,6 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -339,13 +338,7 @@ def _warm_up_from_period(run: _Run) -> None:
 def _simulate(run: _Run, on_progress: Progress | None) -> None:
     if run.backtest.method == Method.VECTORISED:
         signals = _vectorised_signals(run)
-        # The look-ahead check runs generate_signal in its own sandbox, mostly waiting on it,
-        # while this thread replays: they share only the signals, and its verdict is applied
-        # before anything is recorded.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            check = pool.submit(_lookahead, run, signals)
-            _replay(run, lambda index, _row: signals[index], on_progress)
-            _lookahead_verdict(run, check.result())
+        _replay(run, lambda index, _row: signals[index], on_progress)
         return
     options = _sandbox_options(run.backtest)
     session = None
@@ -420,7 +413,8 @@ def _progress(backtest: Backtest, done: int, on_progress: Progress | None) -> No
 
 
 def _vectorised_signals(run: _Run) -> list[Any]:
-    """``generate_signals`` once over warm-up and period."""
+    """``generate_signals`` once over warm-up and period, then checked against
+    ``generate_signal`` on history cut at a sample of candles (look-ahead bias)."""
     options = _sandbox_options(run.backtest)
     options.pop("budget_s")
     result = run_signals(candles=run.warm + run.rows, **options)
@@ -428,31 +422,23 @@ def _vectorised_signals(run: _Run) -> list[Any]:
     if not result.ok:
         raise BacktestFailed(f"generate_signals failed: {result.error}")
     assert result.value is not None
-    return list(result.value["signals"])[len(run.warm) :]
-
-
-def _lookahead(run: _Run, signals: list[Any]) -> dict[str, Any]:
-    """The signals checked against ``generate_signal`` on history cut at a sample of candles
-    (look-ahead bias)."""
-    return lookahead_check(
+    signals = list(result.value["signals"])[len(run.warm) :]
+    run.lookahead = lookahead_check(
         rows=run.warm + run.rows,
         signals=signals,
         first=len(run.warm),
         lookback=run.backtest.lookback,
         options=_sandbox_options(run.backtest),
     )
-
-
-def _lookahead_verdict(run: _Run, lookahead: dict[str, Any]) -> None:
-    run.lookahead = lookahead
-    if lookahead.get("error"):
-        raise BacktestFailed(str(lookahead["error"]))
-    if lookahead["disagreements"]:
+    if run.lookahead.get("error"):
+        raise BacktestFailed(str(run.lookahead["error"]))
+    if run.lookahead["disagreements"]:
         run.warnings.append(
             f"look-ahead bias: generate_signals disagrees with generate_signal on history cut "
-            f"at the candle for {len(lookahead['disagreements'])} of "
-            f"{lookahead['checked']} candles checked; these results are not to be trusted"
+            f"at the candle for {len(run.lookahead['disagreements'])} of "
+            f"{run.lookahead['checked']} candles checked; these results are not to be trusted"
         )
+    return signals
 
 
 # --- recording -------------------------------------------------------------------------------
