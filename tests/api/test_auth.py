@@ -19,6 +19,7 @@ PROTECTED = [
     ("post", "/api/strategies/deploy"),
     ("get", "/api/strategies/1"),
     ("put", "/api/strategies/1/settings"),
+    ("put", "/api/strategies/1/code"),
     ("get", "/api/strategies/1/stats"),
     ("get", "/api/strategies/1/executions"),
     ("post", "/api/strategies/1/subscribe"),
