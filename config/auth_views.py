@@ -6,7 +6,6 @@ from typing import Any
 
 from django.contrib.auth import authenticate, get_user_model, password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.authtoken.models import Token
@@ -15,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.accounts import user_register
 from core.api import AuthRateThrottle, StrictFieldsMixin, error_responses
 
 
@@ -76,12 +76,15 @@ class RegisterView(APIView):
         ],
         responses={201: UserSerializer, **error_responses(400, 409, 429)},
         summary="Create an account",
+        description=(
+            "Usernames and emails are unique whatever their case: `Foo@X.com` is taken once "
+            "`foo@x.com` is (400 on the field)."
+        ),
     )
     def post(self, request: Request) -> Response:
         data = RegisterSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        with transaction.atomic():
-            user = get_user_model().objects.create_user(**data.validated_data)
+        user = user_register(**data.validated_data)
         return Response(UserSerializer(user).data, status=status.HTTP_201_CREATED)
 
 

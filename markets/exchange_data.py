@@ -1,6 +1,8 @@
 """Public market data from exchanges (REST and WebSocket), honouring EXCHANGE_URL_OVERRIDES.
 
-Only public endpoints are used here: no credentials ever reach these clients.
+Only public endpoints are used here: no credentials ever reach these clients. The override
+itself (``exchange_url_override``) is shared with the one signed client built outside the
+hub, the check of new keys (subscriptions.keycheck).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ def _rebase(value: Any, base: str, schemes: tuple[str, ...]) -> Any:
     return value
 
 
-def _apply_override(client: Any, exchange_id: str) -> Any:
+def exchange_url_override(client: Any, exchange_id: str) -> Any:
+    """Point a ccxt client at the stand-in EXCHANGE_URL_OVERRIDES names for its exchange, if
+    any (after a sandbox switch, which replaces the URLs this moves)."""
     base = settings.EXCHANGE_URL_OVERRIDES.get(exchange_id)
     if not base:
         return client
@@ -48,7 +52,7 @@ def exchange_public_client(exchange_id: str) -> Any:
     import ccxt
 
     client = getattr(ccxt, exchange_id)({"timeout": 10_000, "enableRateLimit": False})
-    return _apply_override(client, exchange_id)
+    return exchange_url_override(client, exchange_id)
 
 
 def exchange_stream_client(exchange_id: str) -> Any | None:
@@ -60,7 +64,7 @@ def exchange_stream_client(exchange_id: str) -> Any | None:
     client = getattr(ccxt.pro, exchange_id)({"timeout": 10_000, "enableRateLimit": False})
     if not client.has.get("watchOHLCV"):
         return None
-    return _apply_override(client, exchange_id)
+    return exchange_url_override(client, exchange_id)
 
 
 def closed_rows(rows: list[list], *, resolution: str) -> list[list]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
 from core.admin_utils import (
@@ -18,7 +19,11 @@ from core.admin_utils import (
     pretty_json,
 )
 from strategies.models import Strategy, StrategyExecution, StrategyVersion
-from strategies.services import strategy_update_settings
+from strategies.services import (
+    StrategyCheckUnavailable,
+    strategy_settings_check,
+    strategy_update_settings,
+)
 
 # Edited in place: no version, no invariant depends on them.
 PLAIN_FIELDS = ("name", "description", "is_public", "is_marketplace")
@@ -56,7 +61,20 @@ class StrategyForm(forms.ModelForm):
         value = self.cleaned_data["settings"]
         if not isinstance(value, dict):
             raise forms.ValidationError("Settings must be a JSON object.")
+        if value != self.instance.settings:
+            _dry_run(self.instance, value)
         return value
+
+
+def _dry_run(strategy: Strategy, settings: dict[str, Any]) -> None:
+    """New settings are dry-run with the code on a worker, as the API does, before they are
+    stored: a refusal or a check that could not run is the form's error."""
+    try:
+        strategy_settings_check(strategy=strategy, settings=settings)
+    except ValidationError as refusal:
+        raise forms.ValidationError(refusal.messages) from refusal
+    except StrategyCheckUnavailable as exc:
+        raise forms.ValidationError(f"The settings could not be checked; retry ({exc}).") from exc
 
 
 @admin.register(Strategy)
@@ -158,7 +176,7 @@ class StrategyAdmin(admin.ModelAdmin):
         if plain:
             obj.save(update_fields=[*plain, "updated_at"])
         # Settings are versioned: the service bumps the version and publishes the change so
-        # that the next execution uses it.
+        # that the next execution uses it (the form has dry-run them).
         if form.cleaned_data["settings"] != stored.settings:
             strategy_update_settings(strategy=stored, settings=form.cleaned_data["settings"])
 

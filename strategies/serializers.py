@@ -50,6 +50,14 @@ class StrategyDeploySerializer(StrictFieldsMixin, serializers.Serializer):
     is_marketplace = serializers.BooleanField(default=False)
 
 
+class StrategyCodeSerializer(StrictFieldsMixin, serializers.Serializer):
+    code = serializers.CharField(
+        max_length=200_000,
+        trim_whitespace=False,
+        help_text="The new Python source defining generate_signal(candles, settings).",
+    )
+
+
 class StrategySettingsSerializer(StrictFieldsMixin, serializers.Serializer):
     settings = JSONObjectField(help_text="Replaces the strategy's settings as a whole.")
 

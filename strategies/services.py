@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -30,12 +31,16 @@ from markets.registry import (
     registry_unregister,
 )
 from markets.schedule import schedule_sync
+from notifications.models import NotificationEvent
+from notifications.services import Notice, notifications_record
 from strategies.models import Strategy, StrategyVersion
 from strategies.sandbox import dry_run, inspect_code
 from strategies.selectors import strategy_dry_run_candles
 from strategies.signals import InvalidSignal, signal_parse
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}(:[A-Z0-9]{1,20})?$")
+# Where the compiler and the sandbox say what went wrong: "... (line 8)".
+LINE_RE = re.compile(r"\(line (\d+)\)")
 
 
 def exchange_is_known(exchange: str) -> bool:
@@ -62,6 +67,12 @@ def _validated_market(*, exchange: str, symbol: str, resolution: str) -> dict[st
 class StrategyCheckUnavailable(RuntimeError):
     """The dry run could not take place for reasons that are not the author's (no worker
     answered in time, or the sandbox is refused or broken there): a server error, not a 400."""
+
+
+class StrategyChangedMeanwhile(Exception):
+    """The other half of what a change was dry-run with (the code for a settings change, the
+    settings for a code change) changed while it ran: what was checked is not what would be
+    stored, so nothing is (the API answers 409; the author retries)."""
 
 
 DRY_RUN_ERROR_CHARS = 4000
@@ -202,14 +213,20 @@ def _dry_run_reply(*, request_id: str, wait_s: float) -> str | bytes | None:
 
 
 def _validated_code(
-    *, code: str, exchange: str, symbol: str, resolution: str, settings: dict[str, Any]
+    *,
+    code: str,
+    exchange: str,
+    symbol: str,
+    resolution: str,
+    settings: dict[str, Any],
+    field: str = "code",
 ) -> int:
     """Compile the code and check its entry point here (static checks run nothing), then
-    have a worker dry-run it. Returns its LOOKBACK; raises ValidationError({"code": message
+    have a worker dry-run it. Returns its LOOKBACK; raises ValidationError({field: message
     with the line number}) when the author must fix it."""
     check = inspect_code(code)
     if not check.ok:
-        raise ValidationError({"code": check.error})
+        raise ValidationError({field: check.error})
     lookback = check.lookback or django_settings.STRATEGY_DEFAULT_LOOKBACK
     verdict = strategy_dry_run_on_worker(
         code=code,
@@ -222,7 +239,7 @@ def _validated_code(
     if verdict.unavailable:
         raise StrategyCheckUnavailable(verdict.error)
     if not verdict.ok:
-        raise ValidationError({"code": verdict.error})
+        raise ValidationError({field: verdict.error})
     return lookback
 
 
@@ -286,9 +303,47 @@ def _strategy_insert(
     return strategy
 
 
+def _market_of(strategy: Strategy) -> dict[str, str]:
+    return {
+        "exchange": strategy.exchange,
+        "symbol": strategy.symbol,
+        "resolution": strategy.resolution,
+    }
+
+
+def strategy_settings_check(*, strategy: Strategy, settings: dict[str, Any]) -> None:
+    """Have a worker dry-run the strategy's current code with these settings, as a deploy
+    does; ValidationError on "settings" with the message and the line when they break it."""
+    _validated_code(code=strategy.code, settings=settings, field="settings", **_market_of(strategy))
+
+
+def strategy_change_settings(*, strategy: Strategy, settings: dict[str, Any]) -> Strategy:
+    """What ``PUT /api/strategies/{id}/settings`` calls: the settings are dry-run first;
+    refused ones notify the author and change nothing. Call it outside any transaction: it
+    waits for the worker."""
+    try:
+        strategy_settings_check(strategy=strategy, settings=settings)
+    except ValidationError as refusal:
+        strategy_change_refused(
+            strategy=strategy, change="settings", proposed=settings, refusal=refusal
+        )
+        raise
+    return strategy_update_settings(
+        strategy=strategy, settings=settings, checked_code_version=strategy.code_version
+    )
+
+
 @transaction.atomic
-def strategy_update_settings(*, strategy: Strategy, settings: dict[str, Any]) -> Strategy:
+def strategy_update_settings(
+    *, strategy: Strategy, settings: dict[str, Any], checked_code_version: int | None = None
+) -> Strategy:
+    """Store new settings, bump their version and publish the change. No dry run here: the
+    API and the admin check them first (``strategy_settings_check``); tests and benchmarks
+    script signals through it directly. ``checked_code_version``: the code version the check
+    ran, which must still be the stored one."""
     locked = Strategy.objects.select_for_update().get(pk=strategy.pk)
+    if checked_code_version is not None and locked.code_version != checked_code_version:
+        raise StrategyChangedMeanwhile("the code changed while the settings were checked")
     locked.settings = settings
     locked.settings_version += 1
     locked.save(update_fields=["settings", "settings_version", "updated_at"])
@@ -301,23 +356,27 @@ def strategy_update_settings(*, strategy: Strategy, settings: dict[str, Any]) ->
 
 
 def strategy_update_code(*, strategy: Strategy, code: str) -> Strategy:
-    """Replace the code after the same checks as on deploy; every change is a new immutable
-    StrategyVersion (submitting the current code again changes nothing)."""
+    """Replace the code after the same checks as on deploy, dry-run with the current
+    settings; every change is a new immutable StrategyVersion (submitting the current code
+    again changes nothing). A refusal notifies the author and changes nothing. Call it
+    outside any transaction: it waits for the worker."""
     if code == strategy.code:
         return strategy
-    lookback = _validated_code(
-        code=code,
-        exchange=strategy.exchange,
-        symbol=strategy.symbol,
-        resolution=strategy.resolution,
-        settings=strategy.settings or {},
-    )
+    try:
+        lookback = _validated_code(
+            code=code, settings=strategy.settings or {}, **_market_of(strategy)
+        )
+    except ValidationError as refusal:
+        strategy_change_refused(strategy=strategy, change="code", proposed=code, refusal=refusal)
+        raise
     with transaction.atomic():
-        return _strategy_new_version(strategy_id=strategy.pk, code=code, lookback=lookback)
+        return _strategy_new_version(strategy=strategy, code=code, lookback=lookback)
 
 
-def _strategy_new_version(*, strategy_id: int, code: str, lookback: int) -> Strategy:
-    locked = Strategy.objects.select_for_update().get(pk=strategy_id)
+def _strategy_new_version(*, strategy: Strategy, code: str, lookback: int) -> Strategy:
+    locked = Strategy.objects.select_for_update().get(pk=strategy.pk)
+    if locked.settings_version != strategy.settings_version:
+        raise StrategyChangedMeanwhile("the settings changed while the code was checked")
     locked.code, locked.lookback = code, lookback
     locked.code_version += 1
     locked.save(update_fields=["code", "lookback", "code_version", "updated_at"])
@@ -325,6 +384,41 @@ def _strategy_new_version(*, strategy_id: int, code: str, lookback: int) -> Stra
         strategy=locked, version=locked.code_version, code=code, lookback=lookback
     )
     return locked
+
+
+def strategy_change_refused(
+    *, strategy: Strategy, change: str, proposed: Any, refusal: ValidationError
+) -> None:
+    """Tell the author that a change of ``change`` ("code" or "settings") was refused, with
+    the error and its line. Committed on its own (durable): the refusal stores nothing else,
+    and the 400 that follows must not take the notification with it. The same change refused
+    again on the same versions is one notification (the key names it)."""
+    error = refusal.messages[0]
+    digest = hashlib.sha256(json.dumps(proposed, sort_keys=True).encode()).hexdigest()[:16]
+    versions = f"v{strategy.code_version}.s{strategy.settings_version}"
+    notice = Notice(
+        user_id=strategy.owner_id,
+        event=NotificationEvent.CHANGE_REFUSED,
+        key=f"{NotificationEvent.CHANGE_REFUSED.value}:{strategy.pk}:{change}:{versions}:{digest}",
+        payload={
+            "strategy_id": strategy.pk,
+            "strategy_name": strategy.name,
+            "change": change,
+            "error": error,
+            "line": _error_line(error),
+            "code_version": strategy.code_version,
+            "settings_version": strategy.settings_version,
+        },
+    )
+    with transaction.atomic(durable=True):
+        notifications_record(notices=[notice])
+
+
+def _error_line(error: str) -> int | None:
+    """The line the sandbox or the compiler named ("... (line 8)"), on the message's first
+    line (what follows is the traceback)."""
+    found = LINE_RE.search(error.split("\n", 1)[0])
+    return int(found.group(1)) if found else None
 
 
 def strategy_mark_retired(*, strategy: Strategy) -> Strategy:

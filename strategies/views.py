@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiExample, extend_schema
@@ -11,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import ServiceUnavailable, authenticated_user, error_responses
+from core.api import Conflict, ServiceUnavailable, authenticated_user, error_responses
 from strategies.filters import ExecutionFilter, StrategyFilter
 from strategies.models import Strategy, StrategyExecution
 from strategies.selectors import (
@@ -22,14 +24,17 @@ from strategies.selectors import (
 )
 from strategies.serializers import (
     ExecutionSerializer,
+    StrategyCodeSerializer,
     StrategyDeploySerializer,
     StrategySerializer,
     StrategySettingsSerializer,
 )
 from strategies.services import (
+    StrategyChangedMeanwhile,
     StrategyCheckUnavailable,
+    strategy_change_settings,
     strategy_deploy,
-    strategy_update_settings,
+    strategy_update_code,
 )
 from strategies.throttles import STRATEGY_CHANGES, StrategyChangeThrottle
 
@@ -65,7 +70,32 @@ DEPLOY_EXAMPLE = OpenApiExample(
 SETTINGS_EXAMPLE = OpenApiExample(
     "Faster averages", request_only=True, value={"settings": {"fast": 3, "slow": 15}}
 )
+CODE_EXAMPLE = OpenApiExample(
+    "SMA crossover",
+    request_only=True,
+    value={"code": SMA_CROSSOVER.replace("LOOKBACK = 30", "LOOKBACK = 40")},
+)
+CHECKED_CHANGE = (
+    "The change is dry-run on a worker first, as a deploy is (the request waits for the "
+    "verdict): a refusal is a 400 on the field with the error and its line, stores nothing "
+    "and notifies you (`strategy.change_refused`). 409 when the strategy's code or settings "
+    "changed while the dry run ran (retry); 503 when no worker could check it in time; 429 "
+    "beyond the per-user rate of deploys and changes."
+)
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def checked_change(what: str) -> Iterator[None]:
+    """The platform's failures to check a change, as answers: no worker could dry-run it
+    (the server's fault, not the author's: 503), or the strategy changed meanwhile (409)."""
+    try:
+        yield
+    except StrategyCheckUnavailable as exc:
+        logger.error("%s refused, strategy check unavailable: %s", what, exc)
+        raise ServiceUnavailable("The strategy could not be checked; retry later.") from exc
+    except StrategyChangedMeanwhile as exc:
+        raise Conflict(f"{exc}; retry the change") from exc
 
 
 class StrategyListView(generics.ListAPIView):
@@ -108,12 +138,8 @@ class StrategyDeployView(APIView):
     def post(self, request: Request) -> Response:
         data = StrategyDeploySerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
+        with checked_change("deploy"):
             strategy = strategy_deploy(owner=authenticated_user(request), **data.validated_data)
-        except StrategyCheckUnavailable as exc:
-            # No worker could dry-run the code: the server's fault, not the author's.
-            logger.error("deploy refused, strategy check unavailable: %s", exc)
-            raise ServiceUnavailable("The strategy could not be checked; retry later.") from exc
         body = StrategySerializer(strategy, context={"request": request}).data
         return Response(body, status=status.HTTP_201_CREATED)
 
@@ -139,18 +165,45 @@ class StrategySettingsView(APIView):
         description=(
             "Replaces `settings`, bumps `settings_version` and publishes "
             "`strategy.settings.changed` on Redis pub/sub. The next execution runs with the "
-            "new settings and records their version. Counts against the same per-user rate "
-            "as deploys (429 beyond it)."
+            "new settings and records their version. " + CHECKED_CHANGE
         ),
         request=StrategySettingsSerializer,
         examples=[SETTINGS_EXAMPLE],
-        responses={200: StrategySerializer, **error_responses(400, 401, 403, 404, 429)},
+        responses={200: StrategySerializer, **error_responses(400, 401, 403, 404, 409, 429, 503)},
     )
     def put(self, request: Request, pk: int) -> Response:
         strategy = strategy_get_owned(user=authenticated_user(request), strategy_id=pk)
         data = StrategySettingsSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        strategy = strategy_update_settings(strategy=strategy, **data.validated_data)
+        with checked_change("settings change"):
+            strategy = strategy_change_settings(strategy=strategy, **data.validated_data)
+        return Response(StrategySerializer(strategy, context={"request": request}).data)
+
+
+class StrategyCodeView(APIView):
+    throttle_classes = [StrategyChangeThrottle]
+    throttle_scope = STRATEGY_CHANGES
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Replace the code (owner only)",
+        description=(
+            "Compiles the code, checks `generate_signal(candles, settings)` and its `LOOKBACK`, "
+            "and dry-runs it with the strategy's settings on the market's stored candles; "
+            "then stores it as a new immutable version (`code_version` + 1) that the next "
+            "execution runs and records. The current code submitted again changes nothing. "
+            + CHECKED_CHANGE
+        ),
+        request=StrategyCodeSerializer,
+        examples=[CODE_EXAMPLE],
+        responses={200: StrategySerializer, **error_responses(400, 401, 403, 404, 409, 429, 503)},
+    )
+    def put(self, request: Request, pk: int) -> Response:
+        strategy = strategy_get_owned(user=authenticated_user(request), strategy_id=pk)
+        data = StrategyCodeSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        with checked_change("code change"):
+            strategy = strategy_update_code(strategy=strategy, **data.validated_data)
         return Response(StrategySerializer(strategy, context={"request": request}).data)
 
 

@@ -19,6 +19,7 @@ from strategies.models import Strategy
 from strategies.services import strategy_mark_retired, strategy_registry_sync
 from subscriptions.crypto import CredentialDecryptionError, encrypt_secret, rotate_secret
 from subscriptions.equity import equity_point_capital_change
+from subscriptions.keycheck import credential_keys_check
 from subscriptions.models import (
     PROTECTION_FIELDS,
     BrokerCredential,
@@ -376,6 +377,43 @@ def subscription_update_settings(
     return locked
 
 
+def credential_add(
+    *,
+    user: User,
+    exchange: str,
+    label: str,
+    api_key: str,
+    secret: str,
+    passphrase: str = "",
+    is_sandbox: bool = False,
+) -> BrokerCredential:
+    """What ``POST /api/credentials`` calls: the keys are tried on the exchange (one signed
+    read-only request, see subscriptions.keycheck) before they are stored; refused or
+    untried keys are a ValidationError with the exchange's reason, and nothing is stored."""
+    _label_free(user=user, label=label)  # before asking the exchange anything
+    credential_keys_check(
+        exchange=exchange,
+        api_key=api_key,
+        secret=secret,
+        passphrase=passphrase,
+        is_sandbox=is_sandbox,
+    )
+    return credential_create(
+        user=user,
+        exchange=exchange,
+        label=label,
+        api_key=api_key,
+        secret=secret,
+        passphrase=passphrase,
+        is_sandbox=is_sandbox,
+    )
+
+
+def _label_free(*, user: User, label: str) -> None:
+    if BrokerCredential.objects.filter(user=user, label=label).exists():
+        raise ValidationError({"label": "you already have a credential with this label"})
+
+
 def credential_create(
     *,
     user: User,
@@ -386,8 +424,9 @@ def credential_create(
     passphrase: str = "",
     is_sandbox: bool = False,
 ) -> BrokerCredential:
-    if BrokerCredential.objects.filter(user=user, label=label).exists():
-        raise ValidationError({"label": "you already have a credential with this label"})
+    """Store keys, encrypted, as given: no exchange is asked (``credential_add`` asks
+    first); for keys known to work, such as the simulator's accounts in demos and tests."""
+    _label_free(user=user, label=label)
     return BrokerCredential.objects.create(
         user=user,
         exchange=exchange,

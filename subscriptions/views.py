@@ -31,7 +31,7 @@ from subscriptions.serializers import (
 )
 from subscriptions.services import (
     CredentialInUseError,
-    credential_create,
+    credential_add,
     credential_delete,
     subscription_create,
     subscription_pause,
@@ -238,7 +238,14 @@ class CredentialListCreateView(generics.ListAPIView):
 
     @extend_schema(
         tags=["credentials"],
-        summary="Store exchange credentials (encrypted at rest)",
+        summary="Store exchange credentials (encrypted at rest), once the exchange took them",
+        description=(
+            "The keys are first tried with one signed read-only request (a balance fetch "
+            "through ccxt; on the exchange's testnet when `is_sandbox`): keys the exchange "
+            "refuses, an exchange that cannot be reached, or `is_sandbox` on an exchange "
+            "without a testnet are a 400 naming the exchange's reason (on `api_key`, "
+            "`exchange` or `is_sandbox`), and nothing is stored. Keys are never echoed."
+        ),
         request=CredentialCreateSerializer,
         examples=[CREDENTIAL_EXAMPLE],
         responses={201: CredentialSerializer, **error_responses(400, 401, 409)},
@@ -246,7 +253,7 @@ class CredentialListCreateView(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         data = CredentialCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        credential = credential_create(user=authenticated_user(request), **data.validated_data)
+        credential = credential_add(user=authenticated_user(request), **data.validated_data)
         return Response(CredentialSerializer(credential).data, status=status.HTTP_201_CREATED)
 
 

@@ -221,6 +221,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    # Their DEBUG records show each request's headers and URL, where API keys travel: never
+    # below INFO, whatever LOG_LEVEL says.
+    "loggers": {name: {"level": "INFO"} for name in ("ccxt", "urllib3")},
 }
 
 # --- API (issue 4) --------------------------------------------------------------------------
@@ -263,6 +266,10 @@ SPECTACULAR_SETTINGS.update(
 # (run it with `python manage.py exchange_simulator --port 8765`). Every REST URL of that ccxt
 # exchange keeps its path and gets the override's scheme, host and port.
 EXCHANGE_URL_OVERRIDES: dict[str, str] = env.dict("EXCHANGE_URL_OVERRIDES", default={})
+# New credentials are tried on their exchange (one signed balance fetch) before they are
+# stored. Turn it off only where no exchange is reachable by design (an isolated stack whose
+# keys are fakes): keys are then stored unchecked, and the first live order finds them out.
+CREDENTIAL_CHECK = env.bool("CREDENTIAL_CHECK", default=True)
 EXCHANGE_TIMEOUT_MS = env.int("EXCHANGE_TIMEOUT_MS", default=10_000)
 # Unknown outcomes (network errors, timeouts, 5xx, 429/418) are looked up by client order id
 # and retried this many times, with exponential backoff from EXCHANGE_RETRY_BACKOFF_S.

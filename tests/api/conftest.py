@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 from tests.api.helpers import client_for
 from tests.api.stats import FUZZ
 from tests.factories import UserFactory
+from tooling.simulator.client import SimulatorClient
 
 
 @pytest.fixture
@@ -34,6 +35,17 @@ def their_api(them):
 @pytest.fixture
 def anon():
     return APIClient()
+
+
+@pytest.fixture
+def exchange(simulator_process, settings):
+    """The exchange simulator standing in for binance (and its testnet), clean: new
+    credentials are checked against it, never against a real exchange."""
+    settings.EXCHANGE_URL_OVERRIDES = {"binance": simulator_process.url}
+    client = SimulatorClient(simulator_process.url)
+    client.reset()
+    yield client
+    client.reset()
 
 
 @pytest.hookimpl(trylast=True)

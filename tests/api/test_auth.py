@@ -7,6 +7,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.settings import api_settings
 from rest_framework.test import APIRequestFactory
 
+from config.accounts import email_lock_key
+from core.locks import lock_acquire
 from tests.api.helpers import client_for, field_errors
 from tests.factories import UserFactory
 
@@ -19,6 +21,7 @@ PROTECTED = [
     ("post", "/api/strategies/deploy"),
     ("get", "/api/strategies/1"),
     ("put", "/api/strategies/1/settings"),
+    ("put", "/api/strategies/1/code"),
     ("get", "/api/strategies/1/stats"),
     ("get", "/api/strategies/1/executions"),
     ("post", "/api/strategies/1/subscribe"),
@@ -97,6 +100,26 @@ def test_register_refuses_a_taken_username_whatever_its_case(anon):
     assert response.status_code == 400
     assert "taken" in field_errors(response)["username"][0]
     assert User.objects.filter(username__iexact="alice").count() == 1
+
+
+@pytest.mark.django_db
+def test_register_refuses_a_taken_email_whatever_its_case(anon):
+    # given an account with Foo@X.com, and a sign-up with new@x.com under way
+    UserFactory(username="foo", email="Foo@X.com")
+    assert lock_acquire(key=email_lock_key("new@x.com"), ttl_s=30)
+
+    # when others sign up with foo@x.com and NEW@X.com
+    def sign_up(username: str, email: str):
+        payload = {"username": username, "email": email, "password": PASSWORD}
+        return anon.post("/api/auth/register", payload, format="json")
+
+    taken, racing = sign_up("bar", "foo@x.com"), sign_up("baz", "NEW@X.com")
+
+    # then both are a 400 on the email, and neither account exists
+    assert taken.status_code == racing.status_code == 400
+    assert field_errors(taken) == {"email": ["This email is already registered."]}
+    assert field_errors(racing) == {"email": ["This email is being registered right now."]}
+    assert list(User.objects.values_list("username", flat=True)) == ["foo"]
 
 
 @pytest.mark.django_db

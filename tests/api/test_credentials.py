@@ -18,6 +18,7 @@ from subscriptions.models import BrokerCredential, StrategySubscription
 from subscriptions.services import subscription_cancel, subscription_pause
 from tests.api.helpers import client_for, field_errors, make_credential, subscribe_payload
 from tests.factories import StrategyFactory
+from tooling.live_processes import free_port
 
 API_KEY = "AKIA-plain-key-WXYZ"
 SECRET = "s3cr3t-value-that-must-never-leak"
@@ -37,6 +38,13 @@ def credential_payload(**overrides):
     return payload
 
 
+@pytest.fixture
+def account(exchange):
+    """My account on the exchange, which the keys of ``credential_payload`` open."""
+    exchange.account(API_KEY, SECRET, {"BTC": "1"})
+    return exchange
+
+
 def _raw_row(credential_id: int) -> str:
     """Every column of the row as the database stores it, as one string."""
     table = BrokerCredential._meta.db_table
@@ -46,7 +54,7 @@ def _raw_row(credential_id: int) -> str:
 
 
 @pytest.mark.django_db
-def test_create_encrypts_at_rest_and_answers_with_a_masked_key(api, me):
+def test_create_encrypts_at_rest_and_answers_with_a_masked_key(api, me, account):
     # when I store exchange credentials
     response = api.post("/api/credentials", credential_payload(), format="json")
     # then the answer has the label, the exchange and the key's last 4 characters only
@@ -65,10 +73,12 @@ def test_create_encrypts_at_rest_and_answers_with_a_masked_key(api, me):
     assert decrypt_secret(credential.api_key_encrypted) == API_KEY
     assert decrypt_secret(credential.secret_encrypted) == SECRET
     assert decrypt_secret(credential.passphrase_encrypted) == PASSPHRASE
+    # and the exchange's check of the keys was a read: nothing was ordered
+    assert account.orders() == []
 
 
 @pytest.mark.django_db
-def test_passphrase_is_optional(api):
+def test_passphrase_is_optional(api, account):
     payload = credential_payload()
     del payload["passphrase"], payload["is_sandbox"]
     response = api.post("/api/credentials", payload, format="json")
@@ -100,7 +110,7 @@ def test_create_validation_errors_never_echo_the_secret(api, override, field):
 
 
 @pytest.mark.django_db
-def test_labels_are_unique_per_user(api, their_api):
+def test_labels_are_unique_per_user(api, their_api, account):
     assert api.post("/api/credentials", credential_payload(), format="json").status_code == 201
     again = api.post("/api/credentials", credential_payload(), format="json")
     assert again.status_code == 400 and "label" in field_errors(again)
@@ -108,6 +118,43 @@ def test_labels_are_unique_per_user(api, their_api):
     assert (
         their_api.post("/api/credentials", credential_payload(), format="json").status_code == 201
     )
+
+
+BINANCE_REFUSED = "the exchange refused these keys (AuthenticationError: binance"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("case", "field", "reason"),
+    [
+        ("unknown key", "api_key", f'{BINANCE_REFUSED} {{"code": -2015, "msg": "Invalid API-key'),
+        ("wrong secret", "api_key", f'{BINANCE_REFUSED} {{"code": -1022, "msg": "Signature'),
+        ("exchange down", "exchange", "the exchange could not be reached to check the keys"),
+        ("no testnet", "is_sandbox", "kraken has no sandbox (testnet) in ccxt"),
+    ],
+)
+def test_keys_the_exchange_does_not_take_are_refused_with_its_reason(
+    api, exchange, settings, case, field, reason
+):
+    # given keys the exchange does not know, or signed with another secret than its own, an
+    # exchange that cannot be reached, or testnet keys for an exchange without a testnet
+    payload = credential_payload()
+    if case == "wrong secret":
+        exchange.account(API_KEY, "the-secret-the-exchange-has", {"BTC": "1"})
+    elif case == "exchange down":
+        settings.EXCHANGE_URL_OVERRIDES = {"binance": f"http://127.0.0.1:{free_port()}"}
+    elif case == "no testnet":
+        payload["exchange"] = "kraken"
+    # when I store them
+    response = api.post("/api/credentials", payload, format="json")
+    # then the answer is a 400 on the field concerned, with the exchange's reason
+    assert response.status_code == 400, response.content
+    errors = field_errors(response)
+    assert list(errors) == [field] and errors[field][0].startswith(reason), errors
+    # and nothing is stored, and no key or secret is in the answer
+    assert not BrokerCredential.objects.exists()
+    for plain in (API_KEY, SECRET, PASSPHRASE):
+        assert plain not in response.content.decode()
 
 
 @pytest.mark.django_db
@@ -168,7 +215,7 @@ def test_a_paused_subscription_still_holds_its_credential(api, live):
 
 
 @pytest.mark.django_db
-def test_after_a_cancel_the_credential_is_deleted_and_its_secrets_destroyed(api, live):
+def test_after_a_cancel_the_credential_is_deleted_and_its_secrets_destroyed(api, live, account):
     # given the live subscription was cancelled (it keeps pointing at the credential)
     subscription_cancel(subscription=live)
     credential_id = live.credential_id
@@ -185,7 +232,7 @@ def test_after_a_cancel_the_credential_is_deleted_and_its_secrets_destroyed(api,
 
 
 @pytest.mark.django_db
-def test_no_log_record_ever_shows_the_secret_or_the_full_key(api, me, caplog):
+def test_no_log_record_ever_shows_the_secret_or_the_full_key(api, me, caplog, account):
     # given every logger recording at DEBUG
     caplog.set_level(logging.DEBUG)
     strategy = StrategyFactory(owner=me)
@@ -229,7 +276,7 @@ def use_keys(settings):
 
 
 @pytest.mark.django_db
-def test_keys_rotate_without_losing_a_credential(api, use_keys):
+def test_keys_rotate_without_losing_a_credential(api, use_keys, account):
     # given a credential stored under the old key
     use_keys(OLD_KEY)
     created = api.post("/api/credentials", credential_payload(), format="json").json()

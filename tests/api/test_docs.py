@@ -16,6 +16,7 @@ OPERATIONS = {
     "/api/strategies/deploy": {"post"},
     "/api/strategies/{id}": {"get"},
     "/api/strategies/{id}/settings": {"put"},
+    "/api/strategies/{id}/code": {"put"},
     "/api/strategies/{id}/stats": {"get"},
     "/api/strategies/{id}/executions": {"get"},
     "/api/strategies/{id}/performance": {"get"},
@@ -63,7 +64,7 @@ def test_schema_is_valid_openapi_3_and_lists_exactly_the_fixed_endpoints(schema)
     assert schema["openapi"].startswith("3.")
     found = {p: {m for m in item if m in HTTP_METHODS} for p, item in schema["paths"].items()}
     assert found == OPERATIONS
-    assert sum(len(methods) for methods in found.values()) == 33
+    assert sum(len(methods) for methods in found.values()) == 34
 
 
 @pytest.mark.django_db

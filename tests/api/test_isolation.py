@@ -1,9 +1,10 @@
 """Tenant isolation: a second user tries every endpoint on the first user's objects.
 
 Another user's subscription, credential, trade, stats or private strategy answer 404 exactly
-as a missing object does (existence is not revealed); settings changes on someone else's
-public strategy answer 403. A refused request changes nothing: the database is compared row
-by row, and no after-commit work (events, registry updates) is even scheduled.
+as a missing object does (existence is not revealed); settings and code changes on someone
+else's public strategy answer 403 (before any dry run, and nobody is notified). A refused
+request changes nothing: the database is compared row by row, and no after-commit work
+(events, registry updates) is even scheduled.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from decimal import Decimal
 import pytest
 
 from backtests.models import Backtest
+from notifications.models import Notification
 from strategies.models import Strategy, StrategyExecution, StrategyVersion
 from subscriptions.models import BrokerCredential, StrategySubscription
 from subscriptions.services import subscription_create, subscription_pause
 from tests.api.helpers import (
+    VALID_CODE,
     make_credential,
     make_execution,
     make_order,
@@ -36,6 +39,8 @@ REFUSED = [
     ("get", "/api/strategies/{private}", None, 404),
     ("put", "/api/strategies/{private}/settings", {"settings": {"x": 1}}, 404),
     ("put", "/api/strategies/{public}/settings", {"settings": {"x": 1}}, 403),
+    ("put", "/api/strategies/{private}/code", {"code": VALID_CODE}, 404),
+    ("put", "/api/strategies/{public}/code", {"code": VALID_CODE}, 403),
     ("get", "/api/strategies/{private}/stats", None, 404),
     ("get", "/api/strategies/{private}/executions", None, 404),
     ("get", "/api/strategies/{public}/executions", None, 403),
@@ -116,6 +121,7 @@ def snapshot() -> dict[str, list[dict]]:
         Position,
         ProtectionTrip,
         Backtest,
+        Notification,
     )
     return {m.__name__: list(m.objects.order_by("pk").values()) for m in models}
 

@@ -11,6 +11,7 @@ from core.events import EventType, event_channel
 from core.redis_client import get_redis
 from core.time_utils import datetime_to_ms
 from execution.services import execution_run
+from notifications.models import Notification, NotificationEvent
 from strategies.models import Strategy, StrategyExecution, StrategyVersion
 from strategies.sandbox import runner
 from subscriptions.services import subscription_pause
@@ -268,8 +269,11 @@ def test_thirty_deploys_in_a_row_are_throttled_after_the_rate(api, them, dry_run
     assert theirs.status_code == 201, theirs.content
 
 
+@pytest.mark.worker
 @pytest.mark.django_db
-def test_settings_changes_count_against_the_same_per_user_rate(api, me, settings):
+def test_settings_changes_count_against_the_same_per_user_rate(
+    api, me, settings, dry_runs_on_worker
+):
     # given a rate of 3 changes a minute and my strategy
     strategy_change_rate(settings, "3/minute")
     strategy = StrategyFactory(owner=me, settings={"fast": 0})
@@ -351,8 +355,11 @@ def test_detail_shows_code_to_the_owner_only(api, catalogue):
 
 
 # --- settings -------------------------------------------------------------------------------
+@pytest.mark.worker
 @pytest.mark.django_db
-def test_settings_are_replaced_versioned_and_published(api, me, django_capture_on_commit_callbacks):
+def test_settings_are_replaced_versioned_and_published(
+    api, me, django_capture_on_commit_callbacks, dry_runs_on_worker
+):
     # given my strategy and a listener on the settings channel
     strategy = StrategyFactory(owner=me, settings={"fast": 5, "slow": 20})
     pubsub = get_redis().pubsub()
@@ -399,8 +406,11 @@ def test_settings_validation_errors_change_nothing(api, me, body, field):
 START = datetime(2018, 1, 10, 5, 0, tzinfo=UTC)
 
 
+@pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_next_execution_runs_with_the_new_settings_and_records_their_version(me):
+def test_next_execution_runs_with_the_new_settings_and_records_their_version(
+    me, dry_runs_on_worker
+):
     # given my scripted strategy (its settings decide the signal), with a subscriber
     load_candles(rows=flat_candles(start_ms=datetime_to_ms(START), count=20))
     strategy = StrategyFactory(owner=me, code=SCRIPTED, settings={"signal": "HOLD"})
@@ -420,6 +430,123 @@ def test_next_execution_runs_with_the_new_settings_and_records_their_version(me)
     execution = StrategyExecution.objects.get(pk=outcome.execution_id)
     assert execution.settings_version == 2
     assert execution.status == "success" and execution.signal["signal"] == "LONG"
+
+
+# --- code changes and refused changes -------------------------------------------------------
+V2 = """LOOKBACK = 7
+
+def generate_signal(candles, settings):
+    print("v2")
+    return {"signal": "LONG", "price": float(candles["close"].iloc[-1])}
+"""
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_new_code_is_a_new_version_that_the_next_execution_runs(me, dry_runs_on_worker):
+    # given my scripted strategy (version 1 holds), with a subscriber and a market
+    load_candles(rows=flat_candles(start_ms=datetime_to_ms(START), count=20))
+    strategy = StrategyFactory(owner=me, code=SCRIPTED, settings={"signal": "HOLD"})
+    subscribe(strategy)
+    url = f"/api/strategies/{strategy.pk}/code"
+
+    # when I replace its code (it goes long, on 7 candles), then send the same code again
+    response = client_for(me).put(url, {"code": V2}, format="json")
+    again = client_for(me).put(url, {"code": V2}, format="json")
+    outcome = execution_run(
+        strategy_id=strategy.pk,
+        interval_start=START + timedelta(minutes=50),
+        trigger="replay",
+        inline_fanout=True,
+    )
+
+    # then it is stored as version 2 (once), with the LOOKBACK it declares
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert (body["code"], body["code_version"], body["lookback"]) == (V2, 2, 7)
+    assert again.status_code == 200 and again.json()["code_version"] == 2
+    versions = StrategyVersion.objects.filter(strategy=strategy).order_by("version")
+    assert [(v.version, v.code) for v in versions] == [(1, SCRIPTED), (2, V2)]
+    # and the next execution ran it, recorded its version, and its signal reached the fan-out
+    execution = StrategyExecution.objects.get(pk=outcome.execution_id)
+    assert (execution.code_version, execution.logs, execution.candles_used) == (2, "v2\n", 7)
+    assert execution.status == "success" and execution.signal["signal"] == "LONG"
+    assert execution.trades_generated == 1
+
+
+RSI = """LOOKBACK = 20
+
+
+def generate_signal(candles, settings):
+    close = candles["close"]
+    if len(close) < 2:
+        return None
+    window = settings.get("rsi_window", 14) + 1
+    print(close.iloc[-window:].mean())
+    return None
+"""
+SYNTAX_ERROR = "def generate_signal(candles, settings)\n    return None\n"
+RUNTIME_ERROR = "def generate_signal(candles, settings):\n    ratio = 1\n    return ratio / 0\n"
+
+
+@pytest.mark.worker
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("endpoint", "body", "message", "line"),
+    [
+        ("code", {"code": SYNTAX_ERROR}, "syntax error: expected ':' (line 1)", 1),
+        ("code", {"code": RUNTIME_ERROR}, "ZeroDivisionError: division by zero (line 3)", 3),
+        ("settings", {"settings": {"rsi_window": "ten"}}, "TypeError: can only", 8),
+    ],
+)
+def test_a_refused_change_changes_nothing_and_tells_the_author(
+    api, me, them, dry_runs_on_worker, endpoint, body, message, line
+):
+    # given my strategy, with its code and settings as deployed
+    strategy = StrategyFactory(owner=me, code=RSI, lookback=20, settings={"rsi_window": 14})
+    before = Strategy.objects.values().get(pk=strategy.pk)
+
+    # when I change its code or settings to something its dry run refuses
+    response = api.put(f"/api/strategies/{strategy.pk}/{endpoint}", body, format="json")
+
+    # then the answer is a 400 on that field, with the error and its line
+    assert response.status_code == 400, response.content
+    error = field_errors(response)[endpoint][0]
+    assert message in error and f"(line {line})" in error.split("\n")[0], error
+    # and nothing changed: no new version, the same code and settings
+    assert Strategy.objects.values().get(pk=strategy.pk) == before
+    assert StrategyVersion.objects.filter(strategy=strategy).count() == 1
+    # and I, the author, was notified of it (nobody else), with the error and the line
+    notice = Notification.objects.get()
+    assert (notice.user, notice.event) == (me, NotificationEvent.CHANGE_REFUSED)
+    assert notice.payload == {
+        "strategy_id": strategy.pk,
+        "strategy_name": strategy.name,
+        "change": endpoint,
+        "error": error,
+        "line": line,
+        "code_version": 1,
+        "settings_version": 1,
+    }
+    # and the same refused change sent again is the same notification, not a second one
+    assert (
+        api.put(f"/api/strategies/{strategy.pk}/{endpoint}", body, format="json").status_code == 400
+    )
+    assert Notification.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method", ["put", "patch", "delete"])
+def test_a_strategy_changes_through_its_code_and_settings_only(api, me, method):
+    # given my strategy
+    strategy = StrategyFactory(owner=me)
+    # when I try to change or delete it as a whole
+    response = getattr(api, method)(f"/api/strategies/{strategy.pk}", {"name": "x"}, format="json")
+    # then the answer says what the resource allows (code: PUT .../code, settings: PUT
+    # .../settings; retiring is for operators), and nothing changed
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed" and "GET" in response["Allow"]
+    assert Strategy.objects.get(pk=strategy.pk).name == strategy.name
 
 
 # --- stats and executions -------------------------------------------------------------------

@@ -62,9 +62,10 @@ def test_retiring_a_retired_strategy_does_nothing(admin_client, followed):
     assert followed.status == "retired"
 
 
+@pytest.mark.worker
 @pytest.mark.django_db
 def test_settings_edited_in_the_admin_are_versioned_like_the_api_does(
-    admin_client, followed, django_capture_on_commit_callbacks
+    admin_client, followed, django_capture_on_commit_callbacks, dry_runs_on_worker
 ):
     url = admin_url(Strategy, "change", followed.pk)
     page = admin_client.get(url)
@@ -77,6 +78,23 @@ def test_settings_edited_in_the_admin_are_versioned_like_the_api_does(
     assert followed.settings == {"fast": 9} and followed.settings_version == 2
     assert followed.name == "renamed" and followed.code_version == 1
     assert len(scheduled) == 1  # the settings-changed event, published after the commit
+
+
+@pytest.mark.worker
+@pytest.mark.django_db
+def test_settings_that_break_the_code_are_refused_in_the_admin_too(
+    admin_client, followed, dry_runs_on_worker
+):
+    # when an operator gives the strategy settings with which its code returns no valid signal
+    url = admin_url(Strategy, "change", followed.pk)
+    data = admin_form_data(admin_client.get(url), settings='{"signal": "SIDEWAYS"}')
+    response = admin_client.post(url, data)
+    # then the form says why, and the settings stay as they were
+    assert response.status_code == 200
+    error = str(response.context["adminform"].form.errors["settings"])
+    assert "dry run returned an invalid signal" in error
+    followed.refresh_from_db()
+    assert followed.settings == {"fast": 5} and followed.settings_version == 1
 
 
 @pytest.mark.django_db

@@ -25,11 +25,14 @@ from strategies.models import Strategy, StrategyExecution, StrategyVersion
 from strategies.sandbox import inspect_code, isolation, zygote_client
 from strategies.services import (
     DryRunVerdict,
+    StrategyChangedMeanwhile,
+    strategy_change_settings,
     strategy_create,
     strategy_deploy,
     strategy_dry_run,
     strategy_dry_run_on_worker,
     strategy_update_code,
+    strategy_update_settings,
 )
 from tests.factories import flat_candles, load_candles, subscribe
 
@@ -307,6 +310,26 @@ def test_rejected_code_change_keeps_the_current_version(user, dry_runs_on_worker
     strategy.refresh_from_db()
     assert strategy.code == V1 and strategy.code_version == 1
     assert StrategyVersion.objects.filter(strategy=strategy).count() == 1
+
+
+@pytest.mark.worker
+def test_a_change_checked_with_what_changed_meanwhile_is_not_stored(user, dry_runs_on_worker):
+    # given a strategy, as two requests read it before either stored anything
+    strategy = deploy(user, V1, settings={"fast": 5})
+    stale = Strategy.objects.get(pk=strategy.pk)
+    # when one stores new settings, and the other's code change, dry-run with the old
+    # settings, is then stored
+    strategy_update_settings(strategy=strategy, settings={"fast": 6})
+    with pytest.raises(StrategyChangedMeanwhile):
+        strategy_update_code(strategy=stale, code=V2)
+    # then the code is as it was; and the same holds the other way round
+    stale = Strategy.objects.get(pk=strategy.pk)
+    strategy_update_code(strategy=Strategy.objects.get(pk=strategy.pk), code=V2)
+    with pytest.raises(StrategyChangedMeanwhile):
+        strategy_change_settings(strategy=stale, settings={"fast": 7})
+    strategy.refresh_from_db()
+    assert (strategy.code, strategy.code_version) == (V2, 2)
+    assert (strategy.settings, strategy.settings_version) == ({"fast": 6}, 2)
 
 
 @pytest.mark.worker
