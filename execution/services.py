@@ -132,7 +132,7 @@ def _notify_failed(execution: StrategyExecution) -> None:
     that cannot be recorded is logged, never the execution's failure."""
     if execution.status != Status.FAILED:
         return
-    lines = LINE.findall(execution.error)
+    line = LINE.search(execution.error)  # the error's own line, before any traceback
     notice = Notice(
         user_id=execution.strategy.owner_id,
         event=NotificationEvent.EXECUTION_FAILED,
@@ -145,7 +145,7 @@ def _notify_failed(execution: StrategyExecution) -> None:
             "code_version": execution.code_version,
             "settings_version": execution.settings_version,
             "error": execution.error[:2000],
-            "line": int(lines[-1]) if lines else None,
+            "line": int(line.group(1)) if line else None,
         },
     )
     try:

@@ -85,7 +85,8 @@ def address_refusal(address: str) -> str:
     if isinstance(ip, ipaddress.IPv6Address):
         # An IPv4 address inside an IPv6 one reaches that IPv4 address.
         ip = ip.ipv4_mapped or ip.sixtofour or ip
-    for kind in ("loopback", "private", "link_local", "multicast", "reserved", "unspecified"):
+    # The narrowest kind first: link-local and loopback addresses are private ones too.
+    for kind in ("loopback", "link_local", "multicast", "unspecified", "reserved", "private"):
         if getattr(ip, f"is_{kind}"):
             return f"{address} is a {kind.replace('_', '-')} address"
     return "" if ip.is_global else f"{address} is not a public address"
