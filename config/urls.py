@@ -24,6 +24,7 @@ api_patterns: list[URLPattern | URLResolver] = [
     path("credentials/", include(credential_urlpatterns)),
     path("backtests", BacktestListView.as_view(), name="backtest-list"),
     path("backtests/", include("backtests.urls")),
+    path("", include("notifications.urls")),
     # The documentation is public: it describes the API, it does not use it.
     path("schema/", SpectacularAPIView.as_view(permission_classes=[]), name="api-schema"),
     path(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,8 @@ from markets.registry import (
     registry_strategy_ids,
     registry_strategy_ids_for_resolution,
 )
+from notifications.models import NotificationEvent
+from notifications.services import Notice, notifications_record
 from strategies.models import Strategy, StrategyExecution
 from strategies.sandbox import run_strategy
 from strategies.signals import InvalidSignal, Signal, signal_parse
@@ -114,10 +117,42 @@ def execution_finish(
         # A savepoint when called inside a transaction, so a refused write leaves it usable.
         with transaction.atomic():
             execution.save()
+            _notify_failed(execution)
     except Exception as exc:
         logger.exception("could not record the result of execution %s", execution.pk)
         _finish_unrecordable(execution, cause=type(exc).__name__)
     _announce(execution)
+
+
+LINE = re.compile(r"\(line (\d+)\)")
+
+
+def _notify_failed(execution: StrategyExecution) -> None:
+    """Tell the strategy's author it failed (error and line), with the result; a notice
+    that cannot be recorded is logged, never the execution's failure."""
+    if execution.status != Status.FAILED:
+        return
+    line = LINE.search(execution.error)  # the error's own line, before any traceback
+    notice = Notice(
+        user_id=execution.strategy.owner_id,
+        event=NotificationEvent.EXECUTION_FAILED,
+        key=f"execution.failed:{execution.pk}",
+        payload={
+            "strategy_id": execution.strategy_id,
+            "execution_id": execution.pk,
+            "interval_start": execution.interval_start,
+            "trigger": execution.trigger,
+            "code_version": execution.code_version,
+            "settings_version": execution.settings_version,
+            "error": execution.error[:2000],
+            "line": int(line.group(1)) if line else None,
+        },
+    )
+    try:
+        with transaction.atomic():
+            notifications_record(notices=[notice])
+    except Exception:
+        logger.exception("could not notify the failure of execution %s", execution.pk)
 
 
 def _finish_unrecordable(execution: StrategyExecution, *, cause: str) -> None:
@@ -135,6 +170,7 @@ def _finish_unrecordable(execution: StrategyExecution, *, cause: str) -> None:
             finished_at=execution.finished_at,
             duration_ms=execution.duration_ms,
         )
+        _notify_failed(execution)
 
 
 def _announce(execution: StrategyExecution) -> None:

@@ -1,36 +1,15 @@
-"""Encryption at rest for exchange credentials (Fernet, with key rotation through MultiFernet)."""
+"""Encryption at rest for exchange credentials: the platform's Fernet helper (core.crypto),
+under the names the credential code uses."""
 
 from __future__ import annotations
 
-import functools
+from core.crypto import SecretDecryptionError as CredentialDecryptionError
+from core.crypto import _fernet, decrypt_secret, encrypt_secret, rotate_secret
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from django.conf import settings
-
-
-class CredentialDecryptionError(RuntimeError):
-    """The ciphertext was not made with any configured key."""
-
-
-@functools.cache
-def _fernet() -> MultiFernet:
-    # The first key encrypts; every key decrypts, so old ciphertexts survive a rotation.
-    return MultiFernet([Fernet(key) for key in settings.CREDENTIALS_ENCRYPTION_KEYS])
-
-
-def encrypt_secret(plain: str) -> str:
-    return _fernet().encrypt(plain.encode()).decode()
-
-
-def decrypt_secret(token: str) -> str:
-    try:
-        return _fernet().decrypt(token.encode()).decode()
-    except InvalidToken as exc:
-        raise CredentialDecryptionError(
-            "credential cannot be decrypted with the configured keys"
-        ) from exc
-
-
-def rotate_secret(token: str) -> str:
-    """Re-encrypt with the newest key."""
-    return _fernet().rotate(token.encode()).decode()
+__all__ = [
+    "CredentialDecryptionError",
+    "_fernet",
+    "decrypt_secret",
+    "encrypt_secret",
+    "rotate_secret",
+]

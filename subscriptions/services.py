@@ -15,6 +15,8 @@ from django.db.models import Case, TextField, Value, When
 from django.utils import timezone
 
 from core.events import EventType, event_emit
+from notifications.models import NotificationEvent
+from notifications.services import Notice, notifications_record
 from strategies.models import Strategy
 from strategies.services import strategy_mark_retired, strategy_registry_sync
 from subscriptions.crypto import CredentialDecryptionError, encrypt_secret, rotate_secret
@@ -297,6 +299,7 @@ def subscription_pause(
     *, subscription: StrategySubscription, reason: str = ""
 ) -> StrategySubscription:
     paused = _set_status(subscription=subscription, status=Status.PAUSED, reason=reason)
+    notifications_record(notices=[_paused_notice(paused)])
     event_emit(
         EventType.SUBSCRIPTION_PAUSED,
         subscription_id=paused.pk,
@@ -304,6 +307,22 @@ def subscription_pause(
         reason=reason,
     )
     return paused
+
+
+def _paused_notice(subscription: StrategySubscription) -> Notice:
+    # Keyed by the moment it was paused: a subscription paused, resumed and paused again
+    # is two notices.
+    return Notice(
+        user_id=subscription.user_id,
+        event=NotificationEvent.SUBSCRIPTION_PAUSED,
+        key=f"subscription.paused:{subscription.pk}:{subscription.updated_at.isoformat()}",
+        payload={
+            "subscription_id": subscription.pk,
+            "strategy_id": subscription.strategy_id,
+            "mode": subscription.mode,
+            "reason": subscription.status_reason,
+        },
+    )
 
 
 @transaction.atomic

@@ -39,6 +39,7 @@ from django.db.models import Case, DecimalField, F, Q, Value, When
 from django.utils import timezone
 
 from core.events import EventType, event_emit
+from notifications.services import Notice, notifications_record
 from strategies.models import StrategyExecution
 from subscriptions.models import MONEY, StrategySubscription
 from subscriptions.services import credential_record_failures
@@ -56,6 +57,7 @@ from trades.brokers.live import (
 from trades.bulk import bulk_insert, bulk_write
 from trades.guards import drawdown_check
 from trades.models import Order, Trade
+from trades.notices import close_notice, fill_notice, rejection_notice
 from trades.positions import equity_points_fills, positions_refresh
 from trades.purposes import OrderPurpose, PurposeKind
 from trades.sizing import realized_pnl
@@ -356,11 +358,14 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> Fills:
         legs = [leg for leg in legs if (leg.order.pk, leg.order.send_token) in held]
         live_trades = _live_trades(legs)
         entries, exits, orders = [], [], []
+        notices: list[Notice] = []
         closed_by_exchange: set[int] = set()
         for leg in legs:
             assert leg.result is not None
             _apply_to_order(leg.order, leg.result, now)
             orders.append(leg.order)
+            if leg.result.status == OrderStatus.REJECTED:
+                notices.append(rejection_notice(leg))
             if leg.trade.pk not in live_trades:
                 continue
             purpose = leg.order.purpose
@@ -378,6 +383,7 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> Fills:
                     _apply_to_exit(leg.trade, leg.result, leg.exit_reason, now)
                     _count_closed(leg, tally, closed_pnl)
                     _note_fill(filled, leg.trade, exit=True)
+                    notices.append(close_notice(leg))
                     exits.append(leg.trade)
                 continue
             if purpose.kind == PurposeKind.ENTRY:
@@ -386,6 +392,7 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> Fills:
                     tally.opened += 1
                     _emit_filled(leg)
                     _note_fill(filled, leg.trade, exit=False)
+                    notices.append(fill_notice(leg))
                 elif leg.result.has_fill and before != (leg.trade.quantity, leg.trade.entry_fee):
                     # More of an open entry filled (a live limit order the sync follows):
                     # the position, so the equity, changed.
@@ -395,6 +402,7 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> Fills:
                 if _apply_to_exit(leg.trade, leg.result, leg.exit_reason, now):
                     _count_closed(leg, tally, closed_pnl)
                     _note_fill(filled, leg.trade, exit=True)
+                    notices.append(close_notice(leg))
                 exits.append(leg.trade)
             if leg.result.status in (OrderStatus.REJECTED, OrderStatus.UNKNOWN):
                 tally.failed += 1
@@ -404,6 +412,8 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> Fills:
         if exits:
             bulk_write(exits, EXIT_FIELDS)
         _add_realized(closed_pnl)
+        # The batch's fills, closes and rejections, in one call, with the results.
+        notifications_record(notices=notices)
     credentials_record_failures(outcomes)
     return filled
 

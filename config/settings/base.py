@@ -254,6 +254,8 @@ SPECTACULAR_SETTINGS.update(
             "TradeStatusEnum": "trades.models.Trade.Status",
             "TradeSideEnum": "trades.models.Trade.Side",
             "BacktestStatusEnum": "backtests.models.Backtest.Status",
+            "NotificationEventEnum": "notifications.models.NotificationEvent",
+            "DeliveryStatusEnum": "notifications.models.Delivery.Status",
             # The exchanges a strategy (and so a backtest of code) may name: ccxt's and paper.
             "StrategyExchangeEnum": "strategies.serializers.EXCHANGES",
         },
@@ -321,3 +323,38 @@ CELERY_BEAT_SCHEDULE = {
     # The listing's track-record figures (returns over 7/30/90 days move with the clock).
     "backtests-records-refresh": {"task": "backtests.tasks.records_refresh", "schedule": 300.0},
 }
+
+# --- notifications (issue 14) ---------------------------------------------------------------
+# Webhook deliveries and emails go out on a queue of their own (a worker started with
+# -Q notifications), so a slow receiver never delays a candle close or a fan-out.
+NOTIFICATIONS_QUEUE = env.str("NOTIFICATIONS_QUEUE", default="notifications") or None
+# One attempt waits at most WEBHOOK_TIMEOUT_S for the receiver (connect and answer); a failed
+# one is retried after WEBHOOK_BACKOFF_S x 2^(attempt - 1), at most WEBHOOK_BACKOFF_MAX_S
+# (kept below the broker's visibility timeout, CELERY_VISIBILITY_TIMEOUT_S), up to
+# WEBHOOK_MAX_ATTEMPTS attempts. After WEBHOOK_DISABLE_AFTER failed deliveries in a row the
+# webhook is disabled, with the reason.
+WEBHOOK_TIMEOUT_S = env.float("WEBHOOK_TIMEOUT_S", default=5.0)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+WEBHOOK_BACKOFF_S = env.float("WEBHOOK_BACKOFF_S", default=10.0)
+WEBHOOK_BACKOFF_MAX_S = env.float("WEBHOOK_BACKOFF_MAX_S", default=300.0)
+WEBHOOK_DISABLE_AFTER = env.int("WEBHOOK_DISABLE_AFTER", default=5)
+# A worker claims a delivery before sending it; a claim older than this belongs to a worker
+# presumed dead, and the delivery is sent again (with the same idempotency key). Keep it
+# above WEBHOOK_TIMEOUT_S.
+WEBHOOK_SEND_LEASE_S = env.float("WEBHOOK_SEND_LEASE_S", default=60.0)
+# Deliveries to loopback, private, link-local, reserved and other non-global addresses are
+# refused (the host is resolved at send time and every address checked), so a webhook cannot
+# probe the operator's network. `local` and `test` allow them (receivers on this machine).
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env.bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", default=False)
+# Email (EMAIL_URL, e.g. smtp+tls://user:password@smtp.example.com:587); the console backend
+# (printed by the worker) when unset.
+_email = env.email_url("EMAIL_URL", default="consolemail://")
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = int(_email.get("EMAIL_PORT") or 25)
+EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = bool(_email.get("EMAIL_USE_TLS"))
+EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="signalfan <notifications@localhost>")

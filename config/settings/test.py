@@ -12,8 +12,9 @@ CELERY_BROKER_URL = broker_url_for(
 )
 # A killed worker's unacknowledged tasks come back after the visibility timeout; sweep for
 # them every second (kombu's default sweep is every 100 s) so crash tests finish quickly.
+# TEST_VISIBILITY_TIMEOUT_S: shorter for a worker a test starts to take over a killed one's task.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": 30,
+    "visibility_timeout": env.int("TEST_VISIBILITY_TIMEOUT_S", default=30),
     "unacked_restore_interval": 1,
     "unacked_restore_throttle": 1,
 }
@@ -33,3 +34,14 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
     **_rates,
     "backtests": env("API_BACKTEST_THROTTLE_RATE", default="10000/hour"),
 }
+# Notifications: on the default queue (the tests' workers take it), to receivers on loopback,
+# with retries in tenths of a second instead of minutes; emails kept in memory.
+NOTIFICATIONS_QUEUE = env.str("NOTIFICATIONS_QUEUE", default="") or None
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = True
+WEBHOOK_TIMEOUT_S = env.float("WEBHOOK_TIMEOUT_S", default=5.0)
+WEBHOOK_MAX_ATTEMPTS = 3
+WEBHOOK_BACKOFF_S = 0.05
+WEBHOOK_BACKOFF_MAX_S = 0.2
+WEBHOOK_DISABLE_AFTER = 2
+WEBHOOK_SEND_LEASE_S = env.float("WEBHOOK_SEND_LEASE_S", default=10.0)
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

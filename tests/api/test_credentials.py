@@ -12,6 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, transaction
 
+from notifications.models import Webhook
 from subscriptions import crypto
 from subscriptions.crypto import CredentialDecryptionError, decrypt_secret
 from subscriptions.models import BrokerCredential, StrategySubscription
@@ -277,17 +278,21 @@ def use_keys(settings):
 
 @pytest.mark.django_db
 def test_keys_rotate_without_losing_a_credential(api, use_keys, account):
-    # given a credential stored under the old key
+    # given a credential and a webhook's secret stored under the old key
     use_keys(OLD_KEY)
     created = api.post("/api/credentials", credential_payload(), format="json").json()
     before = BrokerCredential.objects.get(pk=created["id"])
+    hook = {"url": "https://example.com/hook", "events": ["trade.filled"]}
+    webhook = api.post("/api/webhooks", hook, format="json").json()
     # when a new key is prepended, the old ciphertexts still decrypt
     use_keys(NEW_KEY, OLD_KEY)
     assert decrypt_secret(before.secret_encrypted) == SECRET
     # and the rotation re-encrypts every credential with the new key
     out = StringIO()
     call_command("rotate_credential_keys", stdout=out)
-    assert out.getvalue().strip() == "re-encrypted 1 credentials with the newest key"
+    assert out.getvalue().strip() == (
+        "re-encrypted 1 credentials and 1 webhook secrets with the newest key"
+    )
     after = BrokerCredential.objects.get(pk=created["id"])
     assert after.secret_encrypted != before.secret_encrypted
     # after which the old key can be dropped
@@ -295,6 +300,7 @@ def test_keys_rotate_without_losing_a_credential(api, use_keys, account):
     assert decrypt_secret(after.api_key_encrypted) == API_KEY
     assert decrypt_secret(after.secret_encrypted) == SECRET
     assert decrypt_secret(after.passphrase_encrypted) == PASSPHRASE
+    assert decrypt_secret(Webhook.objects.get().secret_encrypted) == webhook["secret"]
     with pytest.raises(CredentialDecryptionError):
         decrypt_secret(before.secret_encrypted)
 

@@ -8,7 +8,7 @@ from django.core.management import call_command
 from drf_spectacular.validation import validate_schema
 
 # The fixed paths of the issue, with their methods (and the orders of live trading, issue 6,
-# and backtests).
+# backtests, and notifications, issue 14).
 OPERATIONS = {
     "/api/auth/register": {"post"},
     "/api/auth/token": {"post"},
@@ -40,6 +40,11 @@ OPERATIONS = {
     "/api/backtests/{id}/chart.png": {"get"},
     "/api/backtests/{id}/chart.svg": {"get"},
     "/api/backtests/{id}/report.html": {"get"},
+    "/api/webhooks": {"get", "post"},
+    "/api/webhooks/{id}": {"get", "delete"},
+    "/api/webhooks/{id}/deliveries": {"get"},
+    "/api/notifications": {"get"},
+    "/api/notifications/preferences": {"get", "put"},
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
 
@@ -64,7 +69,7 @@ def test_schema_is_valid_openapi_3_and_lists_exactly_the_fixed_endpoints(schema)
     assert schema["openapi"].startswith("3.")
     found = {p: {m for m in item if m in HTTP_METHODS} for p, item in schema["paths"].items()}
     assert found == OPERATIONS
-    assert sum(len(methods) for methods in found.values()) == 34
+    assert sum(len(methods) for methods in found.values()) == 42
 
 
 @pytest.mark.django_db

@@ -93,8 +93,14 @@ def _dev_fernet_key() -> str:
 
 
 def test_production_starts_with_secrets_of_its_own():
-    loaded = settings_of("config.settings.production", production(), "SECRET_KEY", "DEBUG")
-    assert loaded == {"SECRET_KEY": GOOD_SECRET, "DEBUG": False}
+    names = ("SECRET_KEY", "DEBUG", "WEBHOOK_ALLOW_PRIVATE_ADDRESSES")
+    loaded = settings_of("config.settings.production", production(), *names)
+    # and webhooks may not reach loopback or private addresses (the operator's network)
+    assert loaded == {
+        "SECRET_KEY": GOOD_SECRET,
+        "DEBUG": False,
+        "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": False,
+    }
 
 
 @pytest.mark.parametrize(("proxies", "header"), [(None, None), ("1", ["HTTP_X_FORWARDED_PROTO"])])
@@ -243,7 +249,7 @@ def test_compose_gives_the_strategy_runner_what_bubblewrap_needs_and_no_more():
     assert needed <= unconditional
 
 
-@pytest.mark.parametrize("name", ["web", "beat", "streamer"])
+@pytest.mark.parametrize("name", ["web", "notification-worker", "beat", "streamer"])
 def test_services_that_run_no_strategy_code_keep_dockers_defaults(name):
     # given a service that never runs strategy code
     service = _compose()["services"][name]

@@ -15,6 +15,7 @@ from core.locks import lock_acquire, strategy_run_lock_key
 from core.redis_client import get_redis
 from core.time_utils import datetime_to_ms, format_interval_key, round_to_interval_boundary
 from execution.services import execution_run
+from notifications.models import Notification
 from strategies.models import StrategyExecution
 from strategies.services import strategy_update_settings
 from subscriptions.services import subscription_create
@@ -103,6 +104,11 @@ def test_failing_strategy_is_recorded_and_places_no_orders(market):
     assert not Trade.objects.exists()
     # the execution records how the strategy was isolated
     assert row.sandbox_isolation in ("bwrap", "rlimit", "cold")
+    # and the author, only the author, is told, with the error and its line
+    notice = Notification.objects.get()
+    assert (notice.user_id, notice.event) == (strategy.owner_id, "execution.failed")
+    assert notice.payload["execution_id"] == row.pk and notice.payload["line"] == 2
+    assert "ZeroDivisionError" in notice.payload["error"]
 
 
 INVERTED_STOP = (

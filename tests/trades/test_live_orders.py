@@ -6,6 +6,7 @@ paths are in test_live_workers.py.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
 
@@ -15,6 +16,7 @@ from django.conf import settings as django_settings
 from core.events import EventType, event_subscribe
 from core.time_utils import datetime_to_ms
 from execution.services import execution_run
+from notifications.models import Notification
 from strategies.models import StrategyExecution
 from strategies.services import strategy_update_settings
 from subscriptions.models import StrategySubscription
@@ -183,6 +185,20 @@ def test_bad_keys_reject_and_pause_the_subscription(sim, market, problem):
     assert "AuthenticationError" in bad.subscription.status_reason
     assert [p["subscription_id"] for p in paused] == [bad.subscription.pk]
     assert Trade.objects.get(execution=entry, subscription=good.subscription).status == "open"
+    # and each subscriber is told of their own: the rejection and the pause, with the
+    # exchange's reason, and the fill; no key or secret in any of it
+    heard = {(n.user_id, n.event): n.payload for n in Notification.objects.all()}
+    assert set(heard) == {
+        (bad.subscription.user_id, "order.rejected"),
+        (bad.subscription.user_id, "subscription.paused"),
+        (good.subscription.user_id, "trade.filled"),
+    }
+    assert "AuthenticationError" in heard[(bad.subscription.user_id, "order.rejected")]["reason"]
+    pause = heard[(bad.subscription.user_id, "subscription.paused")]
+    assert pause["subscription_id"] == bad.subscription.pk
+    assert "AuthenticationError" in pause["reason"]
+    text = json.dumps(list(heard.values()))
+    assert not any(s in text for s in (bad.api_key, bad.secret, good.api_key, good.secret))
 
 
 def test_below_minimum_notional_is_skipped_with_the_reason(sim, market):

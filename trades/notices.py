@@ -1,0 +1,86 @@
+"""What a subscriber hears of a batch's results: a fill, a close, a rejected order.
+
+Built from the subscriber's own rows only (their trade, their order, their subscription):
+never a key or a secret, never another subscriber's data. Recorded by ``orders_record`` in
+the transaction that records the results, so each notice exists exactly when its result does
+(and once: its key names the trade or the order).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from markets.symbols import symbol_quote
+from notifications.models import NotificationEvent
+from notifications.services import Notice
+
+if TYPE_CHECKING:
+    from trades.orders import Leg
+
+
+def _trade(leg: Leg) -> dict[str, Any]:
+    trade = leg.trade
+    return {
+        "subscription_id": leg.subscription.pk,
+        "strategy_id": leg.subscription.strategy_id,
+        "mode": leg.subscription.mode,
+        "trade_id": trade.pk,
+        "symbol": trade.symbol,
+        "side": trade.side,
+        "quantity": trade.quantity,
+        "currency": symbol_quote(trade.symbol),
+    }
+
+
+def fill_notice(leg: Leg) -> Notice:
+    trade = leg.trade
+    payload = {
+        **_trade(leg),
+        "price": trade.entry_price,
+        "fee": trade.entry_fee,
+        "time": trade.entry_time,
+    }
+    return Notice(
+        user_id=leg.subscription.user_id,
+        event=NotificationEvent.TRADE_FILLED,
+        key=f"trade.filled:{trade.pk}",
+        payload=payload,
+    )
+
+
+def close_notice(leg: Leg) -> Notice:
+    trade = leg.trade
+    payload = {
+        **_trade(leg),
+        "entry_price": trade.entry_price,
+        "exit_price": trade.exit_price,
+        "fees": trade.fees,
+        "pnl": trade.pnl,
+        "reason": leg.exit_reason,
+        "time": trade.exit_time,
+    }
+    return Notice(
+        user_id=leg.subscription.user_id,
+        event=NotificationEvent.TRADE_CLOSED,
+        key=f"trade.closed:{trade.pk}",
+        payload=payload,
+    )
+
+
+def rejection_notice(leg: Leg) -> Notice:
+    order = leg.order
+    payload = {
+        **_trade(leg),
+        "order_id": order.pk,
+        "purpose": str(order.purpose),
+        "client_order_id": order.client_order_id,
+        "order_side": order.side,
+        "amount": order.amount,
+        "reason": order.error,
+    }
+    return Notice(
+        user_id=leg.subscription.user_id,
+        event=NotificationEvent.ORDER_REJECTED,
+        key=f"order.rejected:{order.pk}",
+        payload=payload,
+    )
