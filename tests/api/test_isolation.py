@@ -14,7 +14,8 @@ from decimal import Decimal
 import pytest
 
 from backtests.models import Backtest
-from notifications.models import Notification
+from notifications.models import Delivery, Notification, NotificationEvent, Webhook
+from notifications.services import Notice, notifications_record, webhook_create
 from strategies.models import Strategy, StrategyExecution, StrategyVersion
 from subscriptions.models import BrokerCredential, StrategySubscription
 from subscriptions.services import subscription_create, subscription_pause
@@ -68,6 +69,9 @@ REFUSED = [
     ("get", "/api/backtests/{backtest}/chart.png", None, 404),
     ("get", "/api/backtests/{backtest}/chart.svg", None, 404),
     ("get", "/api/backtests/{backtest}/report.html", None, 404),
+    ("get", "/api/webhooks/{webhook}", None, 404),
+    ("delete", "/api/webhooks/{webhook}", None, 404),
+    ("get", "/api/webhooks/{webhook}/deliveries", None, 404),
 ]
 
 
@@ -75,7 +79,7 @@ REFUSED = [
 def owner_world(them):
     """The owner (``them``): private and public strategies with executions, active, paused
     and live subscriptions with trades, orders and a position, an unused credential and one in
-    use, and a finished backtest."""
+    use, a finished backtest, and a webhook with a delivery of a notification."""
     private = StrategyFactory(owner=them)
     public = StrategyFactory(owner=them, is_public=True)
     for strategy in (private, public):
@@ -98,7 +102,11 @@ def owner_world(them):
         mode="live",
         credential=used_credential,
     )
+    webhook, _ = webhook_create(user=them, url="https://them.example/hook", events=["trade.filled"])
+    fill = Notice(user_id=them.pk, event=NotificationEvent.TRADE_FILLED, key="trade.filled:1")
+    notifications_record(notices=[fill])
     return {
+        "webhook": webhook.pk,
         "private": private.pk,
         "public": public.pk,
         "subscription": subscription.pk,
@@ -122,6 +130,8 @@ def snapshot() -> dict[str, list[dict]]:
         ProtectionTrip,
         Backtest,
         Notification,
+        Webhook,
+        Delivery,
     )
     return {m.__name__: list(m.objects.order_by("pk").values()) for m in models}
 
@@ -180,6 +190,8 @@ def test_listings_hold_nothing_of_another_user(api, owner_world):
     assert api.get("/api/strategies/subscriptions").json()["count"] == 0
     assert api.get("/api/credentials").json()["count"] == 0
     assert api.get("/api/backtests").json()["count"] == 0
+    assert api.get("/api/webhooks").json()["count"] == 0
+    assert api.get("/api/notifications").json()["count"] == 0
     assert api.get("/api/strategies?mine=true").json()["count"] == 0
 
 
@@ -204,6 +216,6 @@ def test_the_table_tries_every_endpoint_that_takes_an_id():
 def _as_schema_path(template: str) -> str:
     template = template.split("?")[0]
     names = ("private", "public", "subscription", "paused", "credential", "used_credential")
-    for name in (*names, "backtest"):
+    for name in (*names, "backtest", "webhook"):
         template = template.replace("{" + name + "}", "{id}")
     return template

@@ -25,6 +25,8 @@ from rest_framework.authtoken.models import Token
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from notifications.models import NotificationEvent
+from notifications.services import Notice, notifications_record, webhook_create
 from subscriptions.services import subscription_create, subscription_pause
 from tests.api.helpers import (
     make_credential,
@@ -47,6 +49,8 @@ KNOWN_IDS: dict[str, list[int]] = {}
 def _kind(path: str) -> str:
     if path.startswith("/api/strategies/subscriptions/"):
         return "subscriptions"
+    if path.startswith("/api/webhooks/"):
+        return "webhooks"
     return "credentials" if path.startswith("/api/credentials/") else "strategies"
 
 
@@ -99,6 +103,13 @@ def world(settings, dry_runs_on_worker):
     theirs = subscribe(mine, user=other)
     subscription_pause(subscription=theirs)
     other_credential = make_credential(other, label="theirs")
+    # Webhooks of both users, mine with a delivery of a fill.
+    my_webhook, _ = webhook_create(user=me, url="https://me.invalid/hook", events=["trade.filled"])
+    their_webhook, _ = webhook_create(
+        user=other, url="https://other.invalid/hook", events=["trade.filled"]
+    )
+    fill = Notice(user_id=me.pk, event=NotificationEvent.TRADE_FILLED, key="trade.filled:1")
+    notifications_record(notices=[fill])
     KNOWN_IDS.clear()
     KNOWN_IDS.update(
         strategies=[s.pk for s in (mine, public_other, private_other, open_to_me)],
@@ -108,6 +119,7 @@ def world(settings, dry_runs_on_worker):
             other_credential.pk,
             make_credential(me, label="spare").pk,
         ],
+        webhooks=[my_webhook.pk, their_webhook.pk],
     )
     return Token.objects.create(user=me).key
 
