@@ -10,7 +10,7 @@ import pytest
 
 from core.time_utils import datetime_to_ms
 from execution.services import execution_run
-from notifications.models import Notification
+from notifications.models import Notification, NotificationEvent
 from strategies.models import StrategyExecution
 from strategies.services import strategy_update_settings
 from subscriptions.models import StrategySubscription
@@ -58,7 +58,12 @@ def test_slippage_cap_sends_limits_skips_past_the_cap_and_never_holds_an_exit(si
     )
     trip = ProtectionTrip.objects.get(subscription=tight.subscription)
     assert (trip.protection, trip.trade_id) == ("slippage_cap", skipped.pk)
-    assert Notification.objects.filter(user=tight.subscription.user).count() == 1
+    assert (
+        Notification.objects.filter(
+            user=tight.subscription.user, event=NotificationEvent.PROTECTION_TRIGGERED
+        ).count()
+        == 1
+    )
     # the wide one went out as a limit at 2 % above the close, and filled within it
     limit = (entry.close_price * Decimal("1.02")).quantize(Decimal("1e-8"))
     capped = Trade.objects.get(execution=entry, subscription=wide.subscription)

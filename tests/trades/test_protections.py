@@ -17,7 +17,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from notifications.models import Notification
+from notifications.models import Notification, NotificationEvent
 from strategies.models import StrategyExecution
 from subscriptions.models import StrategySubscription
 from subscriptions.services import subscription_create, subscription_update_settings
@@ -204,7 +204,9 @@ def test_each_entry_protection_skips_with_its_reason_records_and_notifies_the_tr
         skipped.pk,
     )
     assert trip.reason == skipped.error and figures.items() <= trip.figures.items()
-    notice = Notification.objects.get(user=tripped.user)
+    notice = Notification.objects.get(
+        user=tripped.user, event=NotificationEvent.PROTECTION_TRIGGERED
+    )
     assert notice.event == "protection.triggered"
     assert notice.key == f"protection.triggered:trade:{skipped.pk}"
     assert notice.payload["protection"] == trip.protection
@@ -306,7 +308,12 @@ def test_max_drawdown_from_the_peak_pauses_records_notifies_and_closes_if_asked(
     assert trip.figures["limit_pct"] == "5.00" and trip.figures["close_positions"] == "true"
     assert trip.figures["drawdown_pct"] == "5.46"
     assert ProtectionTrip.objects.get(subscription=pausing).action == "paused"
-    assert Notification.objects.get(user=closing.user).payload["protection"] == "max_drawdown"
+    assert (
+        Notification.objects.get(
+            user=closing.user, event=NotificationEvent.PROTECTION_TRIGGERED
+        ).payload["protection"]
+        == "max_drawdown"
+    )
     # and the one that asked is closed at the close, under its own close intent, flat
     closed = Trade.objects.get(subscription=closing)
     assert closed.status == "closed" and closed.metadata["exit_reason"] == "max drawdown"
