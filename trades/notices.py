@@ -32,6 +32,10 @@ def _trade(leg: Leg) -> dict[str, Any]:
     }
 
 
+def _notice(leg: Leg, event: NotificationEvent, key: str, payload: dict[str, Any]) -> Notice:
+    return Notice(user_id=leg.subscription.user_id, event=event, key=key, payload=payload)
+
+
 def fill_notice(leg: Leg) -> Notice:
     trade = leg.trade
     payload = {
@@ -40,12 +44,7 @@ def fill_notice(leg: Leg) -> Notice:
         "fee": trade.entry_fee,
         "time": trade.entry_time,
     }
-    return Notice(
-        user_id=leg.subscription.user_id,
-        event=NotificationEvent.TRADE_FILLED,
-        key=f"trade.filled:{trade.pk}",
-        payload=payload,
-    )
+    return _notice(leg, NotificationEvent.TRADE_FILLED, f"trade.filled:{trade.pk}", payload)
 
 
 def close_notice(leg: Leg) -> Notice:
@@ -59,12 +58,7 @@ def close_notice(leg: Leg) -> Notice:
         "reason": leg.exit_reason,
         "time": trade.exit_time,
     }
-    return Notice(
-        user_id=leg.subscription.user_id,
-        event=NotificationEvent.TRADE_CLOSED,
-        key=f"trade.closed:{trade.pk}",
-        payload=payload,
-    )
+    return _notice(leg, NotificationEvent.TRADE_CLOSED, f"trade.closed:{trade.pk}", payload)
 
 
 def rejection_notice(leg: Leg) -> Notice:
@@ -78,9 +72,4 @@ def rejection_notice(leg: Leg) -> Notice:
         "amount": order.amount,
         "reason": order.error,
     }
-    return Notice(
-        user_id=leg.subscription.user_id,
-        event=NotificationEvent.ORDER_REJECTED,
-        key=f"order.rejected:{order.pk}",
-        payload=payload,
-    )
+    return _notice(leg, NotificationEvent.ORDER_REJECTED, f"order.rejected:{order.pk}", payload)
