@@ -30,8 +30,11 @@ demo: install sandbox-tools
 demo-live: install sandbox-tools
 	$(BIN)/python manage.py demo_live
 
+# Two test processes (pytest-xdist), a file each at a time: most tests wait on workers,
+# sandboxes and sockets, so two share two cores well. TEST_PROCESSES=0 runs them in one.
+TEST_PROCESSES ?= 2
 test: install sandbox-tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import os
+from collections import Counter
+
 import pytest
 from django.conf import settings as django_settings
 
 from core.redis_client import get_redis
+from tests.api.stats import FUZZ
 from tests.factories import UserFactory
 from tests.trades.live import SimulatorProcess
 from tests.workers import WorkerPool, test_database_url
@@ -96,3 +100,35 @@ def purge_broker():
 
     app.control.purge()
     yield
+
+
+def pytest_collection_modifyitems(items):
+    """Two tests under one id would run once under pytest-xdist (it schedules by id)."""
+    twice = [nodeid for nodeid, n in Counter(item.nodeid for item in items).items() if n > 1]
+    if twice:
+        raise pytest.UsageError(f"tests collected under the same id: {sorted(twice)[:5]}")
+
+
+# --- the schemathesis run's figures, printed once at the end, with or without pytest-xdist -----
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None and FUZZ.cases:  # an xdist worker: hand them to the controller
+        workeroutput["fuzz"] = {"operations": FUZZ.operations, "data": FUZZ.as_data()}
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist controller's hook
+def pytest_testnodedown(node, error):
+    fuzz = getattr(node, "workeroutput", {}).get("fuzz")
+    if fuzz:
+        FUZZ.merge(operations=fuzz["operations"], data=[tuple(row) for row in fuzz["data"]])
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter):
+    """How many schemathesis cases ran (FUZZ_DETAIL=1: per operation and status too)."""
+    if not FUZZ.cases:
+        return
+    terminalreporter.write_line(FUZZ.summary())
+    if os.environ.get("FUZZ_DETAIL"):
+        for (operation, status), count in sorted(FUZZ.detail.items()):
+            terminalreporter.write_line(f"  {operation:50} {status} {count}")

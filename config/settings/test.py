@@ -5,10 +5,14 @@ from config.settings.base import *  # noqa: F403
 from config.settings.base import DATABASES, REDIS_URL, REST_FRAMEWORK, VAR_DIR, env
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-# Tests keep off the logical databases a developer's running stack uses.
-REDIS_APP_URL = with_redis_db(REDIS_URL, env.int("TEST_REDIS_APP_DB", default=14))
+# Tests keep off the logical databases a developer's running stack uses. Each pytest-xdist
+# worker (gw0, gw1, ...) is a test run of its own, and so are the processes its tests start
+# (they inherit PYTEST_XDIST_WORKER): two Redis databases further down per worker; its test
+# database gets pytest-django's suffix.
+_XDIST_SHIFT = 2 * int(env.str("PYTEST_XDIST_WORKER", default="gw0").removeprefix("gw") or 0)
+REDIS_APP_URL = with_redis_db(REDIS_URL, env.int("TEST_REDIS_APP_DB", default=14) - _XDIST_SHIFT)
 CELERY_BROKER_URL = broker_url_for(
-    with_redis_db(REDIS_URL, env.int("TEST_REDIS_BROKER_DB", default=15))
+    with_redis_db(REDIS_URL, env.int("TEST_REDIS_BROKER_DB", default=15) - _XDIST_SHIFT)
 )
 # A killed worker's unacknowledged tasks come back after the visibility timeout; sweep for
 # them every second (kombu's default sweep is every 100 s) so crash tests finish quickly.

@@ -1,12 +1,9 @@
 from __future__ import annotations
 
-import os
-
 import pytest
 from rest_framework.test import APIClient
 
 from tests.api.helpers import client_for
-from tests.api.stats import FUZZ
 from tests.factories import UserFactory
 from tooling.simulator.client import SimulatorClient
 
@@ -46,14 +43,3 @@ def exchange(simulator_process, settings):
     client.reset()
     yield client
     client.reset()
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_terminal_summary(terminalreporter):
-    """How many schemathesis cases ran (FUZZ_DETAIL=1: per operation and status too)."""
-    if not FUZZ.cases:
-        return
-    terminalreporter.write_line(FUZZ.summary())
-    if os.environ.get("FUZZ_DETAIL"):
-        for (operation, status), count in sorted(FUZZ.detail.items()):
-            terminalreporter.write_line(f"  {operation:50} {status} {count}")

@@ -18,6 +18,17 @@ class FuzzStats:
         self.per_operation[operation] += 1
         self.detail[(operation, status)] += 1
 
+    def as_data(self) -> list[tuple[str, int, int]]:
+        """The counts as plain data, for a pytest-xdist worker to hand to the controller."""
+        return [(operation, status, n) for (operation, status), n in self.detail.items()]
+
+    def merge(self, *, operations: int, data: list[tuple[str, int, int]]) -> None:
+        self.operations = max(self.operations, operations)
+        for operation, status, n in data:
+            self.statuses[status] += n
+            self.per_operation[operation] += n
+            self.detail[(operation, status)] += n
+
     @property
     def cases(self) -> int:
         return sum(self.statuses.values())
