@@ -335,7 +335,9 @@ admin.site.unregister(Strategy)
 @admin.register(Strategy)
 class StrategyWithRecordAdmin(StrategyWithSubscribersAdmin):
     list_display = (*StrategyWithSubscribersAdmin.list_display, "return_30d", "record_trades")
-    list_select_related = (*StrategyWithSubscribersAdmin.list_select_related, "record")
+
+    def get_list_select_related(self, request: HttpRequest) -> tuple[str, ...]:
+        return ("owner", "record")
 
     @admin.display(description="30-day return", ordering="record__return_30d_pct")
     def return_30d(self, strategy: Strategy) -> str:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import cache
 from typing import Any, TypeVar
 
 from django.contrib import admin, messages
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db.models import DateTimeField, Model, QuerySet
+from django.db.models import DateTimeField, DecimalField, Model, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
@@ -60,37 +61,47 @@ def first_line(text: str, limit: int = 90) -> SafeString | str:
     return format_html('<span title="{}" style="white-space: nowrap">{}</span>', line, shown)
 
 
-@cache  # one callable per field: the admin tells read-only fields by identity
-def timestamp(name: str, *, precise: bool = False) -> Callable[[Any], str]:
-    """A column or read-only field showing the datetime field ``name`` in UTC: to the second
-    (lists) or, ``precise``, to the millisecond (detail pages)."""
-    render = utc_milliseconds if precise else utc_seconds
+def plain_decimal(value: Decimal | None) -> str:
+    """A stored decimal without its column's padding: ``2``, not ``2.000000000000``."""
+    if value is None:
+        return EMPTY
+    return f"{value.normalize():f}" if value.is_finite() else str(value)
 
-    @admin.display(description=name.replace("_", " "), ordering=name)
+
+@cache  # one callable per field: the admin tells read-only fields by identity
+def readable(model: type[Model], name: str, *, precise: bool) -> Callable[[Any], str] | None:
+    """The display of the field ``name`` of ``model`` for a column or read-only field when
+    Django's own reads badly: datetimes in UTC to the second (lists) or, ``precise``, to the
+    millisecond (detail pages); decimals without padding. None for any other field."""
+    try:
+        field = model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return None  # a method, a property or a lookup: displayed as it is
+    render: Callable[[Any], str]
+    if isinstance(field, DateTimeField):
+        render = utc_milliseconds if precise else utc_seconds
+    elif isinstance(field, DecimalField):
+        render = plain_decimal
+    else:
+        return None
+
+    @admin.display(description=str(getattr(field, "verbose_name", name)), ordering=name)
     def show(obj: Any) -> str:
         return render(getattr(obj, name))
 
-    show.__name__ = name
+    show.__name__ = name  # its help text is the field's
     return show
 
 
-def _is_datetime(model: type[Model], name: Any) -> bool:
-    if not isinstance(name, str):
-        return False
-    try:
-        return isinstance(model._meta.get_field(name), DateTimeField)
-    except FieldDoesNotExist:
-        return False
+def readable_fields(model: type[Model], names: Iterable[Any], *, precise: bool) -> list[Any]:
+    """``names`` with each datetime and decimal field of ``model`` replaced by its display."""
+    return [(readable(model, n, precise=precise) or n) if isinstance(n, str) else n for n in names]
 
 
-def utc_times(model: type[Model], names: Iterable[Any], *, precise: bool) -> list[Any]:
-    """``names`` with each datetime field of ``model`` replaced by its UTC display."""
-    return [timestamp(n, precise=precise) if _is_datetime(model, n) else n for n in names]
-
-
-class UtcTimesMixin:
-    """Datetimes in UTC to the second in lists and inlines, to the millisecond on a detail
-    page (Django shows them to the minute, in the locale's words: "Dec. 2, 2026, 1:36 p.m.").
+class ReadableMixin:
+    """Columns and read-only fields that read well: datetimes in UTC, to the second in lists
+    and inlines, to the millisecond on a detail page (Django shows them to the minute, in the
+    locale's words: "Dec. 2, 2026, 1:36 p.m."), and decimals without their column's padding.
     Only read-only fields change: an editable one keeps its widget."""
 
     model: type[Model]
@@ -98,33 +109,33 @@ class UtcTimesMixin:
 
     def get_list_display(self, request: HttpRequest) -> Any:
         shown = super().get_list_display(request)  # type: ignore[misc]
-        return utc_times(self.model, shown, precise=False)
+        return readable_fields(self.model, shown, precise=False)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         readonly = super().get_readonly_fields(request, obj)  # type: ignore[misc]
-        return utc_times(self.model, readonly, precise=self.precise_times)
+        return readable_fields(self.model, readonly, precise=self.precise_times)
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
-        readonly = set(super().get_readonly_fields(request, obj))  # type: ignore[misc]
+        readonly: set[Any] | None = set(super().get_readonly_fields(request, obj))  # type: ignore[misc]
         if not self.has_change_permission(request, obj):  # type: ignore[attr-defined]
             readonly = None  # a view-only page shows every field read-only
         return [
-            (name, {**options, "fields": self._utc_fields(options["fields"], readonly)})
+            (name, {**options, "fields": self._readable(options["fields"], readonly)})
             for name, options in super().get_fieldsets(request, obj)  # type: ignore[misc]
         ]
 
-    def _utc_fields(self, fields: Iterable[Any], readonly: set[Any] | None) -> list[Any]:
+    def _readable(self, fields: Iterable[Any], readonly: set[Any] | None) -> list[Any]:
         return [
-            self._utc_fields(f, readonly)
+            self._readable(f, readonly)
             if isinstance(f, list | tuple)
-            else utc_times(self.model, [f], precise=self.precise_times)[0]
+            else readable_fields(self.model, [f], precise=self.precise_times)[0]
             if readonly is None or f in readonly
             else f
             for f in fields
         ]
 
 
-class ReadOnlyAdmin(UtcTimesMixin, admin.ModelAdmin):
+class ReadOnlyAdmin(ReadableMixin, admin.ModelAdmin):
     """A record the platform writes (executions, trades, candles, orders): operators look only.
 
     Editing one by hand would bypass the services that keep counters, PnL and the
@@ -141,7 +152,7 @@ class ReadOnlyAdmin(UtcTimesMixin, admin.ModelAdmin):
         return False
 
 
-class ReadOnlyInline(UtcTimesMixin, admin.TabularInline):
+class ReadOnlyInline(ReadableMixin, admin.TabularInline):
     """The parent's most recent related rows, read-only, each linking to its own page.
 
     An inline has no pagination, and a popular strategy has thousands of subscribers and

@@ -19,7 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from core.admin_utils import first_line, utc_seconds
+from core.admin_utils import plain_decimal, utc_seconds
 from execution.selectors import DAY, HOUR, Overview, StatusCount, operator_overview
 from strategies.models import StrategyExecution
 from subscriptions.models import StrategySubscription
@@ -56,14 +56,20 @@ def _tables(overview: Overview) -> dict[str, Any]:
         "execution_rows": _count_rows(StrategyExecution, "started_at", overview.executions, now),
         "order_rows": _count_rows(Order, "created_at", overview.orders, now),
         "failed_rows": [
-            (e, utc_seconds(e.started_at), first_line(e.error)) for e in overview.failed_executions
+            (e, utc_seconds(e.started_at), e.error.splitlines()[0] if e.error else "")
+            for e in overview.failed_executions
         ],
         "rejected_rows": [
-            (o, utc_seconds(o.created_at), first_line(o.error)) for o in overview.rejected_orders
+            (
+                o,
+                utc_seconds(o.created_at),
+                f"{o.side} {plain_decimal(o.amount)} {o.symbol}",
+                o.error[:300],
+            )
+            for o in overview.rejected_orders
         ],
         "paused_rows": [
-            (s, utc_seconds(s.updated_at), first_line(s.status_reason, limit=60))
-            for s in overview.paused_subscriptions
+            (s, utc_seconds(s.updated_at), s.status_reason) for s in overview.paused_subscriptions
         ],
         "market_rows": [(m, utc_seconds(m.last_close)) for m in overview.markets],
         "failed_url": _list_url(

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Count, Max, Q, QuerySet
 
+from core.clock import market_now
 from core.redis_client import get_redis
 from core.time_utils import resolution_to_timedelta
 from execution.streaming.services import ALIVE_KEY, market_parse
@@ -45,6 +46,7 @@ class MarketStream:
     resolution: str
     strategies: int
     last_close: datetime | None  # close time of the newest candle stored
+    late: bool  # streamed, and no close stored for over two intervals
 
     @property
     def streamed(self) -> bool:
@@ -86,7 +88,7 @@ def operator_overview(*, now: datetime, limit: int = 20) -> Overview:
         paused_reasons=subscriptions_paused_reasons(limit=limit),
         paused_subscriptions=list(subscriptions_paused_recent()[:limit]),
         streamer_id=streamer_current(),
-        markets=markets_streamed(),
+        markets=markets_streamed(now=market_now()),  # the replay clock's time during a replay
     )
 
 
@@ -147,8 +149,9 @@ def streamer_current() -> str | None:
     return None if value is None else str(value)
 
 
-def markets_streamed() -> list[MarketStream]:
-    """Every market in the strategy registry, its strategies and its newest stored candle."""
+def markets_streamed(*, now: datetime) -> list[MarketStream]:
+    """Every market in the strategy registry, its strategies and its newest stored candle
+    (late when a streamed market has stored no close for two intervals)."""
     client = get_redis()
     keys = sorted(registry_market_keys())
     pipe = client.pipeline(transaction=False)
@@ -158,9 +161,21 @@ def markets_streamed() -> list[MarketStream]:
     markets = [market_parse(key) for key in keys]
     last = _last_candles(markets)
     return [
-        MarketStream(*market, strategies=int(size), last_close=last.get(market))
+        MarketStream(
+            *market,
+            strategies=int(size),
+            last_close=last.get(market),
+            late=_late(market, last.get(market), now=now),
+        )
         for market, size in zip(markets, sizes, strict=True)
     ]
+
+
+def _late(market: tuple[str, str, str], last_close: datetime | None, *, now: datetime) -> bool:
+    exchange, _, resolution = market
+    if exchange == PAPER_EXCHANGE:
+        return False
+    return last_close is None or now - last_close > 2 * resolution_to_timedelta(resolution)
 
 
 def _last_candles(markets: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], datetime]:

@@ -16,9 +16,9 @@ from django.utils.safestring import SafeString
 
 from core.admin_utils import (
     EMPTY,
+    ReadableMixin,
     ReadOnlyAdmin,
     ReadOnlyInline,
-    UtcTimesMixin,
     change_link,
     changelist_link,
     fieldset_names,
@@ -108,9 +108,9 @@ def _dry_run(strategy: Strategy, settings: dict[str, Any]) -> None:
 
 
 @admin.register(Strategy)
-class StrategyAdmin(UtcTimesMixin, admin.ModelAdmin):
+class StrategyAdmin(ReadableMixin, admin.ModelAdmin):
     form = StrategyForm
-    list_display = (
+    list_display: tuple[str, ...] = (
         "id",
         "name",
         "owner",

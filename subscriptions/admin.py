@@ -13,8 +13,8 @@ from django.http import HttpRequest
 from django.utils.safestring import SafeString
 
 from core.admin_utils import (
+    ReadableMixin,
     ReadOnlyInline,
-    UtcTimesMixin,
     change_link,
     changelist_link,
     first_line,
@@ -65,7 +65,7 @@ class SubscriptionForm(forms.ModelForm):
 
 
 @admin.register(StrategySubscription)
-class StrategySubscriptionAdmin(UtcTimesMixin, admin.ModelAdmin):
+class StrategySubscriptionAdmin(ReadableMixin, admin.ModelAdmin):
     form = SubscriptionForm
     list_display = (
         "id",
@@ -221,7 +221,7 @@ class InUseFilter(admin.SimpleListFilter):
 
 
 @admin.register(BrokerCredential)
-class BrokerCredentialAdmin(UtcTimesMixin, admin.ModelAdmin):
+class BrokerCredentialAdmin(ReadableMixin, admin.ModelAdmin):
     """Label, exchange and masked key only: the ciphertexts are not even on the page."""
 
     list_display = (

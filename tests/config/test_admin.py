@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from django.contrib import admin
+from django.contrib.admin.utils import quote
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.contrib.admin.utils import quote
 from django.urls import reverse
 
 from backtests.models import Backtest
