@@ -327,6 +327,11 @@ def _duration(seconds: Any) -> str:
     return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
 
 
+def _after(names: tuple[str, ...], anchor: str, added: tuple[str, ...]) -> tuple[str, ...]:
+    at = names.index(anchor) + 1
+    return (*names[:at], *added, *names[at:])
+
+
 # The strategy list as operators read it: strategies and subscriptions sit below the records,
 # so this layer adds each strategy's record (its reference account's 30-day return).
 admin.site.unregister(Strategy)
@@ -334,7 +339,9 @@ admin.site.unregister(Strategy)
 
 @admin.register(Strategy)
 class StrategyWithRecordAdmin(StrategyWithSubscribersAdmin):
-    list_display = (*StrategyWithSubscribersAdmin.list_display, "return_30d", "record_trades")
+    list_display = _after(
+        StrategyWithSubscribersAdmin.list_display, "failures_24h", ("return_30d", "record_trades")
+    )
 
     def get_list_select_related(self, request: HttpRequest) -> tuple[str, ...]:
         return ("owner", "record")

@@ -79,7 +79,7 @@ def readable(model: type[Model], name: str, *, precise: bool) -> Callable[[Any],
         return None  # a method, a property or a lookup: displayed as it is
     render: Callable[[Any], str]
     if isinstance(field, DateTimeField):
-        render = utc_milliseconds if precise else utc_seconds
+        render = _unbroken(utc_milliseconds if precise else utc_seconds)
     elif isinstance(field, DecimalField):
         render = plain_decimal
     else:
@@ -91,6 +91,15 @@ def readable(model: type[Model], name: str, *, precise: bool) -> Callable[[Any],
 
     show.__name__ = name  # its help text is the field's
     return show
+
+
+def one_line(text: str) -> SafeString:
+    """``text`` kept on one line (a narrow column breaks a date at its dashes)."""
+    return format_html('<span style="white-space: nowrap">{}</span>', text)
+
+
+def _unbroken(render: Callable[[Any], str]) -> Callable[[Any], str]:
+    return lambda value: one_line(render(value))
 
 
 def readable_fields(model: type[Model], names: Iterable[Any], *, precise: bool) -> list[Any]:
@@ -160,6 +169,8 @@ class ReadOnlyInline(ReadableMixin, admin.TabularInline):
     """
 
     precise_times = False  # a row of a table, as in a list
+    # One line per row, its first cell the link (markets/templates/admin/edit_inline/).
+    template = "admin/edit_inline/compact_tabular.html"
     extra = 0
     max_num = 0
     can_delete = False

@@ -24,6 +24,7 @@ from core.admin_utils import (
     fieldset_names,
     first_line,
     milliseconds,
+    one_line,
     preformatted,
     pretty_json,
     real_time_drift,
@@ -66,7 +67,7 @@ class RecentExecutionInline(ReadOnlyInline):
 
     @admin.display(description="duration")
     def duration(self, execution: StrategyExecution) -> str:
-        return milliseconds(execution.duration_ms)
+        return one_line(milliseconds(execution.duration_ms))
 
     @admin.display(description="error")
     def error_line(self, execution: StrategyExecution) -> SafeString | str:
@@ -121,7 +122,6 @@ class StrategyAdmin(ReadableMixin, admin.ModelAdmin):
         "last_status",
         "failures_24h",
         "is_public",
-        "is_marketplace",
         "created_at",
     )
     list_display_links = ("id", "name")
@@ -208,7 +208,7 @@ class StrategyAdmin(ReadableMixin, admin.ModelAdmin):
 
     @admin.display(description="last run", ordering="last_run_at")
     def last_run(self, strategy: Any) -> str:
-        return utc_seconds(strategy.last_run_at)
+        return one_line(utc_seconds(strategy.last_run_at))
 
     @admin.display(description="last status", ordering="last_run_status")
     def last_status(self, strategy: Any) -> str:
@@ -344,7 +344,9 @@ class StrategyExecutionAdmin(ReadOnlyAdmin):
 
     @admin.display(description="strategy", ordering="strategy__name")
     def strategy_link(self, execution: StrategyExecution) -> str:
-        return change_link(execution.strategy)
+        return change_link(
+            execution.strategy, f"#{execution.strategy_id} {execution.strategy.name}"
+        )
 
     @admin.display(description="signal")
     def signal_kind(self, execution: StrategyExecution) -> str:
@@ -352,12 +354,12 @@ class StrategyExecutionAdmin(ReadOnlyAdmin):
 
     @admin.display(description="duration", ordering="duration_ms")
     def duration(self, execution: StrategyExecution) -> str:
-        return milliseconds(execution.duration_ms)
+        return one_line(milliseconds(execution.duration_ms))
 
     @admin.display(description="drift", ordering="drift_ms")
     def drift(self, execution: StrategyExecution) -> str:
         """Close → start; blank for manual runs and replays, which start long after."""
-        return real_time_drift(execution.drift_ms, execution.trigger)
+        return one_line(real_time_drift(execution.drift_ms, execution.trigger))
 
     @admin.display(description="error")
     def error_line(self, execution: StrategyExecution) -> SafeString | str:
