@@ -327,6 +327,68 @@ def _duration(seconds: Any) -> str:
     return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
 
 
+@admin.register(StrategyRecord)
+class StrategyRecordAdmin(ReadOnlyAdmin):
+    """Each strategy's reference paper account, as the listing's figures were last refreshed."""
+
+    list_display = (
+        "strategy_link",
+        "return_7d_pct",
+        "return_30d_pct",
+        "return_90d_pct",
+        "return_total_pct",
+        "max_drawdown_pct",
+        "sharpe_ratio",
+        "win_rate_pct",
+        "trades",
+        "subscribers",
+        "last_close",
+        "figures_at",
+    )
+    search_fields = ("strategy__name", "=strategy__id")
+    ordering = ("-return_30d_pct", "strategy_id")
+    list_select_related = ("strategy",)
+    fieldsets = (
+        (
+            None,
+            {"fields": ("strategy_link", "started_at", "last_close", "realized", "position_json")},
+        ),
+        (
+            "Figures",
+            {
+                "fields": (
+                    "return_7d_pct",
+                    "return_30d_pct",
+                    "return_90d_pct",
+                    "return_total_pct",
+                    "max_drawdown_pct",
+                    "sharpe_ratio",
+                    "win_rate_pct",
+                    "trades",
+                    "subscribers",
+                    "figures_at",
+                )
+            },
+        ),
+    )
+    readonly_fields = fieldset_names(fieldsets)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[StrategyRecord]:
+        return super().get_queryset(request).defer("strategy__code")
+
+    @admin.display(description="strategy", ordering="strategy__name")
+    def strategy_link(self, record: StrategyRecord) -> SafeString | str:
+        return change_link(record.strategy, f"#{record.strategy_id} {record.strategy.name}")
+
+    @admin.display(description="sharpe", ordering="sharpe")
+    def sharpe_ratio(self, record: StrategyRecord) -> str:
+        return EMPTY if record.sharpe is None else f"{record.sharpe:.2f}"
+
+    @admin.display(description="open position")
+    def position_json(self, record: StrategyRecord) -> SafeString | str:
+        return pretty_json(record.position)
+
+
 def _after(names: tuple[str, ...], anchor: str, added: tuple[str, ...]) -> tuple[str, ...]:
     at = names.index(anchor) + 1
     return (*names[:at], *added, *names[at:])

@@ -9,7 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from backtests.models import Backtest
+from backtests.models import Backtest, StrategyRecord
 from markets.models import Candle
 from notifications.models import Delivery, Notification, NotificationPreference, Webhook
 from strategies.models import Strategy, StrategyExecution, StrategyVersion
@@ -30,6 +30,7 @@ PLATFORM_MODELS = [
     Position,
     ProtectionTrip,
     Backtest,
+    StrategyRecord,
     Notification,
     NotificationPreference,
     Webhook,
