@@ -183,6 +183,10 @@ def test_the_overview_shows_the_days_failures_rejections_pauses_and_markets(
     assert markets["binance"].late and markets["binance"].streamed
     assert markets["binance"].last_close == datetime(2018, 1, 10, 5, 10, tzinfo=UTC)
     assert not markets["paper"].streamed and not markets["paper"].late
+    # and each figure links the list behind it
+    assert admin_client.get(response.context["failed_url"]).context["cl"].result_count == 1
+    rejected = next(r for r in response.context["order_rows"] if r.status == "rejected")
+    assert admin_client.get(rejected.hour_url).context["cl"].result_count == 1
 
 
 @pytest.mark.django_db
