@@ -40,6 +40,32 @@ from trades.manual import (
 from trades.models import Order, Position, ProtectionTrip, Trade
 
 
+class OrderInline(ReadOnlyInline):
+    """A trade's or an execution's orders, one line each."""
+
+    model = Order
+    parent_field = "trade"
+    recent_order = ("created_at", "pk")
+    verbose_name_plural = "orders (first 20)"
+    fields = (
+        "client_order_id",
+        "purpose",
+        "side",
+        "type",
+        "amount",
+        "status",
+        "filled",
+        "average_price",
+        "error_line",
+        "created_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="error")
+    def error_line(self, order: Order) -> SafeString | str:
+        return first_line(order.error, limit=60)
+
+
 @admin.register(Trade)
 class TradeAdmin(ReadOnlyAdmin):
     list_display = (
@@ -119,8 +145,7 @@ class TradeAdmin(ReadOnlyAdmin):
     )
     readonly_fields = fieldset_names(fieldsets)
 
-    def get_inlines(self, request: HttpRequest, obj: Any) -> list:
-        return [OrderInline]
+    inlines = (OrderInline,)
 
     @admin.display(description="subscription", ordering="subscription_id")
     def subscription_link(self, trade: Trade) -> str:
@@ -157,32 +182,6 @@ class TradeAdmin(ReadOnlyAdmin):
     @admin.display(description="metadata")
     def metadata_json(self, trade: Trade) -> str:
         return pretty_json(trade.metadata)
-
-
-class OrderInline(ReadOnlyInline):
-    """A trade's or an execution's orders, one line each."""
-
-    model = Order
-    parent_field = "trade"
-    recent_order = ("created_at", "pk")
-    verbose_name_plural = "orders (first 20)"
-    fields = (
-        "client_order_id",
-        "purpose",
-        "side",
-        "type",
-        "amount",
-        "status",
-        "filled",
-        "average_price",
-        "error_line",
-        "created_at",
-    )
-    readonly_fields = fields
-
-    @admin.display(description="error")
-    def error_line(self, order: Order) -> SafeString | str:
-        return first_line(order.error, limit=60)
 
 
 @admin.register(Order)
