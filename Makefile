@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install sandbox-tools demo demo-live test lint run clean
+.PHONY: install sandbox-tools browser demo demo-live test lint run clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,13 +15,22 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # bubblewrap isolates strategy code; installed when we can (root with apt), optional otherwise.
-sandbox-tools:
+# Chromium runs the admin's browser test (skipped without it), installed the same way.
+sandbox-tools: browser
 	@command -v bwrap >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
 	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1)) \
 	    && echo "installed bubblewrap" || echo "bubblewrap not installed: sandbox uses rlimits only"; \
 	  else echo "bubblewrap not available: sandbox uses rlimits only"; fi; }
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1)) \
+	    && echo "installed chromium" || echo "chromium not installed: the admin browser test skips"; \
+	  else echo "chromium not available: the admin browser test skips"; fi; }
 
 demo: install sandbox-tools
 	$(BIN)/python manage.py demo

@@ -20,7 +20,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from backtests.charts import backtest_chart
-from backtests.models import Backtest, BacktestTrade
+from backtests.models import Backtest, BacktestTrade, StrategyRecord
 from backtests.report import METRIC_SECTIONS
 from backtests.selectors import backtest_quote, backtest_report, backtest_series
 from backtests.views import FILE_POLICY
@@ -29,9 +29,12 @@ from core.admin_utils import (
     ReadOnlyInline,
     change_link,
     fieldset_names,
+    milliseconds,
     preformatted,
     pretty_json,
 )
+from strategies.models import Strategy
+from subscriptions.admin import StrategyWithSubscribersAdmin
 
 # The result columns can be megabytes (one value per candle): the list never loads them.
 HEAVY_FIELDS = ("series", "skips", "lookahead", "logs", "code")
@@ -121,7 +124,7 @@ class BacktestAdmin(ReadOnlyAdmin):
                     "created_at",
                     "started_at",
                     "finished_at",
-                    "duration_ms",
+                    "duration",
                 )
             },
         ),
@@ -166,6 +169,10 @@ class BacktestAdmin(ReadOnlyAdmin):
         return int(backtest.trade_total)
 
     # --- one backtest -----------------------------------------------------------------------
+    @admin.display(description="duration")
+    def duration(self, backtest: Backtest) -> str:
+        return milliseconds(backtest.duration_ms)
+
     @admin.display(description="error")
     def error_text(self, backtest: Backtest) -> SafeString | str:
         return preformatted(backtest.error)
@@ -318,3 +325,103 @@ def _duration(seconds: Any) -> str:
     except (TypeError, ValueError):
         return str(seconds)
     return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
+
+
+@admin.register(StrategyRecord)
+class StrategyRecordAdmin(ReadOnlyAdmin):
+    """Each strategy's reference paper account, as the listing's figures were last refreshed."""
+
+    list_display = (
+        "strategy_link",
+        "return_7d_pct",
+        "return_30d_pct",
+        "return_90d_pct",
+        "return_total_pct",
+        "max_drawdown_pct",
+        "sharpe_ratio",
+        "win_rate_pct",
+        "trades",
+        "subscribers",
+        "last_close",
+        "figures_at",
+    )
+    search_fields = ("strategy__name", "=strategy__id")
+    ordering = ("-return_30d_pct", "strategy_id")
+    list_select_related = ("strategy",)
+    fieldsets = (
+        (
+            None,
+            {"fields": ("strategy_link", "started_at", "last_close", "realized", "position_json")},
+        ),
+        (
+            "Figures",
+            {
+                "fields": (
+                    "return_7d_pct",
+                    "return_30d_pct",
+                    "return_90d_pct",
+                    "return_total_pct",
+                    "max_drawdown_pct",
+                    "sharpe_ratio",
+                    "win_rate_pct",
+                    "trades",
+                    "subscribers",
+                    "figures_at",
+                )
+            },
+        ),
+    )
+    readonly_fields = fieldset_names(fieldsets)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[StrategyRecord]:
+        return super().get_queryset(request).defer("strategy__code")
+
+    @admin.display(description="strategy", ordering="strategy__name")
+    def strategy_link(self, record: StrategyRecord) -> SafeString | str:
+        return change_link(record.strategy, f"#{record.strategy_id} {record.strategy.name}")
+
+    @admin.display(description="sharpe", ordering="sharpe")
+    def sharpe_ratio(self, record: StrategyRecord) -> str:
+        return EMPTY if record.sharpe is None else f"{record.sharpe:.2f}"
+
+    @admin.display(description="open position")
+    def position_json(self, record: StrategyRecord) -> SafeString | str:
+        return pretty_json(record.position)
+
+
+def _after(names: tuple[str, ...], anchor: str, added: tuple[str, ...]) -> tuple[str, ...]:
+    at = names.index(anchor) + 1
+    return (*names[:at], *added, *names[at:])
+
+
+# The strategy list as operators read it: strategies and subscriptions sit below the records,
+# so this layer adds each strategy's record (its reference account's 30-day return).
+admin.site.unregister(Strategy)
+
+
+@admin.register(Strategy)
+class StrategyWithRecordAdmin(StrategyWithSubscribersAdmin):
+    list_display = _after(
+        StrategyWithSubscribersAdmin.list_display, "failures_24h", ("return_30d", "record_trades")
+    )
+
+    def get_list_select_related(self, request: HttpRequest) -> tuple[str, ...]:
+        return ("owner", "record")
+
+    @admin.display(description="30-day return", ordering="record__return_30d_pct")
+    def return_30d(self, strategy: Strategy) -> str:
+        record = _record(strategy)
+        value = record.return_30d_pct if record else None
+        return EMPTY if value is None else f"{value:.2f} %"
+
+    @admin.display(description="record trades", ordering="record__trades")
+    def record_trades(self, strategy: Strategy) -> str:
+        record = _record(strategy)
+        return str(record.trades) if record else EMPTY
+
+
+def _record(strategy: Strategy) -> StrategyRecord | None:
+    try:
+        return strategy.record
+    except StrategyRecord.DoesNotExist:
+        return None  # no real-time close followed yet

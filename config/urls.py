@@ -9,6 +9,7 @@ from backtests.views import BacktestListView
 from config.auth_views import RegisterView, TokenView
 from config.health import health
 from config.home import home
+from execution.admin import overview_view
 from subscriptions.urls import credential_urlpatterns
 from subscriptions.views import CredentialListCreateView
 
@@ -37,6 +38,8 @@ api_patterns: list[URLPattern | URLResolver] = [
 urlpatterns = [
     path("", home, name="home"),
     path("health/", health, name="health"),
+    # The operator overview: staff only, like the admin it is linked from.
+    path("admin/overview/", admin.site.admin_view(overview_view), name="admin-overview"),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
 ]

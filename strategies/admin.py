@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.safestring import SafeString
 
 from core.admin_utils import (
+    EMPTY,
+    ReadableMixin,
     ReadOnlyAdmin,
     ReadOnlyInline,
     change_link,
     changelist_link,
     fieldset_names,
+    first_line,
+    milliseconds,
+    one_line,
     preformatted,
     pretty_json,
+    real_time_drift,
+    utc_seconds,
 )
 from strategies.models import Strategy, StrategyExecution, StrategyVersion
 from strategies.services import (
@@ -30,26 +42,41 @@ PLAIN_FIELDS = ("name", "description", "is_public", "is_marketplace")
 
 
 class RecentExecutionInline(ReadOnlyInline):
+    """The latest few runs, one line each; the link above the inlines lists them all."""
+
     model = StrategyExecution
     parent_field = "strategy"
     recent_order = ("-interval_start", "-pk")
-    verbose_name_plural = "recent executions (latest 20)"
+    limit = 10
+    verbose_name_plural = "latest 10 executions"
     fields = (
         "interval_start",
+        "started_at",
         "status",
         "trigger",
-        "signal_json",
-        "duration_ms",
-        "drift_ms",
-        "subscriber_count",
+        "signal_kind",
+        "duration",
         "trades_generated",
-        "error",
+        "error_line",
     )
     readonly_fields = fields
 
     @admin.display(description="signal")
-    def signal_json(self, execution: StrategyExecution) -> str:
-        return pretty_json(execution.signal)
+    def signal_kind(self, execution: StrategyExecution) -> str:
+        return signal_kind(execution)
+
+    @admin.display(description="duration")
+    def duration(self, execution: StrategyExecution) -> str:
+        return one_line(milliseconds(execution.duration_ms))
+
+    @admin.display(description="error")
+    def error_line(self, execution: StrategyExecution) -> SafeString | str:
+        return first_line(execution.error)
+
+
+def signal_kind(execution: StrategyExecution) -> str:
+    signal = execution.signal
+    return str(signal.get("signal", "?")) if isinstance(signal, dict) else EMPTY
 
 
 class StrategyForm(forms.ModelForm):
@@ -66,6 +93,10 @@ class StrategyForm(forms.ModelForm):
         return value
 
 
+def _day_ago() -> datetime:
+    return timezone.now() - timedelta(days=1)
+
+
 def _dry_run(strategy: Strategy, settings: dict[str, Any]) -> None:
     """New settings are dry-run with the code on a worker, as the API does, before they are
     stored: a refusal or a check that could not run is the form's error."""
@@ -78,21 +109,19 @@ def _dry_run(strategy: Strategy, settings: dict[str, Any]) -> None:
 
 
 @admin.register(Strategy)
-class StrategyAdmin(admin.ModelAdmin):
+class StrategyAdmin(ReadableMixin, admin.ModelAdmin):
     form = StrategyForm
-    list_display = (
+    list_display: tuple[str, ...] = (
         "id",
         "name",
         "owner",
-        "exchange",
-        "symbol",
-        "resolution",
+        "market",
         "status",
         "subscriber_count",
+        "last_run",
+        "last_status",
+        "failures_24h",
         "is_public",
-        "is_marketplace",
-        "settings_version",
-        "code_version",
         "created_at",
     )
     list_display_links = ("id", "name")
@@ -153,6 +182,50 @@ class StrategyAdmin(admin.ModelAdmin):
     # subscriptions.admin adds the subscribers and the retire action (which pauses them).
     inlines = (RecentExecutionInline,)
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Strategy]:
+        # Subqueries, one row each: the list costs the same queries however many runs there are.
+        runs = StrategyExecution.objects.filter(strategy=OuterRef("pk"))
+        latest = runs.order_by("-interval_start")  # the unique (strategy, candle) index
+        failed = (
+            runs.filter(status=StrategyExecution.Status.FAILED, started_at__gte=_day_ago())
+            .values("strategy")
+            .annotate(total=Count("pk"))
+            .values("total")
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                last_run_at=Subquery(latest.values("started_at")[:1]),
+                last_run_status=Subquery(latest.values("status")[:1]),
+                failed_24h=Coalesce(Subquery(failed), 0),
+            )
+        )
+
+    @admin.display(description="market", ordering="symbol")
+    def market(self, strategy: Strategy) -> str:
+        return f"{strategy.exchange} {strategy.symbol} {strategy.resolution}"
+
+    @admin.display(description="last run", ordering="last_run_at")
+    def last_run(self, strategy: Any) -> str:
+        return one_line(utc_seconds(strategy.last_run_at))
+
+    @admin.display(description="last status", ordering="last_run_status")
+    def last_status(self, strategy: Any) -> str:
+        return strategy.last_run_status or EMPTY
+
+    @admin.display(description="failed (24 h)", ordering="failed_24h")
+    def failures_24h(self, strategy: Any) -> SafeString | str:
+        count = int(strategy.failed_24h)
+        if not count:
+            return "0"
+        return changelist_link(
+            StrategyExecution,
+            str(count),
+            strategy__id__exact=strategy.pk,
+            status__exact=StrategyExecution.Status.FAILED,
+        )
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # strategies are deployed through the API, which validates the market
 
@@ -206,12 +279,13 @@ class StrategyExecutionAdmin(ReadOnlyAdmin):
         "status",
         "trigger",
         "signal_kind",
-        "duration_ms",
-        "drift_ms",
+        "started_at",
+        "duration",
+        "drift",
         "subscriber_count",
         "trades_generated",
         "attempts",
-        "short_error",
+        "error_line",
     )
     list_filter = (
         "status",
@@ -239,8 +313,8 @@ class StrategyExecutionAdmin(ReadOnlyAdmin):
                     "data_available_at",
                     "started_at",
                     "finished_at",
-                    "duration_ms",
-                    "drift_ms",
+                    "duration",
+                    "drift",
                     "worker_id",
                     "attempts",
                 )
@@ -270,17 +344,26 @@ class StrategyExecutionAdmin(ReadOnlyAdmin):
 
     @admin.display(description="strategy", ordering="strategy__name")
     def strategy_link(self, execution: StrategyExecution) -> str:
-        return change_link(execution.strategy)
+        return change_link(
+            execution.strategy, f"#{execution.strategy_id} {execution.strategy.name}"
+        )
 
     @admin.display(description="signal")
     def signal_kind(self, execution: StrategyExecution) -> str:
-        signal = execution.signal
-        return str(signal.get("signal", "?")) if isinstance(signal, dict) else "—"
+        return signal_kind(execution)
+
+    @admin.display(description="duration", ordering="duration_ms")
+    def duration(self, execution: StrategyExecution) -> str:
+        return one_line(milliseconds(execution.duration_ms))
+
+    @admin.display(description="drift", ordering="drift_ms")
+    def drift(self, execution: StrategyExecution) -> str:
+        """Close → start; blank for manual runs and replays, which start long after."""
+        return one_line(real_time_drift(execution.drift_ms, execution.trigger))
 
     @admin.display(description="error")
-    def short_error(self, execution: StrategyExecution) -> str:
-        error = execution.error
-        return (error[:80] + "…") if len(error) > 80 else error
+    def error_line(self, execution: StrategyExecution) -> SafeString | str:
+        return first_line(execution.error)
 
     @admin.display(description="signal")
     def signal_json(self, execution: StrategyExecution) -> str:

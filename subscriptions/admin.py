@@ -10,8 +10,16 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
+from django.utils.safestring import SafeString
 
-from core.admin_utils import ReadOnlyInline, change_link, changelist_link, run_service_action
+from core.admin_utils import (
+    ReadableMixin,
+    ReadOnlyInline,
+    change_link,
+    changelist_link,
+    first_line,
+    run_service_action,
+)
 from strategies.admin import StrategyAdmin
 from strategies.models import Strategy
 from subscriptions.models import PROTECTION_FIELDS, BrokerCredential, StrategySubscription
@@ -57,7 +65,7 @@ class SubscriptionForm(forms.ModelForm):
 
 
 @admin.register(StrategySubscription)
-class StrategySubscriptionAdmin(admin.ModelAdmin):
+class StrategySubscriptionAdmin(ReadableMixin, admin.ModelAdmin):
     form = SubscriptionForm
     list_display = (
         "id",
@@ -65,6 +73,7 @@ class StrategySubscriptionAdmin(admin.ModelAdmin):
         "strategy_link",
         "mode",
         "status",
+        "reason",
         "capital",
         "risk_per_trade",
         "leverage",
@@ -143,6 +152,10 @@ class StrategySubscriptionAdmin(admin.ModelAdmin):
     def strategy_link(self, subscription: StrategySubscription) -> str:
         return change_link(subscription.strategy)
 
+    @admin.display(description="why", ordering="status_reason")
+    def reason(self, subscription: StrategySubscription) -> SafeString | str:
+        return first_line(subscription.status_reason, limit=60)
+
     @admin.display(description="credential")
     def credential_label(self, subscription: StrategySubscription) -> str:
         credential = subscription.credential
@@ -208,7 +221,7 @@ class InUseFilter(admin.SimpleListFilter):
 
 
 @admin.register(BrokerCredential)
-class BrokerCredentialAdmin(admin.ModelAdmin):
+class BrokerCredentialAdmin(ReadableMixin, admin.ModelAdmin):
     """Label, exchange and masked key only: the ciphertexts are not even on the page."""
 
     list_display = (
@@ -260,6 +273,7 @@ class BrokerCredentialAdmin(admin.ModelAdmin):
 class SubscriberInline(ReadOnlyInline):
     model = StrategySubscription
     parent_field = "strategy"
+    related = ("user",)
     verbose_name_plural = "subscribers (most recent 20)"
     fields = (
         "user",

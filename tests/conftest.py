@@ -95,6 +95,15 @@ def dry_runs_on_worker(dry_run_worker, settings):
 
 
 @pytest.fixture
+def everything(admin_user):
+    """At least one row of every model in the admin, with the awkward values filled in
+    (markup in messages, multi-line errors, a failure, a rejection, a pause)."""
+    from tests.admin_data import admin_data_create
+
+    return admin_data_create(owner=admin_user)
+
+
+@pytest.fixture
 def purge_broker():
     from config.celery_app import app
 

@@ -7,19 +7,28 @@ subscription's realized PnL.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html_join
+from django.utils.safestring import SafeString
 
 from core.admin_utils import (
     ReadOnlyAdmin,
     ReadOnlyInline,
     change_link,
+    change_link_to,
+    changelist_link,
     fieldset_names,
+    first_line,
     preformatted,
     pretty_json,
 )
+from strategies.admin import StrategyExecutionAdmin
+from strategies.models import StrategyExecution
 from subscriptions.admin import StrategySubscriptionAdmin
 from subscriptions.models import StrategySubscription
 from trades.manual import (
@@ -29,6 +38,32 @@ from trades.manual import (
     subscription_close_now,
 )
 from trades.models import Order, Position, ProtectionTrip, Trade
+
+
+class OrderInline(ReadOnlyInline):
+    """A trade's or an execution's orders, one line each."""
+
+    model = Order
+    parent_field = "trade"
+    recent_order = ("created_at", "pk")
+    verbose_name_plural = "orders (first 20)"
+    fields = (
+        "client_order_id",
+        "purpose",
+        "side",
+        "type",
+        "amount",
+        "status",
+        "filled",
+        "average_price",
+        "error_line",
+        "created_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="error")
+    def error_line(self, order: Order) -> SafeString | str:
+        return first_line(order.error, limit=60)
 
 
 @admin.register(Trade)
@@ -48,6 +83,8 @@ class TradeAdmin(ReadOnlyAdmin):
         "total_fees",
         "entry_time",
         "exit_time",
+        "execution_link",
+        "orders_link",
     )
     list_filter = ("status", "side", "subscription__mode", "symbol", "created_at")
     search_fields = (
@@ -65,7 +102,15 @@ class TradeAdmin(ReadOnlyAdmin):
     fieldsets = (
         (
             None,
-            {"fields": ("subscription_link", "execution_link", "exit_execution_link", "status")},
+            {
+                "fields": (
+                    "subscription_link",
+                    "execution_link",
+                    "exit_execution_link",
+                    "orders_link",
+                    "status",
+                )
+            },
         ),
         (
             "Position",
@@ -100,6 +145,8 @@ class TradeAdmin(ReadOnlyAdmin):
     )
     readonly_fields = fieldset_names(fieldsets)
 
+    inlines = (OrderInline,)
+
     @admin.display(description="subscription", ordering="subscription_id")
     def subscription_link(self, trade: Trade) -> str:
         return change_link(trade.subscription, f"#{trade.subscription_id}")
@@ -116,13 +163,17 @@ class TradeAdmin(ReadOnlyAdmin):
     def total_fees(self, trade: Trade) -> str:
         return str(trade.fees)
 
-    @admin.display(description="entry execution")
+    @admin.display(description="entry execution", ordering="execution_id")
     def execution_link(self, trade: Trade) -> str:
-        return change_link(trade.execution)
+        return change_link_to(StrategyExecution, trade.execution_id)
+
+    @admin.display(description="orders")
+    def orders_link(self, trade: Trade) -> str:
+        return changelist_link(Order, "its orders", trade__id__exact=trade.pk)
 
     @admin.display(description="exit execution")
     def exit_execution_link(self, trade: Trade) -> str:
-        return change_link(trade.exit_execution)
+        return change_link_to(StrategyExecution, trade.exit_execution_id)
 
     @admin.display(description="error")
     def error_text(self, trade: Trade) -> str:
@@ -137,7 +188,7 @@ class TradeAdmin(ReadOnlyAdmin):
 class OrderAdmin(ReadOnlyAdmin):
     list_display = (
         "client_order_id",
-        "subscription",
+        "subscription_link",
         "purpose",
         "symbol",
         "side",
@@ -148,6 +199,9 @@ class OrderAdmin(ReadOnlyAdmin):
         "average_price",
         "fee",
         "attempts",
+        "error_line",
+        "trade_link",
+        "execution_link",
         "created_at",
     )
     list_filter = ("status", "side", "type", "reduce_only", "created_at")
@@ -158,6 +212,7 @@ class OrderAdmin(ReadOnlyAdmin):
         "subscription__user__username",
         "=subscription__id",
         "=trade__id",
+        "=execution__id",
     )
     ordering = ("-created_at", "-id")
     list_select_related = ("subscription__user",)
@@ -189,6 +244,24 @@ class OrderAdmin(ReadOnlyAdmin):
         "closed_at",
     )
     fields = readonly_fields
+
+    @admin.display(description="subscription", ordering="subscription_id")
+    def subscription_link(self, order: Order) -> str:
+        return change_link(
+            order.subscription, f"#{order.subscription_id} {order.subscription.user}"
+        )
+
+    @admin.display(description="trade", ordering="trade_id")
+    def trade_link(self, order: Order) -> str:
+        return change_link_to(Trade, order.trade_id)
+
+    @admin.display(description="execution", ordering="execution_id")
+    def execution_link(self, order: Order) -> str:
+        return change_link_to(StrategyExecution, order.execution_id)
+
+    @admin.display(description="error")
+    def error_line(self, order: Order) -> SafeString | str:
+        return first_line(order.error, limit=60)
 
     @admin.display(description="error")
     def error_text(self, order: Order) -> str:
@@ -317,3 +390,56 @@ class StrategySubscriptionWithPositionsAdmin(StrategySubscriptionAdmin):
             return
         left = "; ".join(f"#{t.pk} {t.error or 'still open'}" for t in outcome.still_open)
         self.message_user(request, f"{closed}, still open: {left}", messages.WARNING)
+
+
+class ExecutionTradeInline(ReadOnlyInline):
+    """The trades an execution opened, one line each (its full list: the link above)."""
+
+    model = Trade
+    fk_name = parent_field = "execution"
+    recent_order = ("pk",)
+    related = ("subscription__user",)
+    verbose_name_plural = "trades opened (first 20)"
+    fields = ("subscription", "side", "status", "quantity", "entry_price", "exit_price", "pnl")
+    readonly_fields = fields
+
+
+class ExecutionOrderInline(OrderInline):
+    parent_field = "execution"
+    verbose_name_plural = "orders sent (first 20)"
+
+
+def _with_outcome(fieldsets: Any) -> tuple:
+    outcome = ("Outcome", {"fields": ("trades_link", "orders_link")})
+    return (*fieldsets[:2], outcome, *fieldsets[2:])
+
+
+# The execution admin as operators use it: strategies.admin knows nothing of trades (it sits
+# below them), so this layer links each execution to the trades and orders it produced.
+admin.site.unregister(StrategyExecution)
+
+
+@admin.register(StrategyExecution)
+class StrategyExecutionWithTradesAdmin(StrategyExecutionAdmin):
+    fieldsets = _with_outcome(StrategyExecutionAdmin.fieldsets)
+    readonly_fields = fieldset_names(fieldsets)
+    inlines = (ExecutionTradeInline, ExecutionOrderInline)
+
+    @admin.display(description="trades")
+    def trades_link(self, execution: StrategyExecution) -> str:
+        return _links(
+            (Trade, "opened", {"execution__id__exact": execution.pk}),
+            (Trade, "closed", {"exit_execution__id__exact": execution.pk}),
+        )
+
+    @admin.display(description="orders")
+    def orders_link(self, execution: StrategyExecution) -> str:
+        return _links((Order, "all its orders", {"execution__id__exact": execution.pk}))
+
+
+def _links(*targets: tuple[type[Model], str, dict[str, Any]]) -> SafeString:
+    return format_html_join(
+        " · ",
+        "{}",
+        ((changelist_link(model, label, **filters),) for model, label, filters in targets),
+    )

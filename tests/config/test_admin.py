@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import pytest
 from django.contrib import admin
 from django.contrib.admin.utils import quote
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from backtests.models import Backtest, StrategyRecord
 from markets.models import Candle
+from notifications.models import Delivery, Notification, NotificationPreference, Webhook
 from strategies.models import Strategy, StrategyExecution, StrategyVersion
 from subscriptions.models import BrokerCredential, StrategySubscription
-from subscriptions.services import subscription_create
-from tests.api.helpers import make_credential, make_trade
-from tests.factories import StrategyFactory, flat_candles, load_candles, subscribe
-from trades.models import Order, Position, Trade
+from tests.admin_data import admin_data_create
+from tests.factories import UserFactory
+from trades.models import Order, Position, ProtectionTrip, Trade
 
 PLATFORM_MODELS = [
     Strategy,
@@ -27,42 +28,14 @@ PLATFORM_MODELS = [
     Trade,
     Order,
     Position,
+    ProtectionTrip,
+    Backtest,
+    StrategyRecord,
+    Notification,
+    NotificationPreference,
+    Webhook,
+    Delivery,
 ]
-
-
-@pytest.fixture
-def everything(admin_user):
-    """At least one row of every platform model, with the awkward values filled in."""
-    strategy = StrategyFactory(owner=admin_user, settings={"fast": 5}, is_public=True)
-    credential = make_credential(admin_user)
-    live = subscription_create(
-        user=admin_user,
-        strategy=strategy,
-        capital=Decimal("1000"),
-        risk_per_trade=Decimal("0.01"),
-        mode="live",
-        credential=credential,
-    )
-    paper = subscribe(strategy)
-    trade = make_trade(paper, error="exchange said <no>", metadata={"note": "x"})
-    make_trade(live, status="open", pnl=None)
-    trade.execution.logs = "line 1\nline 2"
-    trade.execution.save(update_fields=["logs"])
-    load_candles(rows=flat_candles(start_ms=1515560100000, count=3))
-    Order.objects.create(
-        subscription=paper,
-        execution=trade.execution,
-        trade=trade,
-        purpose="entry",
-        client_order_id=trade.client_order_id,
-        symbol=trade.symbol,
-        side="buy",
-        amount=Decimal("2"),
-        error="rejected: <insufficient balance>",
-    )
-    Position.objects.create(
-        subscription=paper, symbol=trade.symbol, side="long", quantity=Decimal("2")
-    )
 
 
 def _registered():
@@ -115,3 +88,20 @@ def test_list_filters_in_urls_work(admin_client, everything):
     for model, params in checks:
         response = admin_client.get(_url(model, "changelist"), params)
         assert response.status_code == 200, (model, params)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("model", PLATFORM_MODELS, ids=lambda m: m._meta.label)
+def test_a_list_costs_the_same_queries_however_many_rows(
+    admin_client, everything, model, django_assert_max_num_queries
+):
+    # given the list's cost with one tenant's rows
+    url = _url(model, "changelist")
+    with CaptureQueriesContext(connection) as one_tenant:
+        assert admin_client.get(url).status_code == 200
+    # when three more tenants have as many
+    for _ in range(3):
+        admin_data_create(owner=UserFactory())
+    # then the list of all of them costs no more queries
+    with django_assert_max_num_queries(len(one_tenant)):
+        assert admin_client.get(url).status_code == 200

@@ -135,7 +135,12 @@ def test_status_and_counters_cannot_be_edited_by_hand(admin_client, followed):
 @pytest.mark.django_db
 def test_strategy_page_shows_subscribers_and_recent_executions(admin_client, followed):
     for index in range(25):
-        make_execution(followed, status="failed" if index == 24 else "success", error="boom!")
+        make_execution(
+            followed,
+            status="failed" if index == 24 else "success",
+            error="boom!",
+            signal={"signal": "LONG", "metadata": {"why": "sma-cross-marker"}},
+        )
     response = admin_client.get(admin_url(Strategy, "change", followed.pk))
     assert response.status_code == 200
     inlines = {
@@ -143,12 +148,13 @@ def test_strategy_page_shows_subscribers_and_recent_executions(admin_client, fol
     }
     assert len(inlines[StrategySubscription].forms) == 2
     executions = inlines[StrategyExecution].forms
-    assert len(executions) == 20  # the latest ones only
+    assert len(executions) == 10  # the latest ones only, one line each
     latest = StrategyExecution.objects.filter(strategy=followed).order_by("-interval_start")
     assert executions[0].instance == latest[0]
     page = response.content.decode()
-    assert "boom!" in page
-    assert "all its subscriptions" in page
+    assert "boom!" in page and "850 ms" in page
+    assert "sma-cross-marker" not in page  # no signal JSON in the inline
+    assert "all its subscriptions" in page and "all its executions" in page
 
 
 @pytest.mark.django_db
