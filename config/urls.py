@@ -9,6 +9,7 @@ from backtests.views import BacktestListView
 from config.auth_views import RegisterView, TokenView
 from config.health import health
 from config.home import home
+from config.metrics import metrics
 from subscriptions.urls import credential_urlpatterns
 from subscriptions.views import CredentialListCreateView
 
@@ -37,6 +38,7 @@ api_patterns: list[URLPattern | URLResolver] = [
 urlpatterns = [
     path("", home, name="home"),
     path("health/", health, name="health"),
+    path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
 ]

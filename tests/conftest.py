@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 from django.conf import settings as django_settings
 
@@ -11,6 +14,14 @@ from tooling.live_processes import QueueWorker, free_port
 from tooling.processes import worker_env
 
 DRY_RUN_QUEUE = "strategy-dry-runs-tests"
+
+
+def pytest_sessionstart(session):
+    """This run's processes count from zero: earlier runs' metric files go (as a deployment
+    empties the directory when it starts)."""
+    path = Path(django_settings.PROMETHEUS_MULTIPROC_DIR)
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture(autouse=True)
