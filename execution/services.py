@@ -144,6 +144,9 @@ def execution_finish(
         logger.exception("could not record the result of execution %s", execution.pk)
         _finish_unrecordable(execution, cause=type(exc).__name__)
     _count_finished(execution)
+    logger.info(
+        "execution %s %s in %.0f ms", execution.pk, execution.status, execution.duration_ms or 0
+    )
     _announce(execution)
 
 

@@ -611,6 +611,13 @@ def _fanout_batch(execution: StrategyExecution, subscription_ids: list[int]) -> 
         last_order_at=now,
     )
     _fanout_observe(execution, now, seconds=time.monotonic() - started)
+    logger.info(
+        "fan-out batch of %d: %d opened, %d closed, %d failed",
+        len(subscription_ids),
+        tally.opened,
+        tally.closed,
+        tally.failed,
+    )
     return FanoutOutcome(
         processed=len(subscription_ids),
         opened=tally.opened,

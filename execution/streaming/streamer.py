@@ -45,9 +45,9 @@ class Market:
     resolution: str
 
     @property
-    def labels(self) -> tuple[str, str]:
-        """Its metrics' labels (exchange, resolution): symbols would multiply the series."""
-        return self.exchange, self.resolution
+    def labels(self) -> dict[str, str]:
+        """Its metrics' labels: symbols would multiply the series."""
+        return {"exchange": self.exchange, "resolution": self.resolution}
 
     @property
     def step_ms(self) -> int:
@@ -152,7 +152,7 @@ class Streamer:
                     backoff,
                 )
                 watch.closer.disconnected()
-                STREAM_RECONNECTS.labels(*watch.market.labels).inc()
+                STREAM_RECONNECTS.labels(**watch.market.labels).inc()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, settings.STREAM_RECONNECT_MAX_S)
                 await self.backfill(watch)
@@ -185,10 +185,12 @@ class Streamer:
             )
         except Exception as exc:
             logger.warning("backfill of %s failed: %s", watch.market, exc)
-            STREAM_BACKFILLS.labels(*watch.market.labels, outcome="failed").inc()
+            STREAM_BACKFILLS.labels(**watch.market.labels, outcome="failed").inc()
             return
         missed = [ClosedCandle(r, confirmed=True) for r in rows if r[0] > closer.last_closed_ms]
-        STREAM_BACKFILLS.labels(*watch.market.labels, outcome="filled" if missed else "empty").inc()
+        STREAM_BACKFILLS.labels(
+            **watch.market.labels, outcome="filled" if missed else "empty"
+        ).inc()
         if missed:
             logger.info("backfilling %d closes of %s", len(missed), watch.market)
             closer.last_closed_ms = missed[-1].row[0]

@@ -321,11 +321,15 @@ async def _send_guarded(
     # Each order is a task of its own: the id bound here stays with this order's lines.
     with log_context(client_order_id=request.client_order_id):
         try:
-            return await _send(
+            result = await _send(
                 hub, credential, exchange, market, request, amount, price, params, prepaid=prepaid
             )
         except Exception as exc:  # e.g. a lookup refused, or a bug: the order may have been sent
-            return _failed(credential, exc, on_exchange=True, amount=amount)
+            result = _failed(credential, exc, on_exchange=True, amount=amount)
+        logger.debug(
+            "order %s %s on %r: %s", request.side, request.symbol, credential, result.status
+        )
+        return result
 
 
 async def _ready(hub: Hub, credential: CredentialRef, request: OrderRequest) -> OrderResult | Ready:
