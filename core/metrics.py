@@ -115,6 +115,7 @@ EXCHANGE_ERRORS = Counter(
 RATELIMIT_WAIT = Histogram(
     "signalfan_ratelimit_wait_seconds",
     "Time an exchange request waited for its rate-limit token.",
+    ["exchange"],
     buckets=(0, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 RATELIMIT_TOKENS = Counter(

@@ -89,6 +89,11 @@ class Bucket:
     key: str
     rate: float  # tokens per second
     burst: float
+    exchange: str = ""  # an exchange's bucket: the label of its waits
+
+
+def _exchange_of(buckets: Sequence[Bucket]) -> str:
+    return next((b.exchange for b in buckets if b.exchange), "")
 
 
 def bucket_for_credential(*, credential_id: int, rate: float) -> Bucket:
@@ -96,7 +101,7 @@ def bucket_for_credential(*, credential_id: int, rate: float) -> Bucket:
 
 
 def bucket_for_exchange(*, exchange_id: str, rate: float) -> Bucket:
-    return Bucket(f"ratelimit:exchange:{exchange_id}", rate, max(1.0, rate))
+    return Bucket(f"ratelimit:exchange:{exchange_id}", rate, max(1.0, rate), exchange_id)
 
 
 class AsyncRateLimiter:
@@ -117,7 +122,7 @@ class AsyncRateLimiter:
             wait_ms = int(await self._script(keys=keys, args=args))
             if wait_ms <= 0:
                 RATELIMIT_TOKENS.labels(outcome="granted" if not waited else "waited").inc()
-                RATELIMIT_WAIT.observe(waited)
+                RATELIMIT_WAIT.labels(exchange=_exchange_of(buckets)).observe(waited)
                 return waited
             if waited >= max_wait_s:
                 raise TimeoutError(f"rate limit not granted after {waited:.1f} s on {keys}")
