@@ -55,9 +55,6 @@ logger = logging.getLogger(__name__)
 
 Status = StrategyExecution.Status
 Trigger = StrategyExecution.Trigger
-# Triggers at a candle's close: their delay after it is the platform's latency (manual runs
-# and replays of past candles are not).
-REAL_TIME = (Trigger.BEAT, Trigger.STREAM)
 
 
 @dataclass(frozen=True)
@@ -103,7 +100,7 @@ def _claim_row(
 
 def _claimed(row: StrategyExecution, strategy: Strategy) -> None:
     market = {"exchange": strategy.exchange, "resolution": strategy.resolution}
-    if row.trigger in REAL_TIME and row.drift_ms is not None:
+    if row.is_real_time and row.drift_ms is not None:
         CLOSE_TO_START.labels(**market, trigger=row.trigger).observe(row.drift_ms / 1000)
     end = market_to_real(row.interval_end).timestamp()
     MARKET_LAST_EXECUTION.labels(**market, symbol=strategy.symbol).set(end)

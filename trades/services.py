@@ -630,8 +630,10 @@ def _fanout_observe(execution: StrategyExecution, now: datetime, *, seconds: flo
     """The batch's time; and, once the last batch is in, the close to the last order."""
     market = {"exchange": execution.strategy.exchange, "resolution": execution.strategy.resolution}
     FANOUT_BATCH_DURATION.labels(**market).observe(seconds)
-    if execution.trigger not in (StrategyExecution.Trigger.BEAT, StrategyExecution.Trigger.STREAM):
-        return  # a manual run or a replay of a past candle says nothing of our latency
+    if not execution.is_real_time:
+        return
+    # Two last batches finishing at once may both see the fan-out complete: rare, and one
+    # observation too many in a histogram is harmless.
     done, total = StrategyExecution.objects.values_list("fanout_done", "fanout_total").get(
         pk=execution.pk
     )
