@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from config.metrics import metrics_registry
+from config.celery_app import app
+from config.metrics import PRIORITY_STEPS, metrics_registry
 from notifications.models import Delivery
 from notifications.services import notifications_record
 from notifications.webhooks import delivery_attempt
@@ -14,6 +15,15 @@ from tests.api.helpers import client_for
 from tests.notifications.test_webhooks import _fill
 
 OUTCOMES = ("delivered", "retrying", "failed")
+UNTAKEN = "webhook-metrics-tests"  # a queue no worker takes: the attempts are this test's
+
+
+@pytest.fixture
+def untaken_queue(settings):
+    settings.NOTIFICATIONS_QUEUE = UNTAKEN
+    yield
+    with app.connection_for_write() as connection:
+        connection.default_channel.client.delete(*(UNTAKEN + step for step in PRIORITY_STEPS))
 
 
 def _attempts() -> dict[str, float]:
@@ -27,7 +37,7 @@ def _attempts() -> dict[str, float]:
 
 @pytest.mark.django_db(transaction=True)
 def test_each_attempt_is_counted_by_the_status_it_left_the_delivery_in(
-    user, receiver_for, django_capture_on_commit_callbacks
+    user, receiver_for, untaken_queue
 ):
     # given a webhook whose receiver fails once, then answers 200, and a delivery for it
     receiver = receiver_for([500, 200])
@@ -35,8 +45,7 @@ def test_each_attempt_is_counted_by_the_status_it_left_the_delivery_in(
         "/api/webhooks", {"url": receiver.url, "events": ["trade.filled"]}, format="json"
     )
     assert response.status_code == 201
-    with django_capture_on_commit_callbacks():  # attempted here, not by a worker
-        notifications_record(notices=[_fill(user.pk)])
+    notifications_record(notices=[_fill(user.pk)])
     delivery = Delivery.objects.get()
     before = _attempts()
 
