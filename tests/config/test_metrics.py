@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -150,3 +152,32 @@ def test_counters_after_a_worker_run_equal_what_the_database_holds(celery_worker
     assert _by(after, "signalfan_execution_duration_seconds_count", "status") == executions
     assert _by(after, "signalfan_fanout_subscribers_count", "exchange") == {"binance": 2}
     assert _by(after, "signalfan_sandbox_duration_seconds_count", "outcome") == {"ok": 6}
+
+
+@pytest.mark.parametrize("hook", ["gunicorn", "celery"])
+def test_an_exited_process_takes_its_live_gauges_along_and_leaves_its_counters(hook):
+    # given the sample files of a process of this host that exited
+    from types import SimpleNamespace
+
+    from config import gunicorn
+    from config.celery_app import _metrics_process_dead
+    from core.metrics import _identifier
+
+    directory = Path(django_settings.PROMETHEUS_MULTIPROC_DIR)
+    pid = 4_000_000 + (hook == "celery")  # above any real pid
+    live = directory / f"gauge_livesum_{_identifier(pid)}.db"
+    counter = directory / f"counter_{_identifier(pid)}.db"
+    live.touch()
+    counter.touch()
+    try:
+        # when its exit is reported by the hook
+        if hook == "gunicorn":
+            gunicorn.child_exit(None, SimpleNamespace(pid=pid))
+        else:
+            _metrics_process_dead(pid=pid)
+
+        # then its live gauges are gone, its counters still count
+        assert not live.exists() and counter.exists()
+    finally:
+        live.unlink(missing_ok=True)
+        counter.unlink(missing_ok=True)
