@@ -56,6 +56,7 @@ BIND ?= 127.0.0.1:8000
 run: install sandbox-tools
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py rebuild_registry
+	rm -rf .var/metrics  # every process of the stack counts from zero (Prometheus multiprocess)
 	BIND='$(BIND)' $(BIN)/honcho start -f Procfile
 
 clean:

@@ -1,11 +1,22 @@
 import os
 
-from celery import Celery
-from celery.signals import worker_ready
+from celery import Celery, Task
+from celery.signals import worker_process_shutdown, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
-app = Celery("signalfan")
+
+class LoggedTask(Task):
+    """Every log line of a task carries its id and name (core.logs), whatever code logs it."""
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        from core.logs import log_context
+
+        with log_context(task_id=self.request.id, task=self.name):
+            return super().__call__(*args, **kwargs)
+
+
+app = Celery("signalfan", task_cls=LoggedTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
@@ -16,3 +27,12 @@ def _rebuild_registry(**_: object) -> None:
     from strategies.services import registry_rebuild
 
     registry_rebuild()
+
+
+# Celery's own process-lifecycle signal: a prefork pool child says nothing else when it exits
+# (max tasks per child, a scale-down, shutdown), and its live gauges must go with it.
+@worker_process_shutdown.connect
+def _metrics_process_dead(pid: int | None = None, **_: object) -> None:
+    from core.metrics import metrics_process_dead
+
+    metrics_process_dead(pid=pid or os.getpid())

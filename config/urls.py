@@ -10,6 +10,7 @@ from config.auth_views import RegisterView, TokenView
 from config.health import health
 from config.home import home
 from execution.admin import overview_view
+from config.metrics import metrics
 from subscriptions.urls import credential_urlpatterns
 from subscriptions.views import CredentialListCreateView
 
@@ -40,6 +41,7 @@ urlpatterns = [
     path("health/", health, name="health"),
     # The operator overview: staff only, like the admin it is linked from.
     path("admin/overview/", admin.site.admin_view(overview_view), name="admin-overview"),
+    path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
 ]

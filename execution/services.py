@@ -18,6 +18,16 @@ from backtests.record import record_follow
 from core.clock import market_now, market_to_real
 from core.events import EventType, event_emit
 from core.locks import redis_lock, strategy_run_lock_key
+from core.logs import log_context
+from core.metrics import (
+    BEAT_FOUND_DONE,
+    CLOSE_TO_START,
+    EXECUTION_DURATION,
+    EXECUTIONS,
+    FANOUT_SIZE,
+    MARKET_LAST_EXECUTION,
+    SANDBOX_DURATION,
+)
 from core.time_utils import (
     compute_lock_ttl,
     format_interval_key,
@@ -80,11 +90,20 @@ def _claim_row(
                 settings_version=strategy.settings_version,
                 code_version=strategy.code_version,
             )
+        _claimed(row, strategy)
         return row, True
     except IntegrityError:
         return StrategyExecution.objects.get(
             strategy=strategy, interval_start=interval_start
         ), False
+
+
+def _claimed(row: StrategyExecution, strategy: Strategy) -> None:
+    market = {"exchange": strategy.exchange, "resolution": strategy.resolution}
+    if row.is_real_time and row.drift_ms is not None:
+        CLOSE_TO_START.labels(**market, trigger=row.trigger).observe(row.drift_ms / 1000)
+    end = market_to_real(row.interval_end).timestamp()
+    MARKET_LAST_EXECUTION.labels(**market, symbol=strategy.symbol).set(end)
 
 
 def _take_over(execution: StrategyExecution) -> bool:
@@ -121,7 +140,19 @@ def execution_finish(
     except Exception as exc:
         logger.exception("could not record the result of execution %s", execution.pk)
         _finish_unrecordable(execution, cause=type(exc).__name__)
+    _count_finished(execution)
+    logger.info(
+        "execution %s %s in %.0f ms", execution.pk, execution.status, execution.duration_ms or 0
+    )
     _announce(execution)
+
+
+def _count_finished(execution: StrategyExecution) -> None:
+    strategy = execution.strategy
+    market = {"exchange": strategy.exchange, "resolution": strategy.resolution}
+    EXECUTIONS.labels(**market, status=execution.status, trigger=execution.trigger).inc()
+    duration_s = (execution.duration_ms or 0) / 1000
+    EXECUTION_DURATION.labels(**market, status=execution.status).observe(duration_s)
 
 
 LINE = re.compile(r"\(line (\d+)\)")
@@ -277,6 +308,10 @@ def _run(execution: StrategyExecution, strategy: Strategy) -> list[float] | None
         isolation_mode=settings.STRATEGY_SANDBOX_ISOLATION,
     )
     execution.logs, execution.sandbox_isolation = result.logs, result.isolation
+    outcome = "ok" if result.ok else "failed"
+    SANDBOX_DURATION.labels(isolation=result.isolation, outcome=outcome).observe(
+        result.duration_ms / 1000
+    )
     if not result.ok:
         execution_finish(execution=execution, status=Status.FAILED, error=result.error)
         return last
@@ -317,6 +352,10 @@ def execution_dispatch_fanout(*, execution: StrategyExecution, inline: bool = Fa
         return 0
     signal = Signal.from_json(execution.signal or {"signal": "HOLD"})
     targets = fanout_targets(strategy_id=execution.strategy_id, signal=signal)
+    strategy = execution.strategy
+    FANOUT_SIZE.labels(exchange=strategy.exchange, resolution=strategy.resolution).observe(
+        len(targets)
+    )
     size = _fanout_chunk_size(len(targets))
     chunks = [targets[i : i + size] for i in range(0, len(targets), size)]
     StrategyExecution.objects.filter(pk=execution.pk).update(
@@ -399,7 +438,30 @@ def _run_locked(
     execution, created = _claim_row(
         strategy=strategy, interval_start=interval_start, trigger=trigger, scheduled_at=scheduled_at
     )
+    ids = {"strategy_id": strategy.pk, "interval_start": interval_start}
+    with log_context(execution_id=execution.pk, **ids):
+        return _run_claimed(
+            execution,
+            strategy,
+            created=created,
+            trigger=trigger,
+            stale=stale,
+            inline_fanout=inline_fanout,
+        )
+
+
+def _run_claimed(
+    execution: StrategyExecution,
+    strategy: Strategy,
+    *,
+    created: bool,
+    trigger: str,
+    stale: RunOutcome | None,
+    inline_fanout: bool,
+) -> RunOutcome:
     if not created and not (execution.status == Status.RUNNING and _take_over(execution)):
+        if trigger == Trigger.BEAT and execution.trigger == Trigger.STREAM:
+            BEAT_FOUND_DONE.labels(exchange=strategy.exchange, resolution=strategy.resolution).inc()
         # Finishes a fan-out that a crash cut short; a no-op when it was dispatched.
         execution_dispatch_fanout(execution=execution, inline=inline_fanout)
         return RunOutcome("duplicate", execution.pk, "this candle was executed already")

@@ -37,6 +37,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from core.crypto import SecretDecryptionError, decrypt_secret
+from core.metrics import WEBHOOK_ATTEMPTS
 from notifications.models import Delivery, Webhook
 
 logger = logging.getLogger(__name__)
@@ -296,6 +297,7 @@ def _record(delivery_id: int, token: str, result: SendResult) -> AttemptOutcome:
             row.status, row.next_attempt_at = Status.RETRYING, now + timedelta(seconds=retry_in)
         row.save()
         _webhook_account(row, result, now)
+    WEBHOOK_ATTEMPTS.labels(outcome=row.status).inc()
     return AttemptOutcome(row.status, retry_in)
 
 

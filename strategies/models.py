@@ -127,3 +127,9 @@ class StrategyExecution(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status != self.Status.RUNNING
+
+    @property
+    def is_real_time(self) -> bool:
+        """Triggered at its candle's close (beat, stream): its delay after the close is the
+        platform's latency. Manual runs and replays of past candles say nothing of it."""
+        return self.trigger in (self.Trigger.BEAT, self.Trigger.STREAM)

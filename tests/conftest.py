@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
 
+from core.metrics import process_identifier
 from core.redis_client import get_redis
 from tests.api.stats import FUZZ
 from tests.factories import UserFactory
@@ -15,6 +17,16 @@ from tooling.live_processes import QueueWorker, free_port
 from tooling.processes import worker_env
 
 DRY_RUN_QUEUE = "strategy-dry-runs-tests"
+
+
+def pytest_sessionstart(session):
+    """This run's processes count from zero: earlier runs' metric files go (as a deployment
+    empties the directory when it starts). This process's own stay: it opened them already,
+    on importing the services, and would go on writing to deleted files."""
+    own = f"_{process_identifier()}.db"
+    for path in Path(django_settings.PROMETHEUS_MULTIPROC_DIR).glob("*.db"):
+        if not path.name.endswith(own):
+            path.unlink()
 
 
 @pytest.fixture(autouse=True)

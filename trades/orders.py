@@ -39,6 +39,7 @@ from django.db.models import Case, DecimalField, F, Q, Value, When
 from django.utils import timezone
 
 from core.events import EventType, event_emit
+from core.metrics import ORDERS
 from notifications.services import Notice, notifications_record
 from strategies.models import StrategyExecution
 from subscriptions.models import MONEY, StrategySubscription
@@ -414,8 +415,16 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> Fills:
         _add_realized(closed_pnl)
         # The batch's fills, closes and rejections, in one call, with the results.
         notifications_record(notices=notices)
+    for leg in legs:  # once committed: a rolled-back batch recorded nothing
+        ORDERS.labels(exchange=_venue(leg.subscription), status=leg.order.status).inc()
     credentials_record_failures(outcomes)
     return filled
+
+
+def _venue(subscription: StrategySubscription) -> str:
+    credential = subscription.credential
+    live = subscription.mode == StrategySubscription.Mode.LIVE and credential is not None
+    return credential.exchange if live and credential is not None else "paper"
 
 
 def _note_fill(filled: Fills, trade: Trade, *, exit: bool, at: datetime | None = None) -> None:

@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from core.metrics import RATELIMIT_TOKENS, RATELIMIT_WAIT
+
 # KEYS: bucket keys. ARGV: pairs of (rate per second, burst) per key.
 # Returns 0 when a token was taken from every bucket, else the milliseconds to wait.
 _TAKE = """
@@ -87,6 +89,11 @@ class Bucket:
     key: str
     rate: float  # tokens per second
     burst: float
+    exchange: str = ""  # an exchange's bucket: the label of its waits
+
+
+def _exchange_of(buckets: Sequence[Bucket]) -> str:
+    return next((b.exchange for b in buckets if b.exchange), "")
 
 
 def bucket_for_credential(*, credential_id: int, rate: float) -> Bucket:
@@ -94,7 +101,7 @@ def bucket_for_credential(*, credential_id: int, rate: float) -> Bucket:
 
 
 def bucket_for_exchange(*, exchange_id: str, rate: float) -> Bucket:
-    return Bucket(f"ratelimit:exchange:{exchange_id}", rate, max(1.0, rate))
+    return Bucket(f"ratelimit:exchange:{exchange_id}", rate, max(1.0, rate), exchange_id)
 
 
 class AsyncRateLimiter:
@@ -114,6 +121,8 @@ class AsyncRateLimiter:
         while True:
             wait_ms = int(await self._script(keys=keys, args=args))
             if wait_ms <= 0:
+                RATELIMIT_TOKENS.labels(outcome="granted" if not waited else "waited").inc()
+                RATELIMIT_WAIT.labels(exchange=_exchange_of(buckets)).observe(waited)
                 return waited
             if waited >= max_wait_s:
                 raise TimeoutError(f"rate limit not granted after {waited:.1f} s on {keys}")
@@ -138,5 +147,7 @@ class AsyncRateLimiter:
         args[0] = len(index)
         # A bucket named twice in one take counts once (the script would take it twice).
         args += [",".join(str(i) for i in dict.fromkeys(index[b.key] for b in t)) for t in takes]
-        granted = await self._many(keys=list(index), args=args)
-        return [bool(int(g)) for g in granted]
+        granted = [bool(int(g)) for g in await self._many(keys=list(index), args=args)]
+        RATELIMIT_TOKENS.labels(outcome="granted").inc(granted.count(True))
+        RATELIMIT_TOKENS.labels(outcome="denied").inc(granted.count(False))
+        return granted

@@ -7,6 +7,7 @@ machinery that makes them exactly-once); only the broker call differs.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from core.clock import market_to_real
+from core.logs import log_context
+from core.metrics import CLOSE_TO_LAST_ORDER, FANOUT_BATCH_DURATION
 from core.retry import TRANSIENT
 from strategies.models import StrategyExecution
 from strategies.selectors import execution_signal_age_s
@@ -173,6 +177,18 @@ def _entry_prepare(
     return "", request, None
 
 
+def _entry_prepared(
+    ctx: _EntryContext, sub: StrategySubscription, trade: Trade, batch: _Batch
+) -> tuple[str, OrderRequest | None, Tripped | None]:
+    """``_entry_prepare``, its lines (and a failure's) with this subscriber's ids."""
+    with log_context(subscription_id=sub.pk, client_order_id=trade.client_order_id):
+        try:
+            return _entry_prepare(ctx, sub, trade, batch)
+        except Exception:
+            logger.exception("entry preparation failed for subscription %s", sub.pk)
+            raise
+
+
 def _fill_estimate(
     sub: StrategySubscription, request: OrderRequest, prices: dict[Venue, Decimal | None]
 ) -> Decimal | None:
@@ -267,9 +283,8 @@ def _enter(ctx: _EntryContext, subs: Sequence[StrategySubscription], tally: Tall
     for sub in pending:
         trade = trades[sub.pk]
         try:
-            reason, request, tripped = _entry_prepare(ctx, sub, trade, batch)
+            reason, request, tripped = _entry_prepared(ctx, sub, trade, batch)
         except Exception as exc:  # one subscriber's bad data stops nobody else
-            logger.exception("entry preparation failed for subscription %s", sub.pk)
             trade.status, trade.error = Trade.Status.FAILED, f"{type(exc).__name__}: {exc}"
             trade.updated_at = now
             skipped.append(trade)
@@ -557,6 +572,13 @@ def _close_tripped(tally: Tally) -> None:
 def fanout_process(*, execution_id: int, subscription_ids: list[int]) -> FanoutOutcome:
     """Carry one execution's signal to these subscribers, in one batch."""
     execution = StrategyExecution.objects.select_related("strategy").get(pk=execution_id)
+    ids = {"strategy_id": execution.strategy_id, "interval_start": execution.interval_start}
+    with log_context(execution_id=execution_id, **ids):
+        return _fanout_batch(execution, subscription_ids)
+
+
+def _fanout_batch(execution: StrategyExecution, subscription_ids: list[int]) -> FanoutOutcome:
+    execution_id = execution.pk
     signal = Signal.from_json(execution.signal or {"signal": "HOLD"})
     subs = list(
         StrategySubscription.objects.filter(pk__in=subscription_ids)
@@ -564,6 +586,7 @@ def fanout_process(*, execution_id: int, subscription_ids: list[int]) -> FanoutO
         .order_by("pk")
     )
     tally = Tally()
+    started = time.monotonic()
     try:
         if signal.type.is_entry:
             price = _market_price(execution)
@@ -587,12 +610,36 @@ def fanout_process(*, execution_id: int, subscription_ids: list[int]) -> FanoutO
         first_order_at=Coalesce(F("first_order_at"), now),
         last_order_at=now,
     )
+    _fanout_observe(execution, now, seconds=time.monotonic() - started)
+    logger.info(
+        "fan-out batch of %d: %d opened, %d closed, %d failed",
+        len(subscription_ids),
+        tally.opened,
+        tally.closed,
+        tally.failed,
+    )
     return FanoutOutcome(
         processed=len(subscription_ids),
         opened=tally.opened,
         closed=tally.closed,
         failed=tally.failed,
     )
+
+
+def _fanout_observe(execution: StrategyExecution, now: datetime, *, seconds: float) -> None:
+    """The batch's time; and, once the last batch is in, the close to the last order."""
+    market = {"exchange": execution.strategy.exchange, "resolution": execution.strategy.resolution}
+    FANOUT_BATCH_DURATION.labels(**market).observe(seconds)
+    if not execution.is_real_time:
+        return
+    # Two last batches finishing at once may both see the fan-out complete: rare, and one
+    # observation too many in a histogram is harmless.
+    done, total = StrategyExecution.objects.values_list("fanout_done", "fanout_total").get(
+        pk=execution.pk
+    )
+    if done >= total:
+        since_close = (now - market_to_real(execution.interval_end)).total_seconds()
+        CLOSE_TO_LAST_ORDER.labels(**market).observe(since_close)
 
 
 def _market_price(execution: StrategyExecution) -> Decimal:

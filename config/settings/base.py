@@ -215,11 +215,39 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# --- metrics and logs (issue 15) -------------------------------------------------------------
+# Every process writes its Prometheus samples here (prometheus_client's multiprocess mode);
+# /metrics adds them up. Empty it when the whole stack (re)starts: `make run` and compose do.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="") or str(
+    VAR_DIR / "metrics"
+)
+# The bearer token /metrics asks for; unset, /metrics answers 404 (the endpoint is off).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
+# Log lines: `plain` text (development) or `json`, one object per line (production's default);
+# either way with the ids of the candle path bound at the time (core.logs).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "core.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {
+            "()": "core.logs.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
+        "json": {
+            "()": "core.logs.JsonLineFormatter",
+            "format": "%(levelname)s %(name)s %(message)s",
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     # Their DEBUG records show each request's headers and URL, where API keys travel: never
     # below INFO, whatever LOG_LEVEL says.

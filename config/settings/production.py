@@ -1,9 +1,12 @@
+from typing import cast
+
 from django.core.exceptions import ImproperlyConfigured
 
 from config.settings.base import *  # noqa: F403
 from config.settings.base import (
     DEV_CREDENTIALS_ENCRYPTION_KEY,
     DEV_SECRET_KEY,
+    LOGGING,
     NUM_PROXIES,
     env,
 )
@@ -37,3 +40,7 @@ if NUM_PROXIES:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
+# One JSON object per log line, for the log collector (LOG_FORMAT=plain for text).
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
+_handlers = cast(dict[str, dict[str, object]], LOGGING["handlers"])
+_handlers["console"]["formatter"] = LOG_FORMAT

@@ -22,6 +22,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_interval": 1,
     "unacked_restore_throttle": 1,
 }
+# Metrics of this test run's processes (and its workers'), apart from other runs'.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="") or str(
+    VAR_DIR
+    / f"metrics-{env.str('TEST_SQLITE_NAME', default='test_db')}"
+    f"-{env.str('PYTEST_XDIST_WORKER', default='gw0')}"
+)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Worker processes started by the tests must open the same test database: a file, not memory.
     # TEST_SQLITE_NAME lets concurrent test runs in one checkout keep to their own files.

@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from core.clock import market_now
+from core.metrics import STREAM_BACKFILLS, STREAM_MARKETS, STREAM_RECONNECTS
 from core.time_utils import (
     compute_next_candle_close,
     datetime_to_ms,
@@ -42,6 +43,11 @@ class Market:
     exchange: str
     symbol: str
     resolution: str
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Its metrics' labels: symbols would multiply the series."""
+        return {"exchange": self.exchange, "resolution": self.resolution}
 
     @property
     def step_ms(self) -> int:
@@ -101,12 +107,14 @@ class Streamer:
         watch = Watch(market, CandleCloser(market.step_ms, last_closed_ms=last))
         self.watches[market] = watch
         watch.task = asyncio.create_task(self.watch_loop(watch), name=f"watch {market}")
+        STREAM_MARKETS.labels(exchange=market.exchange).inc()
         logger.info("watching %s %s %s", market.exchange, market.symbol, market.resolution)
 
     def watch_stop(self, market: Market) -> None:
         watch = self.watches.pop(market)
         if watch.task is not None:
             watch.task.cancel()
+        STREAM_MARKETS.labels(exchange=market.exchange).dec()
         logger.info("stopped watching %s %s %s", market.exchange, market.symbol, market.resolution)
 
     async def watch_loop(self, watch: Watch) -> None:
@@ -144,6 +152,7 @@ class Streamer:
                     backoff,
                 )
                 watch.closer.disconnected()
+                STREAM_RECONNECTS.labels(**watch.market.labels).inc()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, settings.STREAM_RECONNECT_MAX_S)
                 await self.backfill(watch)
@@ -176,8 +185,12 @@ class Streamer:
             )
         except Exception as exc:
             logger.warning("backfill of %s failed: %s", watch.market, exc)
+            STREAM_BACKFILLS.labels(**watch.market.labels, outcome="failed").inc()
             return
         missed = [ClosedCandle(r, confirmed=True) for r in rows if r[0] > closer.last_closed_ms]
+        STREAM_BACKFILLS.labels(
+            **watch.market.labels, outcome="filled" if missed else "empty"
+        ).inc()
         if missed:
             logger.info("backfilling %d closes of %s", len(missed), watch.market)
             closer.last_closed_ms = missed[-1].row[0]

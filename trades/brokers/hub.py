@@ -42,6 +42,7 @@ import certifi
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from core.logs import log_context, log_context_current
 from trades.ratelimit import AsyncRateLimiter, Bucket, bucket_for_credential, bucket_for_exchange
 
 logger = logging.getLogger(__name__)
@@ -132,7 +133,9 @@ class Hub:
 
     def run(self, coro: Awaitable[T], timeout: float | None = None) -> T:
         """Run a coroutine on the hub's loop from any other thread, and wait for it."""
-        future = asyncio.run_coroutine_threadsafe(_as_coroutine(coro), self.loop)
+        # The caller's log ids follow its requests onto the hub's thread.
+        ids = log_context_current()
+        future = asyncio.run_coroutine_threadsafe(_as_coroutine(coro, ids), self.loop)
         return future.result(timeout)
 
     # --- shared resources ----------------------------------------------------------------
@@ -319,8 +322,9 @@ def _detach(exchange: Exchange) -> None:
     exchange.tcp_connector = None
 
 
-async def _as_coroutine(awaitable: Awaitable[T]) -> T:
-    return await awaitable
+async def _as_coroutine(awaitable: Awaitable[T], ids: dict[str, Any]) -> T:
+    with log_context(**ids):
+        return await awaitable
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

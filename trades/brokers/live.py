@@ -35,6 +35,8 @@ from ccxt.base.decimal_to_precision import TICK_SIZE
 from django.conf import settings
 from django.utils import timezone
 
+from core.logs import log_context
+from core.metrics import EXCHANGE_ERRORS
 from subscriptions.crypto import CredentialDecryptionError, decrypt_secret
 from subscriptions.models import BrokerCredential
 from trades.brokers.base import CredentialFailure, OrderRequest, OrderResult, OrderStatus
@@ -316,12 +318,18 @@ async def _send_guarded(
     hub: Hub, credential: CredentialRef, request: OrderRequest, ready: Ready, prepaid: bool
 ) -> OrderResult:
     exchange, market, (amount, price, params) = ready
-    try:
-        return await _send(
-            hub, credential, exchange, market, request, amount, price, params, prepaid=prepaid
+    # Each order is a task of its own: the id bound here stays with this order's lines.
+    with log_context(client_order_id=request.client_order_id):
+        try:
+            result = await _send(
+                hub, credential, exchange, market, request, amount, price, params, prepaid=prepaid
+            )
+        except Exception as exc:  # e.g. a lookup refused, or a bug: the order may have been sent
+            result = _failed(credential, exc, on_exchange=True, amount=amount)
+        logger.debug(
+            "order %s %s on %r: %s", request.side, request.symbol, credential, result.status
         )
-    except Exception as exc:  # e.g. a lookup refused, or a bug: the order may have been sent
-        return _failed(credential, exc, on_exchange=True, amount=amount)
+        return result
 
 
 async def _ready(hub: Hub, credential: CredentialRef, request: OrderRequest) -> OrderResult | Ready:
@@ -390,14 +398,7 @@ async def _send(
         prepaid = False  # a token pays for one request: a resend takes its own
         sent = True
         try:
-            order = await exchange.create_order(
-                request.symbol,
-                request.type,
-                request.side,
-                float(amount),
-                float(price) if price is not None else None,
-                params,
-            )
+            order = await _create_order(credential, exchange, request, amount, price, params)
             return _from_order(order, market, amount=amount)
         except AUTH_ERRORS as exc:
             return _rejected(_describe(exc), amount=amount, failure=CredentialFailure.AUTH)
@@ -424,6 +425,30 @@ async def _send(
         reason=f"no definite answer after {retries + 1} attempts: {last_error}",
         credential_failure=CredentialFailure.TRANSIENT,
     )
+
+
+async def _create_order(
+    credential: CredentialRef,
+    exchange: Exchange,
+    request: OrderRequest,
+    amount: Decimal,
+    price: Decimal | None,
+    params: dict[str, Any],
+) -> dict:
+    """``create_order``, its ccxt errors counted by class (throttling shows as DDoSProtection
+    or RateLimitExceeded, a lost answer as RequestTimeout)."""
+    try:
+        return await exchange.create_order(
+            request.symbol,
+            request.type,
+            request.side,
+            float(amount),
+            float(price) if price is not None else None,
+            params,
+        )
+    except ccxt.BaseError as exc:
+        EXCHANGE_ERRORS.labels(exchange=credential.exchange, error=type(exc).__name__).inc()
+        raise
 
 
 def _with_lookup(request: OrderRequest) -> OrderRequest:
