@@ -28,7 +28,8 @@ from trades.manual import (
     subscription_cancel_and_close,
     subscription_close_now,
 )
-from trades.models import Order, Position, ProtectionTrip, Trade
+from trades.models import Divergence, Order, Position, ProtectionTrip, Trade
+from trades.resync import ResyncRefused, divergence_resync
 
 
 @admin.register(Trade)
@@ -259,6 +260,74 @@ class ProtectionTripAdmin(ReadOnlyAdmin):
     @admin.display(description="figures")
     def figures_json(self, trip: ProtectionTrip) -> str:
         return pretty_json(trip.figures)
+
+
+@admin.register(Divergence)
+class DivergenceAdmin(ReadOnlyAdmin):
+    """The reconciliation's findings (read-only), and the operators' resync of them: the same
+    service as the subscriber's API, recorded with the operator as the one who asked."""
+
+    list_display = (
+        "last_seen_at",
+        "subscription_link",
+        "kind",
+        "subject",
+        "expected",
+        "actual",
+        "status",
+        "first_seen_at",
+    )
+    list_filter = ("status", "kind", "last_seen_at")
+    search_fields = ("subject", "subscription__user__username", "=subscription__id")
+    ordering = ("-last_seen_at", "-id")
+    list_select_related = ("subscription__user",)
+    actions = ("resync_adopt", "resync_close")
+    fields = (
+        "subscription_link",
+        "kind",
+        "subject",
+        "symbol",
+        "expected",
+        "actual",
+        "status",
+        "detail_json",
+        "first_seen_at",
+        "last_seen_at",
+        "resolved_at",
+        "resolution",
+        "resync_mode",
+        "resync_by",
+        "resync_at",
+        "resync_order",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="subscription", ordering="subscription_id")
+    def subscription_link(self, divergence: Divergence) -> str:
+        return change_link(divergence.subscription, f"#{divergence.subscription_id}")
+
+    @admin.display(description="detail")
+    def detail_json(self, divergence: Divergence) -> str:
+        return pretty_json(divergence.detail)
+
+    @admin.action(description="Resync: adopt the exchange's quantity as the position")
+    def resync_adopt(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._resync(request, queryset, Divergence.ResyncMode.ADOPT)
+
+    @admin.action(description="Resync: close the difference by an order")
+    def resync_close(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._resync(request, queryset, Divergence.ResyncMode.CLOSE)
+
+    def _resync(self, request: HttpRequest, queryset: QuerySet, mode: str) -> None:
+        for divergence in queryset.select_related("subscription").order_by("pk"):
+            try:
+                done = divergence_resync(
+                    divergence=divergence, mode=mode, user=request.user, via="admin"
+                )
+            except ResyncRefused as exc:
+                self.message_user(request, f"{divergence}: {exc}", messages.WARNING)
+                continue
+            self.message_user(request, f"{done}: {mode}", messages.SUCCESS)
 
 
 class ProtectionTripInline(ReadOnlyInline):

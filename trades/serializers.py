@@ -5,7 +5,7 @@ from rest_framework import serializers
 from core.api import StrictFieldsMixin
 from markets.symbols import symbol_quote
 from subscriptions.serializers import SubscriptionSerializer
-from trades.models import Order, Position, ProtectionTrip, Trade
+from trades.models import Divergence, Order, Position, ProtectionTrip, Trade
 
 
 class QuoteCurrencyField(serializers.CharField):
@@ -280,3 +280,60 @@ class CancelQuerySerializer(serializers.Serializer):
 
 class CancelBodySerializer(StrictFieldsMixin, CancelQuerySerializer):
     """The same choice in a JSON body, for clients that send one with a DELETE."""
+
+
+class DivergenceSerializer(serializers.ModelSerializer):
+    """A difference between the platform and the exchange, found by the reconciliation."""
+
+    difference = serializers.DecimalField(
+        max_digits=40,
+        decimal_places=12,
+        read_only=True,
+        allow_null=True,
+        help_text="actual - expected: above zero the account holds more than the platform.",
+    )
+    resync_by = serializers.CharField(source="resync_by.username", read_only=True, default=None)
+    resync_order_client_id = serializers.CharField(
+        source="resync_order.client_order_id", read_only=True, default=None
+    )
+
+    class Meta:
+        model = Divergence
+        fields = (
+            "id",
+            "kind",
+            "subject",
+            "symbol",
+            "expected",
+            "actual",
+            "difference",
+            "status",
+            "detail",
+            "first_seen_at",
+            "last_seen_at",
+            "resolved_at",
+            "resolution",
+            "resync_mode",
+            "resync_by",
+            "resync_at",
+            "resync_order_client_id",
+        )
+        read_only_fields = fields
+        extra_kwargs = {
+            "expected": {"help_text": "What the platform holds (the sum when shared)."},
+            "actual": {"help_text": "What the exchange says."},
+            "first_seen_at": {"help_text": "Since when: the first run that found it."},
+        }
+
+
+class ResyncBodySerializer(StrictFieldsMixin, serializers.Serializer):
+    mode = serializers.ChoiceField(
+        choices=Divergence.ResyncMode.choices,
+        help_text="adopt: take the exchange's quantity as the position; close: send an order "
+        "of the difference so the account matches the platform again.",
+    )
+    divergence_id = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="The balance or position divergence to resync; optional when only one is open.",
+    )

@@ -14,6 +14,16 @@ urlpatterns = [
         name="subscription-close",
     ),
     path(
+        "subscriptions/<int:pk>/resync",
+        views.SubscriptionResyncView.as_view(),
+        name="subscription-resync",
+    ),
+    path(
+        "subscriptions/<int:pk>/divergences",
+        views.SubscriptionDivergenceListView.as_view(),
+        name="subscription-divergences",
+    ),
+    path(
         "subscriptions/<int:pk>/protection-trips",
         views.SubscriptionProtectionTripListView.as_view(),
         name="subscription-protection-trips",

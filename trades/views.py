@@ -33,8 +33,10 @@ from trades.manual import (
     subscription_cancel_and_close,
     subscription_close_now,
 )
-from trades.models import Order, ProtectionTrip, Trade
+from trades.models import Divergence, Order, ProtectionTrip, Trade
+from trades.resync import ResyncRefused, divergence_for_resync, divergence_resync
 from trades.selectors import (
+    divergence_list_for_subscription,
     equity_series,
     order_list_for_subscription,
     protection_trips_for_subscription,
@@ -45,11 +47,13 @@ from trades.selectors import (
 from trades.serializers import (
     CancelBodySerializer,
     CancelQuerySerializer,
+    DivergenceSerializer,
     EquityQuerySerializer,
     EquitySeriesSerializer,
     OrderSerializer,
     PositionCloseSerializer,
     ProtectionTripSerializer,
+    ResyncBodySerializer,
     SubscriptionCancelSerializer,
     SubscriptionStatsSerializer,
     TradeSerializer,
@@ -122,6 +126,61 @@ class SubscriptionCloseView(APIView):
         except NothingToClose as exc:
             raise Conflict(str(exc)) from exc
         return Response({"subscription_id": subscription.pk, **_outcome(outcome)})
+
+
+class SubscriptionResyncView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        summary="Resync a divergence with the exchange: adopt its quantity, or close the gap",
+        description="For an open `balance` or `position` divergence found by the "
+        "reconciliation. `adopt` makes the exchange's quantity the subscription's position; "
+        "`close` sends one market order of the difference (client order id "
+        "`sf-<execution>-<subscription>-r<divergence>`: asking twice sends one order) so the "
+        "account matches the platform again. Recorded with who asked. 409 when there is "
+        "nothing to resync or it cannot be done that way (the reason says why).",
+        request=ResyncBodySerializer,
+        responses={200: DivergenceSerializer, **error_responses(400, 401, 404, 409)},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        user = authenticated_user(request)
+        subscription = subscription_get_for_user(user=user, subscription_id=pk)
+        body = ResyncBodySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            divergence = divergence_for_resync(
+                subscription_id=subscription.pk,
+                divergence_id=body.validated_data.get("divergence_id"),
+            )
+            resynced = divergence_resync(
+                divergence=divergence, mode=body.validated_data["mode"], user=user, via="api"
+            )
+        except ResyncRefused as exc:
+            raise Conflict(str(exc)) from exc
+        return Response(DivergenceSerializer(resynced).data)
+
+
+class SubscriptionDivergenceListView(generics.ListAPIView):
+    serializer_class = DivergenceSerializer
+
+    def get_queryset(self) -> QuerySet[Divergence]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no request user
+            return Divergence.objects.none()
+        subscription = subscription_get_for_user(
+            user=authenticated_user(self.request), subscription_id=self.kwargs["pk"]
+        )
+        return divergence_list_for_subscription(subscription=subscription)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Where the exchange differs from the platform (the reconciliation's findings)",
+        description="Newest first, open and resolved: balances or positions that differ "
+        "(expected, actual, since when), orders with the platform's prefix it does not know, "
+        "orders it holds open that the exchange does not list, and your own manual orders on "
+        "the account (shown, not acted on).",
+        responses={200: DivergenceSerializer(many=True), **error_responses(400, 401, 404)},
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
 
 
 class SubscriptionProtectionTripListView(generics.ListAPIView):

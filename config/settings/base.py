@@ -250,12 +250,15 @@ SPECTACULAR_SETTINGS.update(
         "ENUM_NAME_OVERRIDES": {
             "StrategyStatusEnum": "strategies.models.Strategy.Status",
             "SubscriptionStatusEnum": "subscriptions.models.StrategySubscription.Status",
+            "SubscriptionModeEnum": "subscriptions.models.StrategySubscription.Mode",
             "ExecutionStatusEnum": "strategies.models.StrategyExecution.Status",
             "TradeStatusEnum": "trades.models.Trade.Status",
             "TradeSideEnum": "trades.models.Trade.Side",
             "BacktestStatusEnum": "backtests.models.Backtest.Status",
             "NotificationEventEnum": "notifications.models.NotificationEvent",
             "DeliveryStatusEnum": "notifications.models.Delivery.Status",
+            "ResyncModeEnum": "trades.models.Divergence.ResyncMode",
+            "DivergenceStatusEnum": "trades.models.Divergence.Status",
             # The exchanges a strategy (and so a backtest of code) may name: ccxt's and paper.
             "StrategyExchangeEnum": "strategies.serializers.EXCHANGES",
         },

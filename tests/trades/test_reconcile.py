@@ -139,3 +139,43 @@ def test_batches_cover_every_live_credential_once(sim, market):
     assert sorted(i for b in batches for i in b) == sorted(
         t.subscription.credential_id for t in traders
     )
+
+
+def _resync(trader: Trader, mode: str):
+    from tests.api.helpers import client_for
+
+    api = client_for(trader.subscription.user)
+    url = f"/api/strategies/subscriptions/{trader.subscription.pk}/resync"
+    return api.post(url, {"mode": mode}, format="json")
+
+
+def test_resync_adopts_the_exchanges_quantity_then_closes_a_surplus_by_an_order(sim, market):
+    # given a live position whose account lost part of it behind the platform's back
+    trader, held = _entered(sim, market)
+    sim.account_edit(trader.api_key, balances={"ETH": str(held / 2)})
+    _reconcile(trader)
+    # when the subscriber adopts the exchange's quantity
+    response = _resync(trader, "adopt")
+    # then the position is the exchange's, the divergence resolved with who asked
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert (body["status"], body["resync_mode"]) == ("resolved", "adopt")
+    assert body["resync_by"] == trader.subscription.user.username
+    assert Position.objects.get(subscription=trader.subscription).quantity == held / 2
+    assert _reconcile(trader).opened == 0
+    # when the account then holds more than the platform
+    sim.account_edit(trader.api_key, balances={"ETH": str(held)})
+    _reconcile(trader)
+    # and the subscriber closes the difference
+    response = _resync(trader, "close")
+    # then one market order sold the surplus, under the resync's own client order id
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert (body["status"], body["resync_mode"]) == ("resolved", "close")
+    (sold,) = [o for o in sim.orders() if o["client_order_id"].endswith(f"-r{body['id']}")]
+    assert (sold["side"], Decimal(sold["quantity"]), sold["status"]) == ("SELL", held / 2, "FILLED")
+    assert Position.objects.get(subscription=trader.subscription).quantity == held / 2
+    assert _reconcile(trader).opened == 0
+    # and asking again sends nothing more: nothing is left to resync
+    assert _resync(trader, "close").status_code == 409
+    assert len([o for o in sim.orders() if "-r" in o["client_order_id"]]) == 1
