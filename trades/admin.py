@@ -29,6 +29,7 @@ from trades.manual import (
     subscription_close_now,
 )
 from trades.models import Divergence, Order, Position, ProtectionTrip, Trade
+from trades.report import subscription_divergence_report
 from trades.resync import ResyncRefused, divergence_resync
 
 
@@ -347,6 +348,22 @@ admin.site.unregister(StrategySubscription)
 class StrategySubscriptionWithPositionsAdmin(StrategySubscriptionAdmin):
     inlines = [ProtectionTripInline]
     actions = (*StrategySubscriptionAdmin.actions, "close_positions_now", "cancel_and_close")
+    readonly_fields = (*StrategySubscriptionAdmin.readonly_fields, "divergence_report")
+    fieldsets = (
+        *StrategySubscriptionAdmin.fieldsets,
+        (
+            "Divergence from the signals",
+            {
+                "description": "Per fill: signal price, fill price, slippage in bps (against "
+                "the follower), signal to fill latency; and the signals it did not get.",
+                "fields": ("divergence_report",),
+            },
+        ),
+    )
+
+    @admin.display(description="report")
+    def divergence_report(self, subscription: StrategySubscription) -> str:
+        return pretty_json(subscription_divergence_report(subscription=subscription))
 
     @admin.action(description="Close the open positions of selected subscriptions now")
     def close_positions_now(self, request: HttpRequest, queryset: QuerySet) -> None:

@@ -14,6 +14,7 @@ from markets.symbols import symbol_quote
 from strategies.signals import Signal
 from subscriptions.models import EquityPoint, StrategySubscription
 from trades.models import Divergence, Order, Position, ProtectionTrip, Trade
+from trades.report import subscription_divergence_report
 
 MARKET_STATUSES = (Trade.Status.OPEN, Trade.Status.CLOSED)
 
@@ -192,4 +193,5 @@ def subscription_stats(*, subscription: StrategySubscription) -> dict[str, Any]:
         "max_drawdown_pct": curve.max_drawdown_pct,
         "open_position": _open_position(subscription),
         "position": position_get_for_subscription(subscription=subscription),
+        "divergence": subscription_divergence_report(subscription=subscription)["summary"],
     }

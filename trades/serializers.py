@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from core.api import StrictFieldsMixin
 from markets.symbols import symbol_quote
-from subscriptions.serializers import SubscriptionSerializer
+from subscriptions.serializers import StrategyStatsSerializer, SubscriptionSerializer
 from trades.models import Divergence, Order, Position, ProtectionTrip, Trade
 
 
@@ -142,6 +142,24 @@ class OpenPositionSerializer(serializers.Serializer):
     take_profit = serializers.DecimalField(max_digits=30, decimal_places=12, allow_null=True)
 
 
+class DivergenceSummarySerializer(serializers.Serializer):
+    fills = serializers.IntegerField(help_text="Fills that followed a signal.")
+    slippage_bps_avg = serializers.DecimalField(
+        max_digits=20,
+        decimal_places=2,
+        allow_null=True,
+        help_text="Signed against the follower: above zero the fills cost you against the "
+        "signal's price.",
+    )
+    slippage_bps_max = serializers.DecimalField(max_digits=20, decimal_places=2, allow_null=True)
+    latency_ms_avg = serializers.FloatField(allow_null=True, help_text="Signal to fill.")
+    latency_ms_p50 = serializers.FloatField(allow_null=True)
+    latency_ms_max = serializers.FloatField(allow_null=True)
+    signals_missed = serializers.IntegerField(
+        help_text="Entries you did not get: skipped, rejected, failed or cancelled."
+    )
+
+
 class SubscriptionStatsSerializer(serializers.Serializer):
     subscription_id = serializers.IntegerField()
     currency = serializers.CharField(
@@ -181,6 +199,9 @@ class SubscriptionStatsSerializer(serializers.Serializer):
         allow_null=True,
         help_text="The net position kept in step with the exchange's fills; null before the "
         "first fill.",
+    )
+    divergence = DivergenceSummarySerializer(
+        help_text="How far your fills were from the signals (the divergence report's summary)."
     )
 
 
@@ -336,4 +357,60 @@ class ResyncBodySerializer(StrictFieldsMixin, serializers.Serializer):
         required=False,
         min_value=1,
         help_text="The balance or position divergence to resync; optional when only one is open.",
+    )
+
+
+class FillDivergenceSerializer(serializers.Serializer):
+    trade_id = serializers.IntegerField()
+    leg = serializers.CharField(help_text="`entry`, or `exit` by the strategy's exit signal.")
+    side = serializers.CharField(help_text="`buy` or `sell`.")
+    execution_id = serializers.IntegerField(help_text="The execution whose signal it followed.")
+    signal_price = serializers.DecimalField(
+        max_digits=40,
+        decimal_places=12,
+        help_text="The strategy's price on the signal, else the close it fired on.",
+    )
+    fill_price = serializers.DecimalField(max_digits=40, decimal_places=12)
+    slippage_bps = serializers.DecimalField(
+        max_digits=20,
+        decimal_places=2,
+        help_text="(fill - signal) / signal x 10000 for a buy, (signal - fill) / signal x 10000 "
+        "for a sell: above zero the fill cost you.",
+    )
+    signal_at = serializers.DateTimeField(help_text="When the signal was known.")
+    filled_at = serializers.DateTimeField()
+    latency_ms = serializers.FloatField(help_text="signal_at to filled_at.")
+
+
+class MissedSignalSerializer(serializers.Serializer):
+    trade_id = serializers.IntegerField()
+    execution_id = serializers.IntegerField()
+    signal_at = serializers.DateTimeField()
+    status = serializers.CharField(help_text="`skipped`, `rejected`, `failed` or `cancelled`.")
+    reason = serializers.CharField()
+
+
+class DivergenceReportSerializer(serializers.Serializer):
+    subscription_id = serializers.IntegerField()
+    summary = DivergenceSummarySerializer()
+    fills = FillDivergenceSerializer(many=True)
+    missed_signals = MissedSignalSerializer(many=True)
+
+
+class FollowersDivergenceSerializer(serializers.Serializer):
+    followers = serializers.IntegerField()
+    followers_with_fills = serializers.IntegerField()
+    slippage_bps_avg = serializers.DecimalField(
+        max_digits=20,
+        decimal_places=2,
+        allow_null=True,
+        help_text="The followers' average slippage (bps, against them), averaged over them.",
+    )
+    latency_ms_avg = serializers.FloatField(allow_null=True)
+    signals_missed_avg = serializers.FloatField(allow_null=True)
+
+
+class StrategyStatsWithFollowersSerializer(StrategyStatsSerializer):
+    followers_divergence = FollowersDivergenceSerializer(
+        help_text="How far the followers' fills were from the signals, each follower counted once."
     )

@@ -5,6 +5,14 @@ from django.urls import path
 from trades import views
 
 urlpatterns = [
+    # The strategy's statistics with its followers' divergence (trades sits above the
+    # subscriptions app, whose view it extends).
+    path("<int:pk>/stats", views.StrategyStatsView.as_view(), name="strategy-stats"),
+    path(
+        "subscriptions/<int:pk>/divergence",
+        views.SubscriptionDivergenceReportView.as_view(),
+        name="subscription-divergence",
+    ),
     path(
         "subscriptions/<int:pk>", views.SubscriptionDetailView.as_view(), name="subscription-detail"
     ),

@@ -21,9 +21,11 @@ from core.api import (
     query_data,
 )
 from core.time_utils import resolution_to_timedelta
+from strategies.selectors import strategy_get_visible
 from subscriptions.models import StrategySubscription
-from subscriptions.selectors import subscription_get_for_user
+from subscriptions.selectors import strategy_stats, subscription_get_for_user
 from subscriptions.serializers import SubscriptionSerializer
+from subscriptions.views import StrategyStatsView as StrategyStatsReadView
 from subscriptions.views import SubscriptionDetailView as SubscriptionReadChangeView
 from trades.charts import ImageFormat, equity_chart
 from trades.filters import OrderFilter, TradeFilter
@@ -34,6 +36,7 @@ from trades.manual import (
     subscription_close_now,
 )
 from trades.models import Divergence, Order, ProtectionTrip, Trade
+from trades.report import strategy_followers_divergence, subscription_divergence_report
 from trades.resync import ResyncRefused, divergence_for_resync, divergence_resync
 from trades.selectors import (
     divergence_list_for_subscription,
@@ -47,6 +50,7 @@ from trades.selectors import (
 from trades.serializers import (
     CancelBodySerializer,
     CancelQuerySerializer,
+    DivergenceReportSerializer,
     DivergenceSerializer,
     EquityQuerySerializer,
     EquitySeriesSerializer,
@@ -54,6 +58,7 @@ from trades.serializers import (
     PositionCloseSerializer,
     ProtectionTripSerializer,
     ResyncBodySerializer,
+    StrategyStatsWithFollowersSerializer,
     SubscriptionCancelSerializer,
     SubscriptionStatsSerializer,
     TradeSerializer,
@@ -126,6 +131,43 @@ class SubscriptionCloseView(APIView):
         except NothingToClose as exc:
             raise Conflict(str(exc)) from exc
         return Response({"subscription_id": subscription.pk, **_outcome(outcome)})
+
+
+class SubscriptionDivergenceReportView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        summary="How far your fills were from the signals you followed",
+        description="For each fill that followed a signal: the signal's price, the fill "
+        "price, the slippage in basis points signed against you (above zero it cost you) and "
+        "the latency from signal to fill; then the signals you did not get, with the reason "
+        "(a skipped entry, a rejected order, ...), and a summary.",
+        responses={200: DivergenceReportSerializer, **error_responses(401, 404)},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        subscription = subscription_get_for_user(
+            user=authenticated_user(request), subscription_id=pk
+        )
+        report = subscription_divergence_report(subscription=subscription)
+        return Response(DivergenceReportSerializer(report).data)
+
+
+class StrategyStatsView(StrategyStatsReadView):
+    """The strategy's statistics with its followers' divergence from the signals."""
+
+    @extend_schema(
+        tags=["strategies"],
+        summary="Execution, subscriber and PnL statistics",
+        description="Readable by whoever can see the strategy; figures are aggregates only "
+        "(the followers' slippage and latency are averages over them, never per person).",
+        responses={200: StrategyStatsWithFollowersSerializer, **error_responses(401, 404)},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        strategy = strategy_get_visible(user=authenticated_user(request), strategy_id=pk)
+        stats = {
+            **strategy_stats(strategy=strategy),
+            "followers_divergence": strategy_followers_divergence(strategy=strategy),
+        }
+        return Response(StrategyStatsWithFollowersSerializer(stats).data)
 
 
 class SubscriptionResyncView(APIView):

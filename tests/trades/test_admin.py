@@ -173,3 +173,7 @@ def test_operators_resync_a_divergence_by_adopting_the_exchanges_quantity(admin_
     # and the divergence's page shows it, read-only
     detail = admin_client.get(admin_url(Divergence, "change", divergence.pk)).content.decode()
     assert "adopt by" in detail
+    # and the subscription's page shows its divergence report from the signals
+    page = admin_client.get(admin_url(StrategySubscription, "change", subscription.pk))
+    assert "Divergence from the signals" in page.content.decode()
+    assert "slippage_bps" in page.content.decode()

@@ -149,6 +149,7 @@ class Admin:
                     "quote": str(o.quote_qty),
                     "fee": str(sum(f.commission for f in o.fills)),
                     "time_ms": o.time_ms,
+                    "update_ms": o.update_ms or o.time_ms,
                 }
                 for o in self.sim.exchange.orders.values()
             ]
