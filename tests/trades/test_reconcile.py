@@ -179,3 +179,20 @@ def test_resync_adopts_the_exchanges_quantity_then_closes_a_surplus_by_an_order(
     # and asking again sends nothing more: nothing is left to resync
     assert _resync(trader, "close").status_code == 409
     assert len([o for o in sim.orders() if "-r" in o["client_order_id"]]) == 1
+
+
+def test_reconciling_many_credentials_keeps_to_the_shared_rate_limits(sim, market, settings):
+    # given 30 live subscribers and an exchange rate of 20 requests a second for everyone
+    settings.EXCHANGE_RATE_PER_EXCHANGE = 20.0
+    strategy = StrategyFactory()
+    traders = [live_trader(sim, strategy) for _ in range(30)]
+    before = sim.request_rates()["requests"]
+    # when they are all reconciled at once
+    outcome = _reconcile(*traders)
+    # then each account was read (its balance and its market's open orders)
+    assert (outcome.credentials, outcome.failed, outcome.requests) == (30, 0, 60)
+    # and the exchange never saw more in one second than the limiter's burst plus its rate
+    rates = sim.request_rates()
+    assert rates["requests"] - before >= 60
+    assert rates["peak_per_window"] <= 20 + 20
+    assert rates["peak_per_key_per_window"] <= settings.EXCHANGE_RATE_PER_CREDENTIAL * 2
