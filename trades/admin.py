@@ -7,7 +7,10 @@ subscription's realized PnL.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -320,10 +323,12 @@ class DivergenceAdmin(ReadOnlyAdmin):
         self._resync(request, queryset, Divergence.ResyncMode.CLOSE)
 
     def _resync(self, request: HttpRequest, queryset: QuerySet, mode: str) -> None:
+        operator = request.user
+        assert isinstance(operator, User)  # the admin is for staff users only
         for divergence in queryset.select_related("subscription").order_by("pk"):
             try:
                 done = divergence_resync(
-                    divergence=divergence, mode=mode, user=request.user, via="admin"
+                    divergence=divergence, mode=mode, user=operator, via="admin"
                 )
             except ResyncRefused as exc:
                 self.message_user(request, f"{divergence}: {exc}", messages.WARNING)
@@ -348,18 +353,17 @@ admin.site.unregister(StrategySubscription)
 class StrategySubscriptionWithPositionsAdmin(StrategySubscriptionAdmin):
     inlines = [ProtectionTripInline]
     actions = (*StrategySubscriptionAdmin.actions, "close_positions_now", "cancel_and_close")
-    readonly_fields = (*StrategySubscriptionAdmin.readonly_fields, "divergence_report")
-    fieldsets = (
-        *StrategySubscriptionAdmin.fieldsets,
-        (
-            "Divergence from the signals",
-            {
-                "description": "Per fill: signal price, fill price, slippage in bps (against "
-                "the follower), signal to fill latency; and the signals it did not get.",
-                "fields": ("divergence_report",),
-            },
-        ),
-    )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [*super().get_readonly_fields(request, obj), "divergence_report"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        report = {
+            "description": "Per fill: signal price, fill price, slippage in bps (against the "
+            "follower), signal to fill latency; and the signals it did not get.",
+            "fields": ("divergence_report",),
+        }
+        return [*super().get_fieldsets(request, obj), ("Divergence from the signals", report)]
 
     @admin.display(description="report")
     def divergence_report(self, subscription: StrategySubscription) -> str:

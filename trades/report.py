@@ -103,12 +103,16 @@ def fill_rows(trades: list[Trade]) -> list[FillRow]:
     return sorted(rows, key=lambda r: (r.filled_at, r.trade_id))
 
 
+def _average_bps(values: list[Decimal]) -> Decimal | None:
+    return (sum(values, Decimal(0)) / len(values)).quantize(BPS_STEP) if values else None
+
+
 def summary(rows: list[FillRow], *, skipped: int) -> dict[str, Any]:
     slips = [r.slippage_bps for r in rows]
     latencies = [r.latency_ms for r in rows]
     return {
         "fills": len(rows),
-        "slippage_bps_avg": (sum(slips) / len(slips)).quantize(BPS_STEP) if slips else None,
+        "slippage_bps_avg": _average_bps(slips),
         "slippage_bps_max": max(slips) if slips else None,
         "latency_ms_avg": mean(latencies) if latencies else None,
         "latency_ms_p50": median(latencies) if latencies else None,
@@ -161,7 +165,7 @@ def strategy_followers_divergence(*, strategy: Strategy) -> dict[str, Any]:
     return {
         "followers": len(per_follower),
         "followers_with_fills": len(filled),
-        "slippage_bps_avg": (sum(slips) / len(slips)).quantize(BPS_STEP) if slips else None,
+        "slippage_bps_avg": _average_bps(slips),
         "latency_ms_avg": mean(f["latency_ms_avg"] for f in filled) if filled else None,
         "signals_missed_avg": (
             mean(f["signals_missed"] for f in per_follower) if per_follower else None

@@ -10,6 +10,7 @@ credential's snapshot, never the batch's.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -77,7 +78,7 @@ def live_accounts_fetch(
     return snapshots
 
 
-async def _gather(coros: list[Awaitable[T]]) -> list[T]:
+async def _gather(coros: Sequence[Awaitable[T]]) -> list[T]:
     return list(await asyncio.gather(*coros))
 
 
@@ -120,7 +121,7 @@ async def _read(
         rows = await call(lambda: exchange.fetch_positions(symbols))
         snap.positions = _positions(rows)
     for symbol in (*query.spot_symbols, *query.derivative_symbols):
-        rows = await call(lambda s=symbol: exchange.fetch_open_orders(s))
+        rows = await call(functools.partial(exchange.fetch_open_orders, symbol))
         snap.open_orders += [_order(row) for row in rows]
 
 
