@@ -327,6 +327,14 @@ def _record(
 ) -> None:
     now = timezone.now()
     with transaction.atomic():
+        # Two runs over the same subscriptions (a slow batch overlapping the next beat run)
+        # record one after the other: the second finds the first's rows and updates them.
+        list(
+            StrategySubscription.objects.select_for_update()
+            .filter(pk__in=list(checked))
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
         rows = {
             (d.subscription_id, d.kind, d.subject): d
             for d in Divergence.objects.select_for_update().filter(

@@ -196,3 +196,34 @@ def test_reconciling_many_credentials_keeps_to_the_shared_rate_limits(sim, marke
     assert rates["requests"] - before >= 60
     assert rates["peak_per_window"] <= 20 + 20
     assert rates["peak_per_key_per_window"] <= settings.EXCHANGE_RATE_PER_CREDENTIAL * 2
+
+
+@pytest.mark.django_db
+def test_a_derivatives_position_is_compared_signed_with_the_exchanges():
+    # given a short of 0.5 on a swap market, as the platform holds it
+    from django.utils import timezone
+
+    from tests.api.helpers import make_position
+    from tests.factories import subscribe
+    from trades.brokers.account import AccountSnapshot, _positions
+    from trades.reconcile import _Account, account_compare
+
+    strategy = StrategyFactory(symbol="BTC/USDT:USDT")
+    subscription = subscribe(strategy)
+    make_position(subscription, symbol=strategy.symbol, side="short", quantity=Decimal("0.5"))
+    account = _Account(
+        credential=None,  # type: ignore[arg-type]  # not read by the comparison
+        subs=[subscription],
+        positions={subscription.pk: Decimal("-0.5")},
+        busy=set(),
+        open_orders=[],
+    )
+    # when the exchange reports 3 contracts of 0.1 short (ccxt's unified positions)
+    rows = [{"symbol": strategy.symbol, "contracts": 3, "contractSize": 0.1, "side": "short"}]
+    snapshot = AccountSnapshot(positions=_positions(rows))
+    findings, held_back = account_compare(account, snapshot, now=timezone.now())
+    # then the difference is one signed position divergence
+    (finding,) = findings
+    assert (finding.kind, finding.subject) == ("position", strategy.symbol)
+    assert (finding.expected, finding.actual) == (Decimal("-0.5"), Decimal("-0.3"))
+    assert held_back == set()
