@@ -39,6 +39,7 @@ class EventType(StrEnum):
     TRADE_CREATED = "trade.created"
     TRADE_FILLED = "trade.filled"
     TRADE_CLOSED = "trade.closed"
+    DIVERGENCE_FOUND = "subscription.divergence"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ class NotificationEvent(models.TextChoices):
     ORDER_REJECTED = "order.rejected", "Order rejected"
     PROTECTION_TRIGGERED = "protection.triggered", "Protection triggered"
     SUBSCRIPTION_PAUSED = "subscription.paused", "Subscription paused"
+    DIVERGENCE_FOUND = "subscription.divergence", "The exchange differs from the platform"
     # To the strategy's author.
     EXECUTION_FAILED = "execution.failed", "Execution failed"
     CHANGE_REFUSED = "strategy.change_refused", "Strategy change refused by its dry run"

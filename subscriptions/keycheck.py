@@ -6,12 +6,19 @@ exchange simulator in tests and demos). It runs in the request, outside any tran
 per new credential: not through the workers' exchange hub, which pools keyed instances for
 the fan-out. The keys stay in this call's memory; what comes back is the exchange's reason,
 with the keys and URL query strings (signatures) taken out.
+
+Where the exchange tells what a key may do (Binance: ``GET /sapi/v1/account/apiRestrictions``,
+through ccxt's implicit method), that is asked too: a key that can withdraw is refused (the
+platform never needs it, and a leaked one empties the account), a key bound to no IP address is
+accepted with a warning. Elsewhere the answer says the permissions were not checked.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import ccxt
@@ -25,15 +32,61 @@ logger = logging.getLogger(__name__)
 REASON_CHARS = 300
 # A URL's query string holds the request's signature (and, on some exchanges, the key).
 QUERY_RE = re.compile(r"\?\S*")
+# The ccxt method that reads a key's permissions, per exchange that has one.
+PERMISSION_METHODS = {"binance": "sapi_get_account_apirestrictions"}
+WITHDRAWALS_REFUSED = (
+    "withdrawals are enabled on this key: the platform never withdraws, and a leaked key that "
+    "can withdraw empties the account; create a key without the withdrawal permission"
+)
+NO_IP_RESTRICTION = (
+    "this key is not restricted to IP addresses: anyone holding it can trade from anywhere; "
+    "restricting it to the platform's addresses is safer"
+)
+NO_SPOT_TRADING = "this key cannot trade spot: orders sent with it will be refused"
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    """What the check of new keys found: the key's permissions as the exchange reported them
+    (empty when it exposes none, see ``note``) and what the owner should know."""
+
+    permissions: dict[str, bool] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def checked(self) -> bool:
+        return bool(self.permissions)
+
+
+def permissions_assess(raw: Mapping[str, Any]) -> tuple[dict[str, bool], str, list[str]]:
+    """Binance's apiRestrictions answer -> (permissions, why the key is refused or "", warnings)."""
+    permissions = {k: bool(v) for k, v in raw.items() if isinstance(v, bool)}
+    refusal = WITHDRAWALS_REFUSED if permissions.get("enableWithdrawals") else ""
+    warnings = []
+    if not permissions.get("ipRestrict", True):
+        warnings.append(NO_IP_RESTRICTION)
+    if not permissions.get("enableSpotAndMarginTrading", True):
+        warnings.append(NO_SPOT_TRADING)
+    return permissions, refusal, warnings
+
+
+def permissions_unsupported_note(exchange: str) -> str:
+    return (
+        f"{exchange} does not expose an API key's permissions through ccxt: the key was not "
+        "checked for withdrawal rights or an IP restriction; make sure it cannot withdraw"
+    )
 
 
 def credential_keys_check(
     *, exchange: str, api_key: str, secret: str, passphrase: str = "", is_sandbox: bool = False
-) -> None:
-    """Fetch the account's balance with these keys; ValidationError naming the field and the
-    exchange's reason (keys refused, exchange unreachable, no sandbox, …) when that fails."""
+) -> KeyCheck:
+    """Fetch the account's balance with these keys, then their permissions where the exchange
+    exposes them; ValidationError naming the field and the reason (keys refused, exchange
+    unreachable, no sandbox, withdrawals enabled, …) when the keys cannot be taken."""
     if not settings.CREDENTIAL_CHECK:
-        return  # off only where no exchange is reachable by design (see the setting)
+        # Off only where no exchange is reachable by design (see the setting).
+        return KeyCheck(note="keys not checked (CREDENTIAL_CHECK is off)")
     secrets = [s for s in (api_key, secret, passphrase) if s]
     client = _signed_client(
         exchange=exchange,
@@ -44,11 +97,29 @@ def credential_keys_check(
     )
     try:
         client.fetch_balance()
+        return _permissions_check(client, exchange, secrets)
     except Exception as exc:
-        field, reason = _refusal(exc)
-        raise ValidationError({field: _scrubbed(reason, secrets)}) from None
+        if isinstance(exc, ValidationError):
+            raise
+        field_name, reason = _refusal(exc)
+        raise ValidationError({field_name: _scrubbed(reason, secrets)}) from None
     finally:
         _close(client)
+
+
+def _permissions_check(client: Any, exchange: str, secrets: list[str]) -> KeyCheck:
+    method = PERMISSION_METHODS.get(exchange)
+    if method is None or not hasattr(client, method):
+        return KeyCheck(note=permissions_unsupported_note(exchange))
+    try:
+        raw = getattr(client, method)()
+    except Exception as exc:  # e.g. a testnet without the endpoint: said, not refused
+        reason = _scrubbed(f"{type(exc).__name__}: {exc}", secrets)
+        return KeyCheck(note=f"the key's permissions could not be read ({reason})")
+    permissions, refusal, warnings = permissions_assess(raw)
+    if refusal:
+        raise ValidationError({"api_key": refusal})
+    return KeyCheck(permissions=permissions, warnings=warnings)
 
 
 def _signed_client(

@@ -44,6 +44,13 @@ class BrokerCredential(models.Model):
     # be decrypted, network errors), recorded by the loops that span tenants.
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
+    # Key custody: the key's permissions as the exchange last reported them (empty where it
+    # exposes none, see key_note), what its owner was warned about, and when it was checked
+    # (on adding it, then by the periodic re-check).
+    permissions = models.JSONField(default=dict, blank=True)
+    key_warnings = models.JSONField(default=list, blank=True)
+    key_note = models.CharField(max_length=500, blank=True)
+    permissions_checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("-created_at", "-id")

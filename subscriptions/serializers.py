@@ -265,10 +265,32 @@ class CredentialSerializer(serializers.ModelSerializer):
     """What a client sees of a credential: never the secret, at most the key's last 4."""
 
     api_key_masked = serializers.CharField(source="masked_api_key", read_only=True)
+    permissions = serializers.DictField(
+        child=serializers.BooleanField(),
+        read_only=True,
+        help_text="What the exchange says the key may do (Binance's apiRestrictions), as last "
+        "checked; empty where the exchange does not expose it (see key_note).",
+    )
+    key_warnings = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="What to fix about the key, e.g. no IP restriction.",
+    )
 
     class Meta:
         model = BrokerCredential
-        fields = ("id", "exchange", "label", "api_key_masked", "is_sandbox", "created_at")
+        fields = (
+            "id",
+            "exchange",
+            "label",
+            "api_key_masked",
+            "is_sandbox",
+            "created_at",
+            "permissions",
+            "key_warnings",
+            "key_note",
+            "permissions_checked_at",
+        )
         read_only_fields = fields
 
 

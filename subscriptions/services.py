@@ -410,14 +410,14 @@ def credential_add(
     read-only request, see subscriptions.keycheck) before they are stored; refused or
     untried keys are a ValidationError with the exchange's reason, and nothing is stored."""
     _label_free(user=user, label=label)  # before asking the exchange anything
-    credential_keys_check(
+    check = credential_keys_check(
         exchange=exchange,
         api_key=api_key,
         secret=secret,
         passphrase=passphrase,
         is_sandbox=is_sandbox,
     )
-    return credential_create(
+    credential = credential_create(
         user=user,
         exchange=exchange,
         label=label,
@@ -426,6 +426,13 @@ def credential_add(
         passphrase=passphrase,
         is_sandbox=is_sandbox,
     )
+    credential.permissions, credential.key_warnings = check.permissions, check.warnings
+    credential.key_note = check.note[:500]
+    credential.permissions_checked_at = timezone.now() if check.checked else None
+    credential.save(
+        update_fields=["permissions", "key_warnings", "key_note", "permissions_checked_at"]
+    )
+    return credential
 
 
 def _label_free(*, user: User, label: str) -> None:

@@ -5,7 +5,7 @@ from django.urls import path
 from subscriptions import views
 
 urlpatterns = [
-    path("<int:pk>/stats", views.StrategyStatsView.as_view(), name="strategy-stats"),
+    # <int:pk>/stats is mounted by trades.urls: it adds the followers' divergence.
     path("<int:pk>/subscribe", views.SubscribeView.as_view(), name="strategy-subscribe"),
     path("subscriptions", views.SubscriptionListView.as_view(), name="subscription-list"),
     # subscriptions/<int:pk> is mounted by trades.urls: its DELETE may close the position.

@@ -23,6 +23,10 @@ HELD_NAMES = {
     "trades.tasks.orders_sync_open": "trades.tasks.orders_sync_open",
     "trades.tasks.orders_cancel_stale": "trades.tasks.orders_cancel_stale",
     "trades.tasks.equity_daily": "trades.tasks.equity_daily",
+    "trades.tasks.credentials_recheck_dispatch": "trades.tasks.credentials_recheck_dispatch",
+    "trades.tasks.credentials_recheck_batch": "trades.tasks.credentials_recheck_batch",
+    "trades.tasks.reconcile_dispatch": "trades.tasks.reconcile_dispatch",
+    "trades.tasks.reconcile_batch": "trades.tasks.reconcile_batch",
     "backtests.tasks.records_refresh": "backtests.tasks.records_refresh",
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
@@ -37,7 +38,9 @@ from trades.manual import (
     subscription_cancel_and_close,
     subscription_close_now,
 )
-from trades.models import Order, Position, ProtectionTrip, Trade
+from trades.models import Divergence, Order, Position, ProtectionTrip, Trade
+from trades.report import subscription_divergence_report
+from trades.resync import ResyncRefused, divergence_resync
 
 
 class OrderInline(ReadOnlyInline):
@@ -334,6 +337,76 @@ class ProtectionTripAdmin(ReadOnlyAdmin):
         return pretty_json(trip.figures)
 
 
+@admin.register(Divergence)
+class DivergenceAdmin(ReadOnlyAdmin):
+    """The reconciliation's findings (read-only), and the operators' resync of them: the same
+    service as the subscriber's API, recorded with the operator as the one who asked."""
+
+    list_display = (
+        "last_seen_at",
+        "subscription_link",
+        "kind",
+        "subject",
+        "expected",
+        "actual",
+        "status",
+        "first_seen_at",
+    )
+    list_filter = ("status", "kind", "last_seen_at")
+    search_fields = ("subject", "subscription__user__username", "=subscription__id")
+    ordering = ("-last_seen_at", "-id")
+    list_select_related = ("subscription__user",)
+    actions = ("resync_adopt", "resync_close")
+    fields = (
+        "subscription_link",
+        "kind",
+        "subject",
+        "symbol",
+        "expected",
+        "actual",
+        "status",
+        "detail_json",
+        "first_seen_at",
+        "last_seen_at",
+        "resolved_at",
+        "resolution",
+        "resync_mode",
+        "resync_by",
+        "resync_at",
+        "resync_order",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="subscription", ordering="subscription_id")
+    def subscription_link(self, divergence: Divergence) -> str:
+        return change_link(divergence.subscription, f"#{divergence.subscription_id}")
+
+    @admin.display(description="detail")
+    def detail_json(self, divergence: Divergence) -> str:
+        return pretty_json(divergence.detail)
+
+    @admin.action(description="Resync: adopt the exchange's quantity as the position")
+    def resync_adopt(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._resync(request, queryset, Divergence.ResyncMode.ADOPT)
+
+    @admin.action(description="Resync: close the difference by an order")
+    def resync_close(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._resync(request, queryset, Divergence.ResyncMode.CLOSE)
+
+    def _resync(self, request: HttpRequest, queryset: QuerySet, mode: str) -> None:
+        operator = request.user
+        assert isinstance(operator, User)  # the admin is for staff users only
+        for divergence in queryset.select_related("subscription").order_by("pk"):
+            try:
+                done = divergence_resync(
+                    divergence=divergence, mode=mode, user=operator, via="admin"
+                )
+            except ResyncRefused as exc:
+                self.message_user(request, f"{divergence}: {exc}", messages.WARNING)
+                continue
+            self.message_user(request, f"{done}: {mode}", messages.SUCCESS)
+
+
 class ProtectionTripInline(ReadOnlyInline):
     model = ProtectionTrip
     parent_field = "subscription"
@@ -351,6 +424,21 @@ admin.site.unregister(StrategySubscription)
 class StrategySubscriptionWithPositionsAdmin(StrategySubscriptionAdmin):
     inlines = [ProtectionTripInline]
     actions = (*StrategySubscriptionAdmin.actions, "close_positions_now", "cancel_and_close")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [*super().get_readonly_fields(request, obj), "divergence_report"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        report = {
+            "description": "Per fill: signal price, fill price, slippage in bps (against the "
+            "follower), signal to fill latency; and the signals it did not get.",
+            "fields": ("divergence_report",),
+        }
+        return [*super().get_fieldsets(request, obj), ("Divergence from the signals", report)]
+
+    @admin.display(description="report")
+    def divergence_report(self, subscription: StrategySubscription) -> str:
+        return pretty_json(subscription_divergence_report(subscription=subscription))
 
     @admin.action(description="Close the open positions of selected subscriptions now")
     def close_positions_now(self, request: HttpRequest, queryset: QuerySet) -> None:

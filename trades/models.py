@@ -230,3 +230,82 @@ class ProtectionTrip(models.Model):
 
     def __str__(self) -> str:
         return f"{self.protection} on subscription {self.subscription_id}: {self.action}"
+
+
+class Divergence(models.Model):
+    """A difference between what the platform holds for a subscription and what the exchange
+    says, found by the reconciliation (trades.reconcile), kept while it lasts.
+
+    One open row per (subscription, kind, subject): a later run that finds the difference
+    again updates ``actual`` and ``last_seen_at``; a run that no longer finds it resolves it.
+    A resync (adopt the exchange's quantity, or close the difference by an order) is recorded
+    on it with who asked.
+    """
+
+    class Kind(models.TextChoices):
+        # Spot: the account's balance of the market's base asset against the positions of the
+        # credential's subscriptions holding it (their sum when several share it).
+        BALANCE = "balance", "Balance"
+        # Derivatives: the exchange's position in the market against the platform's, signed.
+        POSITION = "position", "Position"
+        # An open order with the platform's client order id prefix the platform does not know:
+        # reported, never adopted.
+        UNKNOWN_ORDER = "unknown_order", "Unknown order with our prefix"
+        # An order the platform holds open that the exchange does not list as open.
+        MISSING_ORDER = "missing_order", "Order missing on the exchange"
+        # An open order on the account placed outside the platform: shown, tolerated.
+        MANUAL_ORDER = "manual_order", "Manual order"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        RESOLVED = "resolved", "Resolved"
+
+    class ResyncMode(models.TextChoices):
+        ADOPT = "adopt", "Adopt the exchange's quantity"
+        CLOSE = "close", "Close the difference by an order"
+
+    subscription = models.ForeignKey(
+        StrategySubscription, on_delete=models.CASCADE, related_name="divergences"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    # What differs: the asset (balance), the symbol (position) or the client order id.
+    subject = models.CharField(max_length=100)
+    symbol = models.CharField(max_length=50)
+    expected = models.DecimalField(**QUANTITY, null=True, blank=True)
+    actual = models.DecimalField(**QUANTITY, null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    # E.g. the subscriptions sharing the credential and asset, the order as the exchange has it.
+    detail = models.JSONField(default=dict, blank=True)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.CharField(max_length=255, blank=True)
+    resync_mode = models.CharField(max_length=5, choices=ResyncMode.choices, blank=True)
+    resync_by = models.ForeignKey(
+        "auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    resync_at = models.DateTimeField(null=True, blank=True)
+    resync_order = models.ForeignKey(
+        Order, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ("-last_seen_at", "-id")
+        constraints = [
+            models.UniqueConstraint(
+                fields=("subscription", "kind", "subject"),
+                condition=Q(status="open"),
+                name="uniq_open_divergence",
+            )
+        ]
+        indexes = [models.Index(fields=("subscription", "status"), name="divergence_sub_status")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.subject} on subscription {self.subscription_id} ({self.status})"
+
+    @property
+    def difference(self) -> Decimal | None:
+        """The exchange's figure minus the platform's: above zero the account holds more."""
+        if self.expected is None or self.actual is None:
+            return None
+        return self.actual - self.expected

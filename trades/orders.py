@@ -370,6 +370,8 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> Fills:
             if leg.trade.pk not in live_trades:
                 continue
             purpose = leg.order.purpose
+            if purpose.kind == PurposeKind.RESYNC:
+                continue  # it moves the account, not a trade: the order's row is its record
             if purpose.is_protective:
                 # The exchange closed the trade: its stop or take profit filled.
                 leg.exit_reason = purpose.exit_reason

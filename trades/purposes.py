@@ -5,7 +5,7 @@ exit of a trade, the stop loss and take profit resting on the exchange for a tra
 close of a trade asked outside the strategy (by hand, or by a protection: ``trades.closes``).
 Code builds them with the constructors below and reads ``kind`` and ``trade_id``; nothing
 parses strings. The stored forms (``entry``, ``exit:<trade>``, ``stop:<trade>``,
-``take:<trade>``, ``close:<trade>``) and the client order ids
+``take:<trade>``, ``close:<trade>``, ``resync:<divergence>``) and the client order ids
 (``sf-<execution>-<subscription>-<code>``) are what orders already on the exchanges carry, so
 both keep their format.
 
@@ -29,6 +29,8 @@ class PurposeKind(StrEnum):
     STOP = "stop"
     TAKE = "take"
     CLOSE = "close"
+    # A resync of a divergence by an order (trades.resync): its number is the divergence's.
+    RESYNC = "resync"
 
 
 PROTECTIVE = (PurposeKind.STOP, PurposeKind.TAKE)
@@ -39,6 +41,7 @@ ID_CODES = {
     PurposeKind.STOP: "s",
     PurposeKind.TAKE: "t",
     PurposeKind.CLOSE: "c",
+    PurposeKind.RESYNC: "r",
 }
 # The kinds that close a trade at market: the strategy's exit, and a close outside it.
 EXITS = (PurposeKind.EXIT, PurposeKind.CLOSE)
@@ -72,6 +75,11 @@ class OrderPurpose(str):
     @classmethod
     def close(cls, trade_id: int) -> OrderPurpose:
         return cls(PurposeKind.CLOSE, trade_id)
+
+    @classmethod
+    def resync(cls, divergence_id: int) -> OrderPurpose:
+        """Deterministic per divergence: asking twice sends one order."""
+        return cls(PurposeKind.RESYNC, divergence_id)
 
     @classmethod
     def protective(cls, kind: PurposeKind, trade_id: int) -> OrderPurpose:

@@ -13,7 +13,8 @@ from django.db.models import QuerySet
 from markets.symbols import symbol_quote
 from strategies.signals import Signal
 from subscriptions.models import EquityPoint, StrategySubscription
-from trades.models import Order, Position, ProtectionTrip, Trade
+from trades.models import Divergence, Order, Position, ProtectionTrip, Trade
+from trades.report import subscription_divergence_report
 
 MARKET_STATUSES = (Trade.Status.OPEN, Trade.Status.CLOSED)
 
@@ -48,6 +49,14 @@ def protection_trips_for_subscription(
     *, subscription: StrategySubscription
 ) -> QuerySet[ProtectionTrip]:
     return ProtectionTrip.objects.filter(subscription=subscription).order_by("-created_at", "-id")
+
+
+def divergence_list_for_subscription(*, subscription: StrategySubscription) -> QuerySet[Divergence]:
+    return (
+        Divergence.objects.filter(subscription=subscription)
+        .select_related("resync_by", "resync_order")
+        .order_by("-last_seen_at", "-id")
+    )
 
 
 def position_get_for_subscription(*, subscription: StrategySubscription) -> Position | None:
@@ -184,4 +193,5 @@ def subscription_stats(*, subscription: StrategySubscription) -> dict[str, Any]:
         "max_drawdown_pct": curve.max_drawdown_pct,
         "open_position": _open_position(subscription),
         "position": position_get_for_subscription(subscription=subscription),
+        "divergence": subscription_divergence_report(subscription=subscription)["summary"],
     }

@@ -4,8 +4,8 @@ from rest_framework import serializers
 
 from core.api import StrictFieldsMixin
 from markets.symbols import symbol_quote
-from subscriptions.serializers import SubscriptionSerializer
-from trades.models import Order, Position, ProtectionTrip, Trade
+from subscriptions.serializers import StrategyStatsSerializer, SubscriptionSerializer
+from trades.models import Divergence, Order, Position, ProtectionTrip, Trade
 
 
 class QuoteCurrencyField(serializers.CharField):
@@ -142,6 +142,24 @@ class OpenPositionSerializer(serializers.Serializer):
     take_profit = serializers.DecimalField(max_digits=30, decimal_places=12, allow_null=True)
 
 
+class DivergenceSummarySerializer(serializers.Serializer):
+    fills = serializers.IntegerField(help_text="Fills that followed a signal.")
+    slippage_bps_avg = serializers.DecimalField(
+        max_digits=20,
+        decimal_places=2,
+        allow_null=True,
+        help_text="Signed against the follower: above zero the fills cost you against the "
+        "signal's price.",
+    )
+    slippage_bps_max = serializers.DecimalField(max_digits=20, decimal_places=2, allow_null=True)
+    latency_ms_avg = serializers.FloatField(allow_null=True, help_text="Signal to fill.")
+    latency_ms_p50 = serializers.FloatField(allow_null=True)
+    latency_ms_max = serializers.FloatField(allow_null=True)
+    signals_missed = serializers.IntegerField(
+        help_text="Entries you did not get: skipped, rejected, failed or cancelled."
+    )
+
+
 class SubscriptionStatsSerializer(serializers.Serializer):
     subscription_id = serializers.IntegerField()
     currency = serializers.CharField(
@@ -181,6 +199,9 @@ class SubscriptionStatsSerializer(serializers.Serializer):
         allow_null=True,
         help_text="The net position kept in step with the exchange's fills; null before the "
         "first fill.",
+    )
+    divergence = DivergenceSummarySerializer(
+        help_text="How far your fills were from the signals (the divergence report's summary)."
     )
 
 
@@ -280,3 +301,116 @@ class CancelQuerySerializer(serializers.Serializer):
 
 class CancelBodySerializer(StrictFieldsMixin, CancelQuerySerializer):
     """The same choice in a JSON body, for clients that send one with a DELETE."""
+
+
+class DivergenceSerializer(serializers.ModelSerializer):
+    """A difference between the platform and the exchange, found by the reconciliation."""
+
+    difference = serializers.DecimalField(
+        max_digits=40,
+        decimal_places=12,
+        read_only=True,
+        allow_null=True,
+        help_text="actual - expected: above zero the account holds more than the platform.",
+    )
+    resync_by = serializers.CharField(source="resync_by.username", read_only=True, default=None)
+    resync_order_client_id = serializers.CharField(
+        source="resync_order.client_order_id", read_only=True, default=None
+    )
+
+    class Meta:
+        model = Divergence
+        fields = (
+            "id",
+            "kind",
+            "subject",
+            "symbol",
+            "expected",
+            "actual",
+            "difference",
+            "status",
+            "detail",
+            "first_seen_at",
+            "last_seen_at",
+            "resolved_at",
+            "resolution",
+            "resync_mode",
+            "resync_by",
+            "resync_at",
+            "resync_order_client_id",
+        )
+        read_only_fields = fields
+        extra_kwargs = {
+            "expected": {"help_text": "What the platform holds (the sum when shared)."},
+            "actual": {"help_text": "What the exchange says."},
+            "first_seen_at": {"help_text": "Since when: the first run that found it."},
+        }
+
+
+class ResyncBodySerializer(StrictFieldsMixin, serializers.Serializer):
+    mode = serializers.ChoiceField(
+        choices=Divergence.ResyncMode.choices,
+        help_text="adopt: take the exchange's quantity as the position; close: send an order "
+        "of the difference so the account matches the platform again.",
+    )
+    divergence_id = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="The balance or position divergence to resync; optional when only one is open.",
+    )
+
+
+class FillDivergenceSerializer(serializers.Serializer):
+    trade_id = serializers.IntegerField()
+    leg = serializers.CharField(help_text="`entry`, or `exit` by the strategy's exit signal.")
+    side = serializers.CharField(help_text="`buy` or `sell`.")
+    execution_id = serializers.IntegerField(help_text="The execution whose signal it followed.")
+    signal_price = serializers.DecimalField(
+        max_digits=40,
+        decimal_places=12,
+        help_text="The strategy's price on the signal, else the close it fired on.",
+    )
+    fill_price = serializers.DecimalField(max_digits=40, decimal_places=12)
+    slippage_bps = serializers.DecimalField(
+        max_digits=20,
+        decimal_places=2,
+        help_text="(fill - signal) / signal x 10000 for a buy, (signal - fill) / signal x 10000 "
+        "for a sell: above zero the fill cost you.",
+    )
+    signal_at = serializers.DateTimeField(help_text="When the signal was known.")
+    filled_at = serializers.DateTimeField()
+    latency_ms = serializers.FloatField(help_text="signal_at to filled_at.")
+
+
+class MissedSignalSerializer(serializers.Serializer):
+    trade_id = serializers.IntegerField()
+    execution_id = serializers.IntegerField()
+    signal_at = serializers.DateTimeField()
+    status = serializers.CharField(help_text="`skipped`, `rejected`, `failed` or `cancelled`.")
+    reason = serializers.CharField()
+
+
+class DivergenceReportSerializer(serializers.Serializer):
+    subscription_id = serializers.IntegerField()
+    summary = DivergenceSummarySerializer()
+    fills = FillDivergenceSerializer(many=True)
+    missed_signals = MissedSignalSerializer(many=True)
+
+
+class FollowersDivergenceSerializer(serializers.Serializer):
+    followers = serializers.IntegerField()
+    followers_with_fills = serializers.IntegerField()
+    slippage_bps_avg = serializers.DecimalField(
+        max_digits=20,
+        decimal_places=2,
+        allow_null=True,
+        help_text="The followers' average slippage (bps, against them), averaged over them.",
+    )
+    latency_ms_avg = serializers.FloatField(allow_null=True)
+    signals_missed_avg = serializers.FloatField(allow_null=True)
+
+
+class StrategyStatsWithFollowersSerializer(StrategyStatsSerializer):
+    followers_divergence = FollowersDivergenceSerializer(
+        help_text="How far the followers' fills were from the signals, each follower counted once."
+    )

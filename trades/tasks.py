@@ -4,10 +4,13 @@ in settings); thin wrappers around the services."""
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
 from core.retry import RETRY
+from trades.custody import credential_batches, credentials_recheck
 from trades.positions import equity_points_daily
+from trades.reconcile import reconcile_credentials
 from trades.services import fanout_process
 from trades.services import orders_cancel_stale as cancel_stale
 from trades.services import orders_sync_open as sync_open
@@ -33,3 +36,31 @@ def equity_daily() -> int:
 @shared_task(name="execution.tasks.fanout_orders", **RETRY)
 def fanout_orders(execution_id: int, subscription_ids: list[int]) -> int:
     return fanout_process(execution_id=execution_id, subscription_ids=subscription_ids).opened
+
+
+@shared_task(**RETRY)
+def credentials_recheck_dispatch() -> int:
+    """Beat: one re-check task per batch of live credentials."""
+    batches = credential_batches(size=settings.CUSTODY_BATCH_SIZE)
+    for ids in batches:
+        credentials_recheck_batch.delay(ids)
+    return len(batches)
+
+
+@shared_task(**RETRY)
+def credentials_recheck_batch(credential_ids: list[int]) -> int:
+    return len(credentials_recheck(credential_ids=credential_ids).paused)
+
+
+@shared_task(**RETRY)
+def reconcile_dispatch() -> int:
+    """Beat: one reconciliation task per batch of live credentials."""
+    batches = credential_batches(size=settings.RECONCILE_BATCH_SIZE)
+    for ids in batches:
+        reconcile_batch.delay(ids)
+    return len(batches)
+
+
+@shared_task(**RETRY)
+def reconcile_batch(credential_ids: list[int]) -> int:
+    return reconcile_credentials(credential_ids=credential_ids).opened

@@ -5,6 +5,14 @@ from django.urls import path
 from trades import views
 
 urlpatterns = [
+    # The strategy's statistics with its followers' divergence (trades sits above the
+    # subscriptions app, whose view it extends).
+    path("<int:pk>/stats", views.StrategyStatsView.as_view(), name="strategy-stats"),
+    path(
+        "subscriptions/<int:pk>/divergence",
+        views.SubscriptionDivergenceReportView.as_view(),
+        name="subscription-divergence",
+    ),
     path(
         "subscriptions/<int:pk>", views.SubscriptionDetailView.as_view(), name="subscription-detail"
     ),
@@ -12,6 +20,16 @@ urlpatterns = [
         "subscriptions/<int:pk>/close",
         views.SubscriptionCloseView.as_view(),
         name="subscription-close",
+    ),
+    path(
+        "subscriptions/<int:pk>/resync",
+        views.SubscriptionResyncView.as_view(),
+        name="subscription-resync",
+    ),
+    path(
+        "subscriptions/<int:pk>/divergences",
+        views.SubscriptionDivergenceListView.as_view(),
+        name="subscription-divergences",
     ),
     path(
         "subscriptions/<int:pk>/protection-trips",

@@ -21,9 +21,11 @@ from core.api import (
     query_data,
 )
 from core.time_utils import resolution_to_timedelta
+from strategies.selectors import strategy_get_visible
 from subscriptions.models import StrategySubscription
-from subscriptions.selectors import subscription_get_for_user
+from subscriptions.selectors import strategy_stats, subscription_get_for_user
 from subscriptions.serializers import SubscriptionSerializer
+from subscriptions.views import StrategyStatsView as StrategyStatsReadView
 from subscriptions.views import SubscriptionDetailView as SubscriptionReadChangeView
 from trades.charts import ImageFormat, equity_chart
 from trades.filters import OrderFilter, TradeFilter
@@ -33,8 +35,11 @@ from trades.manual import (
     subscription_cancel_and_close,
     subscription_close_now,
 )
-from trades.models import Order, ProtectionTrip, Trade
+from trades.models import Divergence, Order, ProtectionTrip, Trade
+from trades.report import strategy_followers_divergence, subscription_divergence_report
+from trades.resync import ResyncRefused, divergence_for_resync, divergence_resync
 from trades.selectors import (
+    divergence_list_for_subscription,
     equity_series,
     order_list_for_subscription,
     protection_trips_for_subscription,
@@ -45,11 +50,15 @@ from trades.selectors import (
 from trades.serializers import (
     CancelBodySerializer,
     CancelQuerySerializer,
+    DivergenceReportSerializer,
+    DivergenceSerializer,
     EquityQuerySerializer,
     EquitySeriesSerializer,
     OrderSerializer,
     PositionCloseSerializer,
     ProtectionTripSerializer,
+    ResyncBodySerializer,
+    StrategyStatsWithFollowersSerializer,
     SubscriptionCancelSerializer,
     SubscriptionStatsSerializer,
     TradeSerializer,
@@ -122,6 +131,98 @@ class SubscriptionCloseView(APIView):
         except NothingToClose as exc:
             raise Conflict(str(exc)) from exc
         return Response({"subscription_id": subscription.pk, **_outcome(outcome)})
+
+
+class SubscriptionDivergenceReportView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        summary="How far your fills were from the signals you followed",
+        description="For each fill that followed a signal: the signal's price, the fill "
+        "price, the slippage in basis points signed against you (above zero it cost you) and "
+        "the latency from signal to fill; then the signals you did not get, with the reason "
+        "(a skipped entry, a rejected order, ...), and a summary.",
+        responses={200: DivergenceReportSerializer, **error_responses(401, 404)},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        subscription = subscription_get_for_user(
+            user=authenticated_user(request), subscription_id=pk
+        )
+        report = subscription_divergence_report(subscription=subscription)
+        return Response(DivergenceReportSerializer(report).data)
+
+
+class StrategyStatsView(StrategyStatsReadView):
+    """The strategy's statistics with its followers' divergence from the signals."""
+
+    @extend_schema(
+        tags=["strategies"],
+        summary="Execution, subscriber and PnL statistics",
+        description="Readable by whoever can see the strategy; figures are aggregates only "
+        "(the followers' slippage and latency are averages over them, never per person).",
+        responses={200: StrategyStatsWithFollowersSerializer, **error_responses(401, 404)},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        strategy = strategy_get_visible(user=authenticated_user(request), strategy_id=pk)
+        stats = {
+            **strategy_stats(strategy=strategy),
+            "followers_divergence": strategy_followers_divergence(strategy=strategy),
+        }
+        return Response(StrategyStatsWithFollowersSerializer(stats).data)
+
+
+class SubscriptionResyncView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        summary="Resync a divergence with the exchange: adopt its quantity, or close the gap",
+        description="For an open `balance` or `position` divergence found by the "
+        "reconciliation. `adopt` makes the exchange's quantity the subscription's position; "
+        "`close` sends one market order of the difference (client order id "
+        "`sf-<execution>-<subscription>-r<divergence>`: asking twice sends one order) so the "
+        "account matches the platform again. Recorded with who asked. 409 when there is "
+        "nothing to resync or it cannot be done that way (the reason says why).",
+        request=ResyncBodySerializer,
+        responses={200: DivergenceSerializer, **error_responses(400, 401, 404, 409)},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        user = authenticated_user(request)
+        subscription = subscription_get_for_user(user=user, subscription_id=pk)
+        body = ResyncBodySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            divergence = divergence_for_resync(
+                subscription_id=subscription.pk,
+                divergence_id=body.validated_data.get("divergence_id"),
+            )
+            resynced = divergence_resync(
+                divergence=divergence, mode=body.validated_data["mode"], user=user, via="api"
+            )
+        except ResyncRefused as exc:
+            raise Conflict(str(exc)) from exc
+        return Response(DivergenceSerializer(resynced).data)
+
+
+class SubscriptionDivergenceListView(generics.ListAPIView):
+    serializer_class = DivergenceSerializer
+
+    def get_queryset(self) -> QuerySet[Divergence]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no request user
+            return Divergence.objects.none()
+        subscription = subscription_get_for_user(
+            user=authenticated_user(self.request), subscription_id=self.kwargs["pk"]
+        )
+        return divergence_list_for_subscription(subscription=subscription)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Where the exchange differs from the platform (the reconciliation's findings)",
+        description="Newest first, open and resolved: balances or positions that differ "
+        "(expected, actual, since when), orders with the platform's prefix it does not know, "
+        "orders it holds open that the exchange does not list, and your own manual orders on "
+        "the account (shown, not acted on).",
+        responses={200: DivergenceSerializer(many=True), **error_responses(400, 401, 404)},
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
 
 
 class SubscriptionProtectionTripListView(generics.ListAPIView):

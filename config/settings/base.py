@@ -278,12 +278,15 @@ SPECTACULAR_SETTINGS.update(
         "ENUM_NAME_OVERRIDES": {
             "StrategyStatusEnum": "strategies.models.Strategy.Status",
             "SubscriptionStatusEnum": "subscriptions.models.StrategySubscription.Status",
+            "SubscriptionModeEnum": "subscriptions.models.StrategySubscription.Mode",
             "ExecutionStatusEnum": "strategies.models.StrategyExecution.Status",
             "TradeStatusEnum": "trades.models.Trade.Status",
             "TradeSideEnum": "trades.models.Trade.Side",
             "BacktestStatusEnum": "backtests.models.Backtest.Status",
             "NotificationEventEnum": "notifications.models.NotificationEvent",
             "DeliveryStatusEnum": "notifications.models.Delivery.Status",
+            "ResyncModeEnum": "trades.models.Divergence.ResyncMode",
+            "DivergenceStatusEnum": "trades.models.Divergence.Status",
             # The exchanges a strategy (and so a backtest of code) may name: ccxt's and paper.
             "StrategyExchangeEnum": "strategies.serializers.EXCHANGES",
         },
@@ -348,9 +351,31 @@ CELERY_BEAT_SCHEDULE = {
     # Hourly: a missed run is made up within the hour; a subscription with a point that day
     # is skipped, so the runs after the first cost one query.
     "trades-equity-daily": {"task": "trades.tasks.equity_daily", "schedule": 3600.0},
+    # Key custody and reconciliation with the exchange (issue 17).
+    "trades-credentials-recheck": {
+        "task": "trades.tasks.credentials_recheck_dispatch",
+        "schedule": env.float("CUSTODY_RECHECK_INTERVAL_S", default=3600.0),
+    },
+    "trades-reconcile": {
+        "task": "trades.tasks.reconcile_dispatch",
+        "schedule": env.float("RECONCILE_INTERVAL_S", default=300.0),
+    },
     # The listing's track-record figures (returns over 7/30/90 days move with the clock).
     "backtests-records-refresh": {"task": "backtests.tasks.records_refresh", "schedule": 300.0},
 }
+
+# --- key custody and reconciliation (issue 17) -----------------------------------------------
+# Live credentials are re-checked (their permissions, or a balance fetch) and reconciled
+# (balances / positions and open orders against the platform's) a batch per task; every
+# request takes its tokens from the fan-out's rate limiter (EXCHANGE_RATE_PER_*).
+CUSTODY_BATCH_SIZE = env.int("CUSTODY_BATCH_SIZE", default=200)
+RECONCILE_BATCH_SIZE = env.int("RECONCILE_BATCH_SIZE", default=200)
+# A balance or position within this fraction of the platform's is not a divergence (fees
+# charged in the base asset, rounding to the market's step).
+RECONCILE_TOLERANCE = Decimal(env.str("RECONCILE_TOLERANCE", default="0.002"))
+# An order the platform holds open is reported missing from the exchange only once it has not
+# changed for this long (the order sync may be recording its fill right now).
+RECONCILE_ORDER_GRACE_S = env.float("RECONCILE_ORDER_GRACE_S", default=120.0)
 
 # --- notifications (issue 14) ---------------------------------------------------------------
 # Webhook deliveries and emails go out on a queue of their own (a worker started with

@@ -61,7 +61,18 @@ def test_create_encrypts_at_rest_and_answers_with_a_masked_key(api, me, account)
     # then the answer has the label, the exchange and the key's last 4 characters only
     assert response.status_code == 201, response.content
     body = response.json()
-    assert set(body) == {"id", "exchange", "label", "api_key_masked", "is_sandbox", "created_at"}
+    assert set(body) == {
+        "id",
+        "exchange",
+        "label",
+        "api_key_masked",
+        "is_sandbox",
+        "created_at",
+        "permissions",
+        "key_warnings",
+        "key_note",
+        "permissions_checked_at",
+    }
     assert body["api_key_masked"] == "****WXYZ"
     assert (body["exchange"], body["label"], body["is_sandbox"]) == ("binance", "main", True)
     text = response.content.decode()
@@ -385,3 +396,43 @@ def _subscribe_live(user, credential, *, strategy=None):
         subscribe_payload(mode="live", credential_id=credential.pk),
         format="json",
     )
+
+
+@pytest.mark.django_db
+def test_a_key_that_can_withdraw_is_refused_with_a_400_naming_the_key(api, account):
+    # given a key whose owner left withdrawals enabled on the exchange
+    account.account_edit(API_KEY, restrictions={"enableWithdrawals": True})
+    # when I store it
+    response = api.post("/api/credentials", credential_payload(is_sandbox=False), format="json")
+    # then it is refused, with the reason on the key, and nothing is stored
+    assert response.status_code == 400, response.content
+    assert "withdrawals are enabled on this key" in field_errors(response)["api_key"][0]
+    assert not BrokerCredential.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_key_without_ip_restriction_is_taken_with_a_warning_and_its_permissions(api, account):
+    # given a key bound to no IP address
+    account.account_edit(API_KEY, restrictions={"ipRestrict": False})
+    # when I store it
+    response = api.post("/api/credentials", credential_payload(is_sandbox=False), format="json")
+    # then it is stored, and the answer says what the exchange reported and what to fix
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["permissions"]["enableWithdrawals"] is False
+    assert body["permissions"]["ipRestrict"] is False
+    assert body["permissions_checked_at"] is not None
+    assert len(body["key_warnings"]) == 1 and "not restricted to IP" in body["key_warnings"][0]
+
+
+def test_an_exchange_without_a_permissions_endpoint_says_the_key_was_not_checked():
+    # given an exchange that exposes no key permissions through ccxt (asked of nothing)
+    import ccxt
+
+    from subscriptions.keycheck import _permissions_check
+
+    # when the permissions of its keys are checked
+    check = _permissions_check(ccxt.kraken(), "kraken", [])
+    # then nothing is refused, and the answer says the key was not checked
+    assert not check.checked and check.permissions == {}
+    assert "kraken does not expose" in check.note and "not checked" in check.note

@@ -33,6 +33,9 @@ OPERATIONS = {
     "/api/strategies/subscriptions/{id}/orders": {"get"},
     "/api/strategies/subscriptions/{id}/close": {"post"},
     "/api/strategies/subscriptions/{id}/protection-trips": {"get"},
+    "/api/strategies/subscriptions/{id}/resync": {"post"},
+    "/api/strategies/subscriptions/{id}/divergences": {"get"},
+    "/api/strategies/subscriptions/{id}/divergence": {"get"},
     "/api/credentials": {"get", "post"},
     "/api/credentials/{id}": {"delete"},
     "/api/backtests": {"get", "post"},
@@ -69,7 +72,7 @@ def test_schema_is_valid_openapi_3_and_lists_exactly_the_fixed_endpoints(schema)
     assert schema["openapi"].startswith("3.")
     found = {p: {m for m in item if m in HTTP_METHODS} for p, item in schema["paths"].items()}
     assert found == OPERATIONS
-    assert sum(len(methods) for methods in found.values()) == 42
+    assert sum(len(methods) for methods in found.values()) == 45
 
 
 @pytest.mark.django_db
@@ -129,6 +132,10 @@ def test_schema_documents_bearer_tokens_strict_bodies_and_field_names(schema):
         "api_key_masked",
         "is_sandbox",
         "created_at",
+        "permissions",
+        "key_warnings",
+        "key_note",
+        "permissions_checked_at",
     }
 
 

@@ -62,6 +62,9 @@ REFUSED = [
     ("get", "/api/strategies/subscriptions/{subscription}/orders", None, 404),
     ("post", "/api/strategies/subscriptions/{subscription}/close", None, 404),
     ("get", "/api/strategies/subscriptions/{subscription}/protection-trips", None, 404),
+    ("post", "/api/strategies/subscriptions/{subscription}/resync", {"mode": "adopt"}, 404),
+    ("get", "/api/strategies/subscriptions/{subscription}/divergences", None, 404),
+    ("get", "/api/strategies/subscriptions/{subscription}/divergence", None, 404),
     ("delete", "/api/credentials/{credential}", None, 404),
     # in use by a live subscription: still 404, a 409 would reveal it exists and is used
     ("delete", "/api/credentials/{used_credential}", None, 404),

@@ -132,3 +132,48 @@ def test_protections_are_edited_in_the_admin_with_the_api_rules(admin_client):
     assert good.status_code == 302
     fresh = StrategySubscription.objects.get(pk=subscription.pk)
     assert fresh.max_drawdown_pct == Decimal("12.5") and fresh.equity_peak == Decimal("1000")
+
+
+@pytest.mark.django_db
+def test_operators_resync_a_divergence_by_adopting_the_exchanges_quantity(admin_client):
+    # given a subscription holding 2 whose account holds 1.5 (as the reconciliation found)
+    from django.utils import timezone
+
+    from trades.models import Divergence
+
+    subscription = subscribe(StrategyFactory())
+    trade = make_trade(subscription, status="open", pnl=None)
+    make_position(subscription)
+    now = timezone.now()
+    divergence = Divergence.objects.create(
+        subscription=subscription,
+        kind="balance",
+        subject="ETH",
+        symbol="ETH/BTC",
+        expected=Decimal("2"),
+        actual=Decimal("1.5"),
+        first_seen_at=now,
+        last_seen_at=now,
+    )
+    # when an operator adopts the exchange's quantity from the divergence list
+    page = admin_client.post(
+        admin_url(Divergence, "changelist"),
+        {"action": "resync_adopt", "_selected_action": [divergence.pk]},
+        follow=True,
+    )
+    # then the trade and position hold the exchange's quantity, recorded with the operator
+    assert page.status_code == 200
+    trade.refresh_from_db()
+    divergence.refresh_from_db()
+    assert trade.quantity == Decimal("1.5")
+    assert trade.metadata["resync"][0]["via"] == "admin"
+    assert Position.objects.get(subscription=subscription).quantity == Decimal("1.5")
+    assert (divergence.status, divergence.resync_mode) == ("resolved", "adopt")
+    assert divergence.resync_by is not None and divergence.resync_by.is_superuser
+    # and the divergence's page shows it, read-only
+    detail = admin_client.get(admin_url(Divergence, "change", divergence.pk)).content.decode()
+    assert "adopt by" in detail
+    # and the subscription's page shows its divergence report from the signals
+    page = admin_client.get(admin_url(StrategySubscription, "change", subscription.pk))
+    assert "Divergence from the signals" in page.content.decode()
+    assert "slippage_bps" in page.content.decode()

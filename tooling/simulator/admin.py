@@ -3,14 +3,23 @@
 ``POST /sim/accounts`` (one or a list of ``{api_key, secret, balances, can_trade}``),
 ``POST /sim/faults`` (rates, ``hold_s``, ``latency_ms``, ``next: {kind: count}``, ``keys``),
 ``POST /sim/clock`` (``{now_ms}``; null for "newest candle"), ``POST /sim/refresh``,
-``POST /sim/reset``, ``GET /sim/orders``, ``GET /sim/stats``.
+``POST /sim/reset``, ``GET /sim/orders``, ``GET /sim/stats``, ``GET /sim/requests`` (peak
+signed requests per second, overall and per key).
+
+Behind the platform's back, as the account's owner would: ``POST /sim/accounts/edit``
+(``{api_key, balances?: {asset: amount}, restrictions?: {...}, revoked?: bool}``: set balances,
+change the key's permissions, revoke it) and ``POST /sim/orders`` (``{api_key, symbol, side,
+type, quantity, price?, client_order_id?}``: an order placed outside the platform).
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+from tooling.simulator.engine import SimError
 
 if TYPE_CHECKING:
     from tooling.simulator.server import Simulator
@@ -30,6 +39,51 @@ class Admin:
             if "can_trade" in a:
                 self.sim.exchange.accounts[a["api_key"]].can_trade = bool(a["can_trade"])
         return web.json_response({"accounts": len(self.sim.exchange.accounts)})
+
+    async def account_edit(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        ex = self.sim.exchange
+        key = body.get("api_key", "")
+        account = ex.accounts.get(key) or ex.revoked.get(key)
+        if account is None:
+            return web.json_response({"error": f"no account {key!r}"}, status=404)
+        for asset, amount in (body.get("balances") or {}).items():
+            account.balances[asset] = Decimal(str(amount))
+        account.restrictions.update(
+            {k: bool(v) for k, v in (body.get("restrictions") or {}).items()}
+        )
+        if "revoked" in body:
+            ex.revoke(key, revoked=bool(body["revoked"]))
+        return web.json_response(
+            {
+                "api_key": key,
+                "balances": {a: str(v) for a, v in account.balances.items()},
+                "restrictions": account.restrictions,
+                "revoked": key in ex.revoked,
+            }
+        )
+
+    async def order_place(self, request: web.Request) -> web.Response:
+        b = await request.json()
+        ex = self.sim.exchange
+        try:
+            order = ex.order_create(
+                account=ex.account(b.get("api_key", "")),
+                market=ex.market(str(b.get("symbol", "")).replace("/", "")),
+                side=str(b.get("side", "")).upper(),
+                type_=str(b.get("type", "MARKET")).upper(),
+                quantity=b.get("quantity"),
+                price=b.get("price"),
+                client_order_id=b.get("client_order_id"),
+                time_in_force=b.get("time_in_force"),
+            )
+        except SimError as exc:
+            return web.json_response({"error": exc.msg, "code": exc.code}, status=400)
+        return web.json_response(order.as_binance(full=True))
+
+    async def requests(self, request: web.Request) -> web.Response:
+        window = int(request.query.get("window_ms", "1000"))
+        return web.json_response(self.sim.request_rates(window_ms=window))
 
     async def faults(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -95,6 +149,7 @@ class Admin:
                     "quote": str(o.quote_qty),
                     "fee": str(sum(f.commission for f in o.fills)),
                     "time_ms": o.time_ms,
+                    "update_ms": o.update_ms or o.time_ms,
                 }
                 for o in self.sim.exchange.orders.values()
             ]
@@ -108,6 +163,9 @@ def install(simulator: Simulator, app: web.Application) -> None:
     admin = Admin(simulator)
     r = app.router
     r.add_post("/sim/accounts", admin.accounts)
+    r.add_post("/sim/accounts/edit", admin.account_edit)
+    r.add_post("/sim/orders", admin.order_place)
+    r.add_get("/sim/requests", admin.requests)
     r.add_post("/sim/faults", admin.faults)
     r.add_post("/sim/clock", admin.clock)
     r.add_post("/sim/refresh", admin.refresh)

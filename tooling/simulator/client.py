@@ -42,6 +42,23 @@ class SimulatorClient:
     def accounts(self, rows: list[dict[str, Any]]) -> None:
         self.post("/sim/accounts", rows)
 
+    def account_edit(self, api_key: str, **changes: Any) -> Any:
+        """Change an account behind the platform's back: balances, restrictions, revoked."""
+        return self.post("/sim/accounts/edit", {"api_key": api_key, **changes})
+
+    def order_place(self, api_key: str, **order: Any) -> Any:
+        """An order placed on the account outside the platform (by its owner, say)."""
+        response = self.http.post(
+            f"{self.url}/sim/orders", json={"api_key": api_key, **order}, timeout=10
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def request_rates(self, window_ms: int = 1000) -> dict[str, Any]:
+        return self.http.get(
+            f"{self.url}/sim/requests", params={"window_ms": window_ms}, timeout=10
+        ).json()
+
     def orders(self) -> list[dict[str, Any]]:
         return self.http.get(f"{self.url}/sim/orders", timeout=10).json()
 

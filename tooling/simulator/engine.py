@@ -48,6 +48,24 @@ def default_market(symbol: str) -> Market:
     return Market(base, quote, Decimal("0.00000001"), step, step, Decimal("0.0001"))
 
 
+# A key as a careful user makes it: it reads and trades spot, cannot withdraw, and is bound to
+# the platform's addresses.
+DEFAULT_RESTRICTIONS = {
+    "ipRestrict": True,
+    "enableReading": True,
+    "enableWithdrawals": False,
+    "enableInternalTransfer": False,
+    "enableMargin": False,
+    "enableFutures": False,
+    "permitsUniversalTransfer": False,
+    "enableVanillaOptions": False,
+    "enableFixApiTrade": False,
+    "enableFixReadOnly": False,
+    "enableSpotAndMarginTrading": True,
+    "enablePortfolioMarginTrading": False,
+}
+
+
 @dataclass
 class Account:
     api_key: str
@@ -55,6 +73,9 @@ class Account:
     balances: dict[str, Decimal]
     locked: dict[str, Decimal] = field(default_factory=dict)
     can_trade: bool = True
+    # What ``GET /sapi/v1/account/apiRestrictions`` answers for this key (tests change it).
+    restrictions: dict[str, bool] = field(default_factory=lambda: dict(DEFAULT_RESTRICTIONS))
+    created_ms: int = field(default_factory=lambda: now_ms())
 
     def free(self, asset: str) -> Decimal:
         return self.balances.get(asset, ZERO)
@@ -171,6 +192,7 @@ class Exchange:
         self.markets = {m.symbol_id: m for m in markets}
         self.price_source = price_source  # -> (close, high, low) of the current candle
         self.accounts: dict[str, Account] = {}
+        self.revoked: dict[str, Account] = {}  # keys their owner revoked: refused as unknown
         self.orders: dict[int, SimOrder] = {}
         self.by_client_id: dict[tuple[str, str], SimOrder] = {}
         self._order_ids = itertools.count(1)
@@ -182,6 +204,11 @@ class Exchange:
         self.accounts[api_key] = Account(
             api_key, secret, {k: Decimal(str(v)) for k, v in balances.items()}
         )
+
+    def revoke(self, api_key: str, *, revoked: bool = True) -> None:
+        source, target = (self.accounts, self.revoked) if revoked else (self.revoked, self.accounts)
+        if api_key in source:
+            target[api_key] = source.pop(api_key)
 
     def account(self, api_key: str) -> Account:
         account = self.accounts.get(api_key)

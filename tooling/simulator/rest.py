@@ -3,9 +3,9 @@
 Public: ping, time, exchangeInfo, klines, ticker (24hr, price). Signed (HMAC-SHA256 of the
 query string + body with the account's secret, ``X-MBX-APIKEY`` naming the account,
 ``timestamp`` within ``recvWindow``): order (create, query, cancel; market, limit and the
-stop-loss / take-profit types), orderList/oco, openOrders, allOrders,
-account, myTrades, and empty answers for the wallet / margin listings ccxt asks for while
-loading markets with keys set.
+stop-loss / take-profit types), orderList/oco, openOrders, allOrders, account, myTrades,
+the key's permissions (``sapi/v1/account/apiRestrictions``), and empty answers for the
+wallet / margin listings ccxt asks for while loading markets with keys set.
 """
 
 from __future__ import annotations
@@ -278,6 +278,13 @@ class BinanceRest:
             }
         )
 
+    async def api_restrictions(self, request: web.Request) -> web.Response:
+        """``GET /sapi/v1/account/apiRestrictions``: what this key may do."""
+        api_key, _ = await self.sim.signed_params(request)
+        self.sim.stats["api_restrictions"] += 1
+        account = self.sim.exchange.account(api_key)
+        return web.json_response({**account.restrictions, "createTime": account.created_ms})
+
     async def empty_listing(self, request: web.Request) -> web.Response:
         await self.sim.signed_params(request)
         return web.json_response([])
@@ -300,6 +307,7 @@ def install(simulator: Simulator, app: web.Application) -> None:
     r.add_get("/api/v3/allOrders", api.all_orders)
     r.add_get("/api/v3/myTrades", api.my_trades)
     r.add_get("/api/v3/account", api.account)
+    r.add_get("/sapi/v1/account/apiRestrictions", api.api_restrictions)
     # Asked for by ccxt's load_markets when keys are set; nothing to list here.
     r.add_get("/sapi/v1/capital/config/getall", api.empty_listing)
     r.add_get("/sapi/v1/margin/allPairs", api.empty_listing)

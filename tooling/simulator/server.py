@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import logging
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -28,6 +28,8 @@ from tooling.simulator.feed import CandleFeed
 logger = logging.getLogger(__name__)
 
 DEFAULT_SYMBOLS = ("ETH/BTC", "LTC/BTC", "ADA/BTC", "XRP/ETH", "BTC/USDT", "ETH/USDT")
+
+REQUEST_LOG = 500_000
 
 Extension = Callable[["Simulator", web.Application], None]
 
@@ -83,6 +85,8 @@ class Simulator:
         self.stats: Counter = Counter()
         self.refresh_s = refresh_s
         self.rate_limit_hits = 0
+        # (ms, api key) of every signed request, newest last: how fast clients really asked.
+        self.requests: deque[tuple[int, str]] = deque(maxlen=REQUEST_LOG)
 
     def _new_exchange(self) -> Exchange:
         return Exchange(markets=[], price_source=self._price)
@@ -120,12 +124,14 @@ class Simulator:
         self.latency_s = 0.0
         self.stats.clear()
         self.rate_limit_hits = 0
+        self.requests.clear()
         self.feed.reset()
 
     # --- request plumbing ----------------------------------------------------------------
     async def signed_params(self, request: web.Request) -> tuple[str, dict[str, str]]:
         """Check the signature as Binance does; returns (api key, parameters)."""
         api_key = request.headers.get("X-MBX-APIKEY", "")
+        self.requests.append((now_ms(), api_key))
         account = self.exchange.account(api_key)
         body = (await request.text()) if request.can_read_body else ""
         total = request.query_string + body  # Binance signs query string + body, concatenated
@@ -161,6 +167,21 @@ class Simulator:
             raise SimError(418, -1003, "Way too many requests; IP banned until later.")
         return kind
 
+    def request_rates(self, *, window_ms: int = 1000) -> dict[str, float]:
+        """The most signed requests seen in any ``window_ms``: overall and for the busiest key."""
+        times = [t for t, _ in self.requests]
+        by_key: dict[str, list[int]] = {}
+        for t, key in self.requests:
+            by_key.setdefault(key, []).append(t)
+        per_key = max((_peak(ts, window_ms) for ts in by_key.values()), default=0)
+        return {
+            "requests": len(times),
+            "keys": len(by_key),
+            "peak_per_window": _peak(times, window_ms),
+            "peak_per_key_per_window": per_key,
+            "window_ms": window_ms,
+        }
+
     async def latency(self) -> None:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
@@ -186,6 +207,16 @@ class Simulator:
         app.on_startup.append(start_refresh)
         app.on_cleanup.append(stop_refresh)
         return app
+
+
+def _peak(times: list[int], window_ms: int) -> int:
+    """The most timestamps (sorted) that fall within any window of ``window_ms``."""
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window_ms:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
 
 
 def error_response(exc: SimError) -> web.Response:
