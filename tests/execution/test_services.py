@@ -95,6 +95,33 @@ def test_row_left_running_by_a_dead_worker_is_taken_over(market):
     assert Trade.objects.filter(execution=row).count() == 1
 
 
+def test_a_worker_whose_execution_was_taken_over_meanwhile_records_nothing(market, monkeypatch):
+    # given a strategy whose run outlives its worker's claim: while it runs, another worker
+    # takes the execution over (as after a partition, once the lock expired)
+    import execution.services as services
+
+    strategy = StrategyFactory(settings={"signal": "LONG"})
+    subscribe(strategy)
+    real_run = services.run_strategy
+
+    def run_then_lose_the_claim(**kwargs):
+        result = real_run(**kwargs)
+        StrategyExecution.objects.update(attempts=2, worker_id="taker:2")
+        return result
+
+    monkeypatch.setattr(services, "run_strategy", run_then_lose_the_claim)
+
+    # when the first worker's run ends
+    outcome = _run(strategy, 6)
+
+    # then it records nothing over the taker's row, and fans nothing out
+    row = StrategyExecution.objects.get()
+    assert outcome.outcome == "taken_over" and outcome.execution_id == row.pk
+    assert row.status == "running" and row.attempts == 2 and row.worker_id == "taker:2"
+    assert row.signal is None and row.fanout_dispatched_at is None
+    assert not Trade.objects.exists()
+
+
 def test_failing_strategy_is_recorded_and_places_no_orders(market):
     strategy = StrategyFactory(code="def generate_signal(candles, settings):\n    return 1 / 0\n")
     subscribe(strategy)
