@@ -115,8 +115,9 @@ def bench_start(*, strategies: int, concurrency: int, signal: str) -> BenchRun:
     run.worker = QueueWorker(
         queue=BENCH_QUEUE, env=env, log_dir=_log_dir(), concurrency=concurrency
     ).start()
-    _create_strategies(run)
+    # Ready means the worker has rebuilt the registry (at start): the strategies come after.
     run.worker.wait_ready()
+    _create_strategies(run)
     return run
 
 
