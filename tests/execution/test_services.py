@@ -210,6 +210,40 @@ def test_events_are_delivered_in_process_and_on_redis(market):
     assert json.loads(message["data"])["payload"]["status"] == "no_signal"
 
 
+def test_every_fill_and_close_of_a_fanout_is_announced_once_at_commit(market):
+    # given three subscribers, listeners in process, and a Redis subscriber to trade events
+    strategy = StrategyFactory(settings={"signal": "LONG"})
+    subs = sorted(subscribe(strategy).pk for _ in range(3))
+    heard: list[tuple[str, int]] = []
+    listeners = [
+        event_subscribe(
+            event_type=kind, handler=lambda e: heard.append((e.type, e.payload["subscription_id"]))
+        )
+        for kind in (EventType.TRADE_FILLED, EventType.TRADE_CLOSED)
+    ]
+    pubsub = get_redis().pubsub()
+    pubsub.subscribe(event_channel(EventType.TRADE_FILLED), event_channel(EventType.TRADE_CLOSED))
+    for _ in range(2):
+        pubsub.get_message(timeout=1)  # the subscribe confirmations
+    try:
+        # when an entry fans out, then an exit
+        _run(strategy, 4)
+        strategy_update_settings(strategy=strategy, settings={"signal": "EXIT_LONG"})
+        _run(strategy, 5)
+        published = [pubsub.get_message(timeout=2) for _ in range(6)]
+    finally:
+        for unsubscribe in listeners:
+            unsubscribe()
+        pubsub.close()
+
+    # then each trade was announced filled, then closed, in process and on Redis alike
+    filled = [(EventType.TRADE_FILLED, pk) for pk in subs]
+    closed = [(EventType.TRADE_CLOSED, pk) for pk in subs]
+    assert sorted(heard[:3]) == filled and sorted(heard[3:]) == closed
+    bodies = [json.loads(m["data"]) for m in published if m is not None]
+    assert [(b["type"], b["payload"]["subscription_id"]) for b in bodies] == heard
+
+
 def test_settings_change_is_used_by_the_next_execution(market):
     strategy = StrategyFactory(settings={"signal": "HOLD"})
     subscribe(strategy)
