@@ -208,13 +208,13 @@ def _back_and_done(worker: netns.HostWorker, task: str, before: int) -> None:
 
 
 def test_a_host_partitioned_mid_execution_and_mid_fanout_leaves_one_of_each(hosts, workers):
-    # given host A's worker alone on the queue, and a strategy that takes 1.5 s to decide,
+    # given host A's worker alone on the queue, and a strategy that takes 2.5 s to decide,
     # with 6 subscribers
     closes = _market()
     a_host, _ = hosts
     a, b = workers
     b.stop_consuming(DEFAULT_QUEUE)
-    slow = _strategy(6, sleep=1.5)
+    slow = _strategy(6, sleep=2.5)
 
     # when A is cut off from PostgreSQL and Redis while it runs the strategy, its lock expires,
     # and host B takes from the queue
