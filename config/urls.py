@@ -9,8 +9,8 @@ from backtests.views import BacktestListView
 from config.auth_views import RegisterView, TokenView
 from config.health import health
 from config.home import home
-from execution.admin import overview_view
 from config.metrics import metrics
+from execution.admin import overview_view
 from subscriptions.urls import credential_urlpatterns
 from subscriptions.views import CredentialListCreateView
 

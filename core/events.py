@@ -10,7 +10,7 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -79,19 +79,32 @@ def event_channel(event_type: EventType) -> str:
     return f"{CHANNEL_PREFIX}{db}:{event_type}"
 
 
-def _deliver(event: Event) -> None:
-    for handler in list(_handlers[event.type]):
-        try:
-            handler(event)
-        except Exception:  # a listener's bug must never break the platform's work
-            logger.exception("event handler failed for %s", event.type)
+def _deliver(events: Sequence[Event]) -> None:
+    for event in events:
+        for handler in list(_handlers[event.type]):
+            try:
+                handler(event)
+            except Exception:  # a listener's bug must never break the platform's work
+                logger.exception("event handler failed for %s", event.type)
     try:
-        get_redis().publish(event_channel(event.type), event.to_json())
+        # One round trip for the lot: a fan-out batch announces thousands of fills at once.
+        pipe = get_redis().pipeline(transaction=False)
+        for event in events:
+            pipe.publish(event_channel(event.type), event.to_json())
+        pipe.execute()
     except Exception:  # pub/sub is best effort; the database holds the truth
-        logger.warning("could not publish %s to redis", event.type, exc_info=True)
+        logger.warning("could not publish %d events to redis", len(events), exc_info=True)
 
 
 def event_emit(event_type: EventType, **payload: Any) -> Event:
     event = Event(type=event_type, payload=payload)
-    transaction.on_commit(lambda: _deliver(event))
+    transaction.on_commit(lambda: _deliver([event]))
     return event
+
+
+def events_emit(*, events: Sequence[tuple[EventType, dict[str, Any]]]) -> list[Event]:
+    """Emit many events, delivered together (in this order) once the transaction commits."""
+    batch = [Event(type=event_type, payload=payload) for event_type, payload in events]
+    if batch:
+        transaction.on_commit(lambda: _deliver(batch))
+    return batch

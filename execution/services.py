@@ -59,7 +59,7 @@ Trigger = StrategyExecution.Trigger
 
 @dataclass(frozen=True)
 class RunOutcome:
-    outcome: str  # ran | duplicate | locked | not_closed | inactive
+    outcome: str  # ran | duplicate | locked | not_closed | inactive | stale | taken_over
     execution_id: int | None = None
     detail: str = ""
 
@@ -106,17 +106,40 @@ def _claimed(row: StrategyExecution, strategy: Strategy) -> None:
     MARKET_LAST_EXECUTION.labels(**market, symbol=strategy.symbol).set(end)
 
 
+class ExecutionTakenOver(Exception):
+    """Another worker took this execution over while this one was away (partitioned, paused,
+    or slower than the lock's lifetime): this run's result is not ours to record."""
+
+
 def _take_over(execution: StrategyExecution) -> bool:
-    """Resume a row left ``running`` by a worker that died (we hold the lock it lost)."""
+    """Resume a row left ``running`` by a worker that died (we hold the lock it lost).
+
+    ``attempts`` is the claim's fencing token: the update succeeds for one taker only, and
+    the worker it was taken from can no longer record its result (:func:`_still_ours`)."""
+    claimed = execution.attempts
     execution.worker_id, execution.started_at = _worker_id(), timezone.now()
-    execution.attempts += 1
+    execution.attempts = claimed + 1
     return bool(
-        StrategyExecution.objects.filter(pk=execution.pk, status=Status.RUNNING).update(
+        StrategyExecution.objects.filter(
+            pk=execution.pk, status=Status.RUNNING, attempts=claimed
+        ).update(
             worker_id=execution.worker_id,
             attempts=execution.attempts,
             started_at=execution.started_at,
         )
     )
+
+
+def _still_ours(execution: StrategyExecution) -> None:
+    """Lock the row and check that our claim still holds, else raise ExecutionTakenOver."""
+    ours = StrategyExecution.objects.select_for_update().filter(
+        pk=execution.pk, status=Status.RUNNING, attempts=execution.attempts
+    )
+    if not ours.exists():
+        raise ExecutionTakenOver(
+            f"execution {execution.pk} was taken over by another worker "
+            f"(attempt {execution.attempts} was {execution.worker_id}'s): its result is dropped"
+        )
 
 
 def execution_finish(
@@ -126,7 +149,8 @@ def execution_finish(
 
     Recording must not fail an execution into staying ``running``: if the result cannot be
     saved (the database refused a value), the execution is failed with the reason's class
-    instead, in a transaction of its own, and announced as such."""
+    instead, in a transaction of its own, and announced as such. Raises ExecutionTakenOver,
+    recording nothing, when another worker has taken the execution over meanwhile."""
     finished = timezone.now()
     execution.status, execution.error, execution.finished_at = status, error, finished
     execution.duration_ms = (finished - execution.started_at).total_seconds() * 1000
@@ -135,8 +159,11 @@ def execution_finish(
     try:
         # A savepoint when called inside a transaction, so a refused write leaves it usable.
         with transaction.atomic():
+            _still_ours(execution)
             execution.save()
             _notify_failed(execution)
+    except ExecutionTakenOver:
+        raise
     except Exception as exc:
         logger.exception("could not record the result of execution %s", execution.pk)
         _finish_unrecordable(execution, cause=type(exc).__name__)
@@ -193,7 +220,7 @@ def _finish_unrecordable(execution: StrategyExecution, *, cause: str) -> None:
     execution.error = f"internal error: could not record result: {cause}"
     execution.signal, execution.logs = None, ""
     with transaction.atomic():
-        StrategyExecution.objects.filter(pk=execution.pk).update(
+        StrategyExecution.objects.filter(pk=execution.pk, attempts=execution.attempts).update(
             status=execution.status,
             error=execution.error,
             signal=None,
@@ -440,31 +467,33 @@ def _run_locked(
     )
     ids = {"strategy_id": strategy.pk, "interval_start": interval_start}
     with log_context(execution_id=execution.pk, **ids):
-        return _run_claimed(
-            execution,
-            strategy,
-            created=created,
-            trigger=trigger,
-            stale=stale,
-            inline_fanout=inline_fanout,
-        )
+        if not created and not (execution.status == Status.RUNNING and _take_over(execution)):
+            return _duplicate(execution, strategy, trigger=trigger, inline_fanout=inline_fanout)
+        try:
+            return _run_claimed(execution, strategy, stale=stale, inline_fanout=inline_fanout)
+        except ExecutionTakenOver as exc:
+            # The taker records, fans out and follows the record: this worker must do none of it.
+            logger.warning("%s", exc)
+            return RunOutcome("taken_over", execution.pk, str(exc))
+
+
+def _duplicate(
+    execution: StrategyExecution, strategy: Strategy, *, trigger: str, inline_fanout: bool
+) -> RunOutcome:
+    if trigger == Trigger.BEAT and execution.trigger == Trigger.STREAM:
+        BEAT_FOUND_DONE.labels(exchange=strategy.exchange, resolution=strategy.resolution).inc()
+    # Finishes a fan-out that a crash cut short; a no-op when it was dispatched.
+    execution_dispatch_fanout(execution=execution, inline=inline_fanout)
+    return RunOutcome("duplicate", execution.pk, "this candle was executed already")
 
 
 def _run_claimed(
     execution: StrategyExecution,
     strategy: Strategy,
     *,
-    created: bool,
-    trigger: str,
     stale: RunOutcome | None,
     inline_fanout: bool,
 ) -> RunOutcome:
-    if not created and not (execution.status == Status.RUNNING and _take_over(execution)):
-        if trigger == Trigger.BEAT and execution.trigger == Trigger.STREAM:
-            BEAT_FOUND_DONE.labels(exchange=strategy.exchange, resolution=strategy.resolution).inc()
-        # Finishes a fan-out that a crash cut short; a no-op when it was dispatched.
-        execution_dispatch_fanout(execution=execution, inline=inline_fanout)
-        return RunOutcome("duplicate", execution.pk, "this candle was executed already")
     if stale is not None:
         execution_finish(
             execution=execution, status=Status.SKIPPED, error=f"stale trigger: {stale.detail}"
@@ -473,6 +502,8 @@ def _run_claimed(
     candle = None
     try:
         candle = _run(execution, strategy)
+    except ExecutionTakenOver:
+        raise
     except Exception as exc:  # record every failure on the execution, never leave it running
         logger.exception("execution %s failed", execution.pk)
         execution_finish(

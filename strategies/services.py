@@ -456,15 +456,29 @@ def strategy_registry_sync(*, strategy_id: int) -> bool:
 
 
 def registry_rebuild() -> int:
-    """Rebuild the whole registry and the beat schedule from the database (on start)."""
+    """Rebuild the whole registry and the beat schedule from the database (on start).
+
+    A subscribe or cancel committed while the rebuild runs has its own registry sync, which the
+    replace may wipe out (it ran between our read and our replace): the database is read again
+    after the replace and every strategy that changed in between is synced once more. A change
+    committed after that second read is synced by its own callback, after the replace."""
+    entries = _registry_entries()
+    registry_replace(entries=entries)
+    schedule_sync(active_resolutions={key.rsplit(":", 1)[1] for _, key in entries})
+    for strategy_id, key in set(entries) ^ set(_registry_entries()):
+        try:
+            strategy_registry_sync(strategy_id=strategy_id)
+        except Strategy.DoesNotExist:  # deleted meanwhile
+            registry_unregister(strategy_id=strategy_id, key=key)
+    return len(entries)
+
+
+def _registry_entries() -> list[tuple[int, str]]:
     running = Strategy.objects.filter(status=Strategy.Status.ACTIVE, subscriber_count__gt=0)
-    entries = [
+    return [
         (s.pk, market_key(exchange=s.exchange, symbol=s.symbol, resolution=s.resolution))
         for s in running.only("id", "exchange", "symbol", "resolution")
     ]
-    registry_replace(entries=entries)
-    schedule_sync(active_resolutions={key.rsplit(":", 1)[1] for _, key in entries})
-    return len(entries)
 
 
 def strategy_deploy(*, owner: User, **fields: Any) -> Strategy:

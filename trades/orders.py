@@ -31,14 +31,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, DecimalField, F, Q, Value, When
 from django.utils import timezone
 
-from core.events import EventType, event_emit
+from core.events import EventType, events_emit
 from core.metrics import ORDERS
 from notifications.services import Notice, notifications_record
 from strategies.models import StrategyExecution
@@ -360,6 +360,7 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> Fills:
         live_trades = _live_trades(legs)
         entries, exits, orders = [], [], []
         notices: list[Notice] = []
+        announcements: list[Announcement] = []
         closed_by_exchange: set[int] = set()
         for leg in legs:
             assert leg.result is not None
@@ -385,6 +386,7 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> Fills:
                     leg.trade.exit_execution = None
                     _apply_to_exit(leg.trade, leg.result, leg.exit_reason, now)
                     _count_closed(leg, tally, closed_pnl)
+                    announcements.append(_closed_event(leg))
                     _note_fill(filled, leg.trade, exit=True)
                     notices.append(close_notice(leg))
                     exits.append(leg.trade)
@@ -393,7 +395,7 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> Fills:
                 before = (leg.trade.quantity, leg.trade.entry_fee)
                 if _apply_to_entry(leg.trade, leg.result, now):
                     tally.opened += 1
-                    _emit_filled(leg)
+                    announcements.append(_filled_event(leg))
                     _note_fill(filled, leg.trade, exit=False)
                     notices.append(fill_notice(leg))
                 elif leg.result.has_fill and before != (leg.trade.quantity, leg.trade.entry_fee):
@@ -404,6 +406,7 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> Fills:
             else:
                 if _apply_to_exit(leg.trade, leg.result, leg.exit_reason, now):
                     _count_closed(leg, tally, closed_pnl)
+                    announcements.append(_closed_event(leg))
                     _note_fill(filled, leg.trade, exit=True)
                     notices.append(close_notice(leg))
                 exits.append(leg.trade)
@@ -417,6 +420,7 @@ def orders_record(legs: Sequence[Leg], tally: Tally) -> Fills:
         _add_realized(closed_pnl)
         # The batch's fills, closes and rejections, in one call, with the results.
         notifications_record(notices=notices)
+        events_emit(events=announcements)  # delivered together at commit
     for leg in legs:  # once committed: a rolled-back batch recorded nothing
         ORDERS.labels(exchange=_venue(leg.subscription), status=leg.order.status).inc()
     credentials_record_failures(outcomes)
@@ -445,7 +449,6 @@ def _count_closed(leg: Leg, tally: Tally, closed_pnl: dict[int, tuple[Decimal, D
     tally.closed += 1
     pnl, fees = closed_pnl[leg.trade.subscription_id]
     closed_pnl[leg.trade.subscription_id] = (pnl + (leg.trade.pnl or 0), fees + leg.trade.fees)
-    _emit_closed(leg)
 
 
 def _live_trades(legs: Sequence[Leg]) -> set[int]:
@@ -501,25 +504,26 @@ def _add_realized(closed: dict[int, tuple[Decimal, Decimal]]) -> None:
     )
 
 
-def _emit_filled(leg: Leg) -> None:
-    event_emit(
-        EventType.TRADE_FILLED,
-        trade_id=leg.trade.pk,
-        subscription_id=leg.subscription.pk,
-        side=leg.trade.side,
-        quantity=str(leg.trade.quantity),
-        price=str(leg.trade.entry_price),
-    )
+Announcement = tuple[EventType, dict[str, Any]]
 
 
-def _emit_closed(leg: Leg) -> None:
-    event_emit(
-        EventType.TRADE_CLOSED,
-        trade_id=leg.trade.pk,
-        subscription_id=leg.subscription.pk,
-        pnl=str(leg.trade.pnl),
-        reason=leg.exit_reason,
-    )
+def _filled_event(leg: Leg) -> Announcement:
+    return EventType.TRADE_FILLED, {
+        "trade_id": leg.trade.pk,
+        "subscription_id": leg.subscription.pk,
+        "side": leg.trade.side,
+        "quantity": str(leg.trade.quantity),
+        "price": str(leg.trade.entry_price),
+    }
+
+
+def _closed_event(leg: Leg) -> Announcement:
+    return EventType.TRADE_CLOSED, {
+        "trade_id": leg.trade.pk,
+        "subscription_id": leg.subscription.pk,
+        "pnl": str(leg.trade.pnl),
+        "reason": leg.exit_reason,
+    }
 
 
 def orders_settle(legs: Sequence[Leg], tally: Tally, *, symbol: str) -> None:

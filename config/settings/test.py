@@ -24,8 +24,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 # Metrics of this test run's processes (and its workers'), apart from other runs'.
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="") or str(
-    VAR_DIR
-    / f"metrics-{env.str('TEST_SQLITE_NAME', default='test_db')}"
+    VAR_DIR / f"metrics-{env.str('TEST_SQLITE_NAME', default='test_db')}"
     f"-{env.str('PYTEST_XDIST_WORKER', default='gw0')}"
 )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

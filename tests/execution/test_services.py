@@ -95,6 +95,33 @@ def test_row_left_running_by_a_dead_worker_is_taken_over(market):
     assert Trade.objects.filter(execution=row).count() == 1
 
 
+def test_a_worker_whose_execution_was_taken_over_meanwhile_records_nothing(market, monkeypatch):
+    # given a strategy whose run outlives its worker's claim: while it runs, another worker
+    # takes the execution over (as after a partition, once the lock expired)
+    import execution.services as services
+
+    strategy = StrategyFactory(settings={"signal": "LONG"})
+    subscribe(strategy)
+    real_run = services.run_strategy
+
+    def run_then_lose_the_claim(**kwargs):
+        result = real_run(**kwargs)
+        StrategyExecution.objects.update(attempts=2, worker_id="taker:2")
+        return result
+
+    monkeypatch.setattr(services, "run_strategy", run_then_lose_the_claim)
+
+    # when the first worker's run ends
+    outcome = _run(strategy, 6)
+
+    # then it records nothing over the taker's row, and fans nothing out
+    row = StrategyExecution.objects.get()
+    assert outcome.outcome == "taken_over" and outcome.execution_id == row.pk
+    assert row.status == "running" and row.attempts == 2 and row.worker_id == "taker:2"
+    assert row.signal is None and row.fanout_dispatched_at is None
+    assert not Trade.objects.exists()
+
+
 def test_failing_strategy_is_recorded_and_places_no_orders(market):
     strategy = StrategyFactory(code="def generate_signal(candles, settings):\n    return 1 / 0\n")
     subscribe(strategy)
@@ -181,6 +208,40 @@ def test_events_are_delivered_in_process_and_on_redis(market):
     # then both saw it
     assert seen == ["no_signal"]
     assert json.loads(message["data"])["payload"]["status"] == "no_signal"
+
+
+def test_every_fill_and_close_of_a_fanout_is_announced_once_at_commit(market):
+    # given three subscribers, listeners in process, and a Redis subscriber to trade events
+    strategy = StrategyFactory(settings={"signal": "LONG"})
+    subs = sorted(subscribe(strategy).pk for _ in range(3))
+    heard: list[tuple[str, int]] = []
+    listeners = [
+        event_subscribe(
+            event_type=kind, handler=lambda e: heard.append((e.type, e.payload["subscription_id"]))
+        )
+        for kind in (EventType.TRADE_FILLED, EventType.TRADE_CLOSED)
+    ]
+    pubsub = get_redis().pubsub()
+    pubsub.subscribe(event_channel(EventType.TRADE_FILLED), event_channel(EventType.TRADE_CLOSED))
+    for _ in range(2):
+        pubsub.get_message(timeout=1)  # the subscribe confirmations
+    try:
+        # when an entry fans out, then an exit
+        _run(strategy, 4)
+        strategy_update_settings(strategy=strategy, settings={"signal": "EXIT_LONG"})
+        _run(strategy, 5)
+        published = [pubsub.get_message(timeout=2) for _ in range(6)]
+    finally:
+        for unsubscribe in listeners:
+            unsubscribe()
+        pubsub.close()
+
+    # then each trade was announced filled, then closed, in process and on Redis alike
+    filled = [(EventType.TRADE_FILLED, pk) for pk in subs]
+    closed = [(EventType.TRADE_CLOSED, pk) for pk in subs]
+    assert sorted(heard[:3]) == filled and sorted(heard[3:]) == closed
+    bodies = [json.loads(m["data"]) for m in published if m is not None]
+    assert [(b["type"], b["payload"]["subscription_id"]) for b in bodies] == heard
 
 
 def test_settings_change_is_used_by_the_next_execution(market):

@@ -52,6 +52,31 @@ def test_first_subscriber_registers_and_last_one_leaving_unregisters():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_subscription_committed_while_a_worker_rebuilds_the_registry_is_kept(monkeypatch):
+    # given a registered strategy, and a worker starting: it reads the database, and before
+    # it replaces the registry a user subscribes to another strategy (registered at commit)
+    import strategies.services as services
+
+    registered = StrategyFactory()
+    subscribe(registered)
+    newcomer = StrategyFactory()
+    real_replace = services.registry_replace
+
+    def subscribe_then_replace(*, entries):
+        subscribe(newcomer)
+        assert _registered(newcomer)
+        real_replace(entries=entries)
+
+    monkeypatch.setattr(services, "registry_replace", subscribe_then_replace)
+
+    # when the rebuild finishes
+    services.registry_rebuild()
+
+    # then both strategies are in the registry
+    assert _registered(registered) and _registered(newcomer)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_beat_schedule_follows_active_resolutions():
     from django_celery_beat.models import PeriodicTask
 
