@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
+from typing import NamedTuple
 
 FEE_RATE = Decimal("0.001")  # 0.1 % taker, charged in the quote asset
 ZERO = Decimal("0")
@@ -117,6 +118,9 @@ class SimOrder:
     triggered: bool = False  # a *_LIMIT conditional order now resting as a limit
     order_list_id: int = -1  # an OCO's legs share it; one filling expires the other
     sibling: int = 0  # the other leg's order id in an OCO
+    # The candle current when it was placed: it traded before the order existed, so only a
+    # later candle's range can fill or trigger it.
+    placed_in_ms: int = -1
 
     @property
     def is_open(self) -> bool:
@@ -182,7 +186,16 @@ def _crossed(order: SimOrder, high: Decimal, low: Decimal) -> bool:
     return high >= order.stop_price if rising else low <= order.stop_price
 
 
-PriceSource = Callable[[Market], "tuple[Decimal, Decimal, Decimal] | None"]
+class Quote(NamedTuple):
+    """The current candle of a market: the last one closed by the simulator's clock."""
+
+    close: Decimal
+    high: Decimal
+    low: Decimal
+    open_ms: int
+
+
+PriceSource = Callable[[Market], "Quote | None"]
 
 
 class Exchange:
@@ -190,7 +203,7 @@ class Exchange:
 
     def __init__(self, *, markets: list[Market], price_source: PriceSource) -> None:
         self.markets = {m.symbol_id: m for m in markets}
-        self.price_source = price_source  # -> (close, high, low) of the current candle
+        self.price_source = price_source
         self.accounts: dict[str, Account] = {}
         self.revoked: dict[str, Account] = {}  # keys their owner revoked: refused as unknown
         self.orders: dict[int, SimOrder] = {}
@@ -263,7 +276,7 @@ class Exchange:
         current = self.price_source(market)
         if current is None:
             raise SimError(400, -1013, "Market is closed.")
-        close = current[0]
+        close = current.close
         has_limit = type_ == "LIMIT" or type_.endswith("_LIMIT")
         limit = _decimal(price, "price") if has_limit else ZERO
         if has_limit and (limit <= 0 or limit % market.tick_size != 0):
@@ -288,6 +301,7 @@ class Exchange:
             time_ms=ts,
             stop_price=stop,
             order_list_id=order_list_id,
+            placed_in_ms=current.open_ms,
         )
         if type_ in CONDITIONAL and _crossed(order, close, close):
             raise SimError(400, -2010, "Stop price would trigger immediately.")
@@ -402,7 +416,8 @@ class Exchange:
         return list_id, cid, legs
 
     def limits_match(self) -> int:
-        """Fill open orders that the current candle crossed. Returns the fills made.
+        """Fill open orders that the current candle crossed, if it closed after they were
+        placed. Returns the fills made.
 
         Conditional orders trigger when the candle crosses their stop price (stop losses
         before take profits: the conservative reading of a candle touching both); a market
@@ -415,7 +430,9 @@ class Exchange:
             current = self.price_source(order.market)
             if current is None or not order.is_open:  # an OCO sibling may have just filled
                 continue
-            _, high, low = current
+            if current.open_ms <= order.placed_in_ms:
+                continue
+            high, low = current.high, current.low
             if order.type in CONDITIONAL and not order.triggered:
                 if not _crossed(order, high, low):
                     continue

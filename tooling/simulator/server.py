@@ -17,12 +17,18 @@ import random
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from tooling.simulator.engine import Exchange, Market, SimError, default_market, now_ms
+from tooling.simulator.engine import (
+    Exchange,
+    Market,
+    Quote,
+    SimError,
+    default_market,
+    now_ms,
+)
 from tooling.simulator.feed import CandleFeed
 
 logger = logging.getLogger(__name__)
@@ -91,9 +97,9 @@ class Simulator:
     def _new_exchange(self) -> Exchange:
         return Exchange(markets=[], price_source=self._price)
 
-    def _price(self, market: Market) -> tuple[Decimal, Decimal, Decimal] | None:
+    def _price(self, market: Market) -> Quote | None:
         row = self.feed.current(market.symbol)
-        return None if row is None else (row[4], row[2], row[3])
+        return None if row is None else Quote(row[4], row[2], row[3], int(row[0]))
 
     def markets_sync(self) -> None:
         for symbol in {*self.symbols, *self.feed.series}:
