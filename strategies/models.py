@@ -119,7 +119,11 @@ class StrategyExecution(models.Model):
                 fields=("strategy", "interval_start"), name="uniq_execution_per_candle"
             )
         ]
-        indexes = [models.Index(fields=("strategy", "status"))]
+        indexes = [
+            models.Index(fields=("strategy", "status")),
+            # The operator overview counts the last hour's and day's executions by start.
+            models.Index(fields=("started_at",), name="execution_started_at"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.strategy_id}@{self.interval_start:%Y-%m-%d %H:%M} {self.status}"
