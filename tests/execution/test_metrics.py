@@ -16,6 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 STEP = timedelta(minutes=5)
 MARKET = {"exchange": "binance", "resolution": "5m"}
+SYMBOL = "XMR/BTC"  # no other test trades it
 
 
 def _value(name: str, **labels: str) -> float:
@@ -27,8 +28,11 @@ def test_a_streamed_close_records_its_latency_and_beat_finding_it_done(settings)
     # The last 5m boundary may be minutes ago: not too late to run nor to enter.
     settings.EXECUTION_MAX_DRIFT_S = settings.SIGNAL_MAX_AGE_S = 600
     close = round_to_interval_boundary(timezone.now(), "5m")
-    load_candles(rows=flat_candles(start_ms=datetime_to_ms(close - 10 * STEP), count=10))
-    strategy = StrategyFactory(settings={"signal": "LONG"})
+    # A market of its own: the newest close is the max over every process of the test run,
+    # and workers of other tests execute ETH/BTC on replay clocks.
+    rows = flat_candles(start_ms=datetime_to_ms(close - 10 * STEP), count=10)
+    load_candles(symbol=SYMBOL, rows=rows)
+    strategy = StrategyFactory(symbol=SYMBOL, settings={"signal": "LONG"})
     subscribe(strategy)
     names = {
         "start": ("signalfan_close_to_start_seconds_count", {**MARKET, "trigger": "stream"}),
@@ -48,5 +52,5 @@ def test_a_streamed_close_records_its_latency_and_beat_finding_it_done(settings)
     assert (ran.outcome, again.outcome) == ("ran", "duplicate")
     after = {key: _value(name, **labels) for key, (name, labels) in names.items()}
     assert {key: after[key] - before[key] for key in names} == {"start": 1, "order": 1, "found": 1}
-    last = _value("signalfan_market_last_execution_timestamp_seconds", **MARKET, symbol="ETH/BTC")
+    last = _value("signalfan_market_last_execution_timestamp_seconds", **MARKET, symbol=SYMBOL)
     assert last == close.timestamp()
