@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install sandbox-tools browser demo demo-live test lint run clean
+.PHONY: install sandbox-tools test-tools demo demo-live test lint run clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,23 +14,27 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# bubblewrap isolates strategy code; installed when we can (root with apt), optional otherwise.
-# Chromium runs the admin's browser test (skipped without it), installed the same way.
-sandbox-tools: browser
-	@command -v bwrap >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
-	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1)) \
-	    && echo "installed bubblewrap" || echo "bubblewrap not installed: sandbox uses rlimits only"; \
-	  else echo "bubblewrap not available: sandbox uses rlimits only"; fi; }
+# $(call apt_tool,command,Debian package,what happens without it): installed when we can (root
+# with apt), optional otherwise.
+define apt_tool
+@command -v $(1) >/dev/null 2>&1 || { \
+  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+    (apt-get install -y -qq $(2) >/dev/null 2>&1 || \
+     (apt-get update -qq >/dev/null 2>&1 && \
+      apt-get install -y -qq $(2) >/dev/null 2>&1)) \
+    && echo "installed $(2)" || echo "$(2) not installed: $(3)"; \
+  else echo "$(2) not available: $(3)"; fi; }
+endef
 
-browser:
-	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || { \
-	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get install -y -qq chromium >/dev/null 2>&1 || \
-	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1)) \
-	    && echo "installed chromium" || echo "chromium not installed: the admin browser test skips"; \
-	  else echo "chromium not available: the admin browser test skips"; fi; }
+# bubblewrap isolates strategy code.
+sandbox-tools:
+	$(call apt_tool,bwrap,bubblewrap,the sandbox uses rlimits only)
+
+# What some tests need beyond the sandbox: Chromium for the admin's browser test, promtool
+# (Debian's prometheus) to check the alert rules; each test skips with the reason without.
+test-tools:
+	$(call apt_tool,chromium,chromium,the admin browser test skips)
+	$(call apt_tool,promtool,prometheus,the alert rules check skips)
 
 demo: install sandbox-tools
 	$(BIN)/python manage.py demo
@@ -42,7 +46,7 @@ demo-live: install sandbox-tools
 # Two test processes (pytest-xdist), a file each at a time: most tests wait on workers,
 # sandboxes and sockets, so two share two cores well. TEST_PROCESSES=0 runs them in one.
 TEST_PROCESSES ?= 2
-test: install sandbox-tools
+test: install sandbox-tools test-tools
 	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 lint: install
