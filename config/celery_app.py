@@ -1,7 +1,8 @@
 import os
+import threading
 
 from celery import Celery, Task
-from celery.signals import worker_process_shutdown, worker_ready
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
@@ -36,3 +37,29 @@ def _metrics_process_dead(pid: int | None = None, **_: object) -> None:
     from core.metrics import metrics_process_dead
 
     metrics_process_dead(pid=pid or os.getpid())
+
+
+# Each pool process warms its exchange clients in the background, so the first signal after a
+# start or deploy finds them built; tasks run meanwhile (a client not yet built is built then).
+@worker_process_init.connect
+def _warm_exchange_pool(**_: object) -> None:
+    from django.conf import settings
+
+    if settings.EXCHANGE_POOL_WARM:
+        threading.Thread(target=_warm, name="exchange-pool-warm", daemon=True).start()
+
+
+def _warm() -> None:
+    import logging
+
+    from django.db import connections
+
+    from trades.brokers.live import live_pool_warm
+
+    logger = logging.getLogger(__name__)
+    try:
+        logger.info("exchange pool warmed: %d clients", live_pool_warm())
+    except Exception:  # an optimisation: the fan-out builds what is missing
+        logger.warning("could not warm the exchange pool", exc_info=True)
+    finally:
+        connections.close_all()  # this thread's own connections

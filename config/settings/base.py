@@ -310,6 +310,10 @@ EXCHANGE_ORDER_RETRIES = env.int("EXCHANGE_ORDER_RETRIES", default=4)
 EXCHANGE_RETRY_BACKOFF_S = env.float("EXCHANGE_RETRY_BACKOFF_S", default=0.25)
 # Per-credential ccxt instances kept alive per worker process (least recently used evicted).
 EXCHANGE_POOL_MAX_INSTANCES = env.int("EXCHANGE_POOL_MAX_INSTANCES", default=5000)
+# A fan-out worker's processes build the clients of the active live subscriptions' credentials
+# when they start, in the background, so the first signal after a deploy does not pay for
+# them. On for the fan-out worker only (Procfile, compose): other workers never need them.
+EXCHANGE_POOL_WARM = env.bool("EXCHANGE_POOL_WARM", default=False)
 # Orders in flight at once per worker process, across all credentials.
 EXCHANGE_CONCURRENCY = env.int("EXCHANGE_CONCURRENCY", default=200)
 EXCHANGE_MARKETS_TTL_S = env.int("EXCHANGE_MARKETS_TTL_S", default=3600)

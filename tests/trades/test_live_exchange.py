@@ -18,14 +18,20 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 
 from execution.services import execution_run
-from subscriptions.services import credential_create
+from subscriptions.services import credential_create, subscription_pause
 from tests.factories import StrategyFactory, UserFactory
 from tests.trades.conftest import STEP
 from tests.trades.live import live_trader
 from tests.trades.test_live_orders import run_close
 from trades.brokers.base import OrderRequest, OrderStatus
-from trades.brokers.hub import CredentialRef, Hub, get_hub
-from trades.brokers.live import _configure, _prepare, credential_ref, live_place_many
+from trades.brokers.hub import CredentialRef, Hub, get_hub, hub_run
+from trades.brokers.live import (
+    _configure,
+    _prepare,
+    credential_ref,
+    live_place_many,
+    live_pool_warm,
+)
 from trades.models import Order, Trade
 from trades.ratelimit import AsyncRateLimiter, Bucket
 from trades.services import orders_cancel_stale, orders_sync_open
@@ -387,3 +393,21 @@ def test_the_simulator_clock_refuses_a_malformed_body_with_a_400(sim, body):
     # then it answers a 400 that says what it expects, and the clock is still usable
     assert response.status_code == 400 and "now_ms" in response.json()["error"]
     sim.clock(None)
+
+
+def test_a_starting_worker_builds_the_clients_of_its_active_live_subscriptions(sim, market):
+    # given an active live subscriber and a paused one, on the simulator
+    strategy = StrategyFactory(settings={"signal": "LONG"})
+    active = live_trader(sim, strategy).subscription.credential
+    paused = live_trader(sim, StrategyFactory()).subscription
+    subscription_pause(subscription=paused)
+
+    # when the process warms its exchange pool, as each worker process does when it starts
+    built = live_pool_warm()
+
+    # then the active subscriber's client is built (keys and markets), the paused one's is not
+    assert built == 1
+    hub = get_hub()
+    assert hub.is_pooled(active.pk, credential_ref(active).fingerprint)
+    assert not hub.is_pooled(paused.credential.pk, credential_ref(paused.credential).fingerprint)
+    assert hub_run(lambda h: h.instance(credential_ref(active))).markets

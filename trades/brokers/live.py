@@ -38,7 +38,7 @@ from django.utils import timezone
 from core.logs import log_context
 from core.metrics import EXCHANGE_ERRORS
 from subscriptions.crypto import CredentialDecryptionError, decrypt_secret
-from subscriptions.models import BrokerCredential
+from subscriptions.models import BrokerCredential, StrategySubscription
 from trades.brokers.base import CredentialFailure, OrderRequest, OrderResult, OrderStatus
 from trades.brokers.hub import (
     CredentialRef,
@@ -48,6 +48,7 @@ from trades.brokers.hub import (
     Keys,
     fingerprint,
     get_hub,
+    hub_run,
 )
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,37 @@ def credential_ref(credential: BrokerCredential) -> CredentialRef:
         keys=keys,
         unusable=unusable,
     )
+
+
+def live_pool_warm() -> int:
+    """Build this process's clients for the credentials of active live subscriptions (their
+    exchange's markets too), as their first orders would; returns the clients built.
+
+    A worker that just started would otherwise build them all on its first signal: about 4 s
+    at 1,000 subscribers. A credential that cannot be used is left to the fan-out's guard."""
+    credentials = (
+        BrokerCredential.objects.filter(
+            subscriptions__mode=StrategySubscription.Mode.LIVE,
+            subscriptions__status=StrategySubscription.Status.ACTIVE,
+        )
+        .distinct()
+        .order_by("pk")[: max(1, settings.EXCHANGE_POOL_MAX_INSTANCES)]
+    )
+    refs = [ref for ref in map(credential_ref, credentials) if ref.keys is not None]
+
+    async def build(hub: Hub) -> int:
+        built = 0
+        for ref in refs:
+            try:
+                await hub.instance(ref)
+                built += 1
+            except Exception:  # the first order on it will say what is wrong
+                logger.warning("could not build the client of credential %s", ref.id)
+        return built
+
+    built = hub_run(build)
+    get_hub().freeze_pool()
+    return built
 
 
 def _decrypt_keys(credential: BrokerCredential) -> Keys:
