@@ -36,6 +36,19 @@ def credential_list_for_user(*, user: User) -> QuerySet[BrokerCredential]:
     return BrokerCredential.objects.filter(user=user).exclude(secret_encrypted="")
 
 
+def credential_list_live(*, statuses: tuple[str, ...]) -> QuerySet[BrokerCredential]:
+    """Credentials behind a live subscription in one of ``statuses``, with keys still stored."""
+    return (
+        BrokerCredential.objects.filter(
+            subscriptions__mode=StrategySubscription.Mode.LIVE,
+            subscriptions__status__in=statuses,
+        )
+        .exclude(secret_encrypted="")
+        .distinct()
+        .order_by("pk")
+    )
+
+
 def credential_get_for_user(*, user: User, credential_id: int) -> BrokerCredential:
     credential = credential_list_for_user(user=user).filter(pk=credential_id).first()
     if credential is None:

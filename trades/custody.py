@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from subscriptions.keycheck import NO_SPOT_TRADING, PERMISSION_METHODS, permissions_assess
 from subscriptions.models import BrokerCredential, StrategySubscription
+from subscriptions.selectors import credential_list_live
 from subscriptions.services import credential_record_failures
 from trades.brokers.account import AccountQuery, AccountSnapshot, live_accounts_fetch
 from trades.brokers.live import credential_ref
@@ -38,15 +39,7 @@ class RecheckOutcome:
 
 def live_credentials() -> QuerySet[BrokerCredential]:
     """Credentials behind a live subscription that is not cancelled, with keys still stored."""
-    return (
-        BrokerCredential.objects.filter(
-            subscriptions__mode=StrategySubscription.Mode.LIVE,
-            subscriptions__status__in=(Status.ACTIVE, Status.PAUSED),
-        )
-        .exclude(secret_encrypted="")
-        .distinct()
-        .order_by("pk")
-    )
+    return credential_list_live(statuses=(Status.ACTIVE, Status.PAUSED))
 
 
 def credential_batches(*, size: int) -> list[list[int]]:

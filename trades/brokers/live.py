@@ -39,6 +39,7 @@ from core.logs import log_context
 from core.metrics import EXCHANGE_ERRORS
 from subscriptions.crypto import CredentialDecryptionError, decrypt_secret
 from subscriptions.models import BrokerCredential, StrategySubscription
+from subscriptions.selectors import credential_list_live
 from trades.brokers.base import CredentialFailure, OrderRequest, OrderResult, OrderStatus
 from trades.brokers.hub import (
     CredentialRef,
@@ -104,14 +105,8 @@ def live_pool_warm() -> int:
 
     A worker that just started would otherwise build them all on its first signal: about 4 s
     at 1,000 subscribers. A credential that cannot be used is left to the fan-out's guard."""
-    credentials = (
-        BrokerCredential.objects.filter(
-            subscriptions__mode=StrategySubscription.Mode.LIVE,
-            subscriptions__status=StrategySubscription.Status.ACTIVE,
-        )
-        .distinct()
-        .order_by("pk")[: max(1, settings.EXCHANGE_POOL_MAX_INSTANCES)]
-    )
+    limit = max(1, settings.EXCHANGE_POOL_MAX_INSTANCES)
+    credentials = credential_list_live(statuses=(StrategySubscription.Status.ACTIVE,))[:limit]
     refs = [ref for ref in map(credential_ref, credentials) if ref.keys is not None]
 
     async def build(hub: Hub) -> int:
