@@ -3,8 +3,10 @@ exchange simulator, in process (the fan-out inline, the close through the API)."
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -14,8 +16,9 @@ from notifications.models import Notification, NotificationEvent
 from strategies.models import StrategyExecution
 from strategies.services import strategy_update_settings
 from subscriptions.models import StrategySubscription
-from tests.api.helpers import client_for
-from tests.factories import StrategyFactory, load_candles
+from subscriptions.services import subscription_create
+from tests.api.helpers import client_for, make_credential, make_trade
+from tests.factories import StrategyFactory, load_candles, subscribe
 from tests.trades.conftest import START, STEP
 from tests.trades.live import Sim, live_trader
 from trades.models import Order, Position, ProtectionTrip, Trade
@@ -87,6 +90,130 @@ def test_slippage_cap_sends_limits_skips_past_the_cap_and_never_holds_an_exit(si
         trade.refresh_from_db()
         assert trade.status == "closed"
         assert _on_exchange(sim)[trade.exit_client_order_id]["type"] == "MARKET"
+
+
+History = Callable[[StrategySubscription, datetime], Any]
+
+
+def _closed(sub: StrategySubscription, pnl: str, at: datetime, reason: str = "exit signal"):
+    return make_trade(sub, pnl=pnl, exit_time=at, metadata={"exit_reason": reason})
+
+
+def _open_elsewhere(sub: StrategySubscription, *, mode: str) -> None:
+    """An open trade of the same user on another strategy, live or paper."""
+    other = StrategyFactory()
+    if mode == "live":
+        elsewhere = subscription_create(
+            user=sub.user,
+            strategy=other,
+            capital=Decimal("1"),
+            risk_per_trade=Decimal("0.01"),
+            mode="live",
+            credential=make_credential(sub.user, label="elsewhere"),
+        )
+    else:
+        elsewhere = subscribe(other, user=sub.user)
+    make_trade(elsewhere, status="open", pnl=None)
+
+
+def _midnight(at: datetime) -> datetime:
+    return at.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+# The live counterparts of test_protections.py's paper cases (the slippage cap and the maximum
+# drawdown have their own tests below): the protection, its settings, a history that trips
+# it, one just short of it (given the signal's time), and how the reason starts. Capital 1,
+# risk 0.01: the entry is worth 0.01 BTC.
+LIVE_CASES = [
+    pytest.param(
+        "daily_loss_limit",
+        {"daily_loss_limit_pct": Decimal("1")},
+        lambda s, at: _closed(s, "-0.015", _midnight(at)),  # at 00:00 UTC: today
+        # a second before midnight is yesterday (UTC); today's loss is below the limit
+        lambda s, at: (
+            _closed(s, "-0.015", _midnight(at) - timedelta(seconds=1)),
+            _closed(s, "-0.005", at - timedelta(minutes=30)),
+        ),
+        "daily loss limit: 0.01500000 lost today (UTC), the limit is 1% of the capital",
+        id="daily_loss_limit",
+    ),
+    pytest.param(
+        "cooldown",
+        {"cooldown_after_losses": 2, "cooldown_minutes": 60},
+        lambda s, at: (
+            _closed(s, "-0.003", at - timedelta(hours=3)),
+            _closed(s, "0.001", at - timedelta(minutes=30), "stop loss"),
+        ),
+        # two in a row, but the cooldown after the last ran out before the signal
+        lambda s, at: (
+            _closed(s, "-0.003", at - timedelta(hours=3)),
+            _closed(s, "-0.003", at - timedelta(minutes=61)),
+        ),
+        "cooldown: 2 losing trades or stop-outs in a row; no entries until",
+        id="cooldown",
+    ),
+    pytest.param(
+        "max_open_trades",
+        {"max_open_trades": 1},
+        lambda s, at: _open_elsewhere(s, mode="live"),
+        lambda s, at: _open_elsewhere(s, mode="paper"),  # the other mode is not counted
+        "max open trades: 1 open across your live subscriptions (max 1)",
+        id="max_open_trades",
+    ),
+    pytest.param(
+        "max_order_notional",
+        {"max_order_notional": Decimal("0.005")},
+        lambda s, at: None,
+        lambda s, at: StrategySubscription.objects.filter(pk=s.pk).update(
+            max_order_notional=Decimal("0.02")
+        ),
+        "max notional per order: this entry is worth 0.0",
+        id="max_order_notional",
+    ),
+]
+
+
+@pytest.mark.parametrize(("protection", "protections", "trips", "holds", "reason"), LIVE_CASES)
+def test_each_entry_protection_holds_a_live_entry_back_before_any_order_is_sent(
+    sim, market, protection, protections, trips, holds, reason
+):
+    # given two live followers with the same protection: one whose history trips it at the
+    # signal's close, one whose history does not
+    strategy = StrategyFactory(settings={"signal": "LONG"})
+    tripped = live_trader(sim, strategy, **protections).subscription
+    fine = live_trader(sim, strategy, **protections).subscription
+    at = market[20]
+    trips(tripped, at)
+    holds(fine, at)
+    sim.clock(at)
+
+    # when the entry fans out
+    entry = _run(strategy, at)
+
+    # then the tripped one is skipped with the protection's reason, and nothing of it
+    # reached the exchange
+    skipped = Trade.objects.get(execution=entry, subscription=tripped)
+    assert skipped.status == "skipped" and skipped.error.startswith(reason), skipped.error
+    assert not Order.objects.filter(trade=skipped).exists()
+    assert skipped.client_order_id not in _on_exchange(sim)
+    # and the trip is recorded against that trade, and its follower told once
+    trip = ProtectionTrip.objects.get(subscription=tripped)
+    assert (trip.protection, trip.action, trip.trade_id) == (
+        protection,
+        "entry_skipped",
+        skipped.pk,
+    )
+    notices = Notification.objects.filter(
+        user=tripped.user, event=NotificationEvent.PROTECTION_TRIGGERED
+    )
+    assert [(n.payload["protection"], n.payload["trade_id"]) for n in notices] == [
+        (protection, skipped.pk)
+    ]
+    # and the other one bought on the exchange as usual
+    entered = Trade.objects.get(execution=entry, subscription=fine)
+    assert entered.status == "open", entered.error
+    assert _on_exchange(sim)[entered.client_order_id]["side"] == "BUY"
+    assert not ProtectionTrip.objects.filter(subscription=fine).exists()
 
 
 def test_max_drawdown_pauses_and_closes_the_live_position_at_market(sim):
@@ -170,6 +297,40 @@ def test_close_now_after_a_timeout_after_accept_leaves_exactly_one_order(sim, ma
     assert again.status_code == 409 and again.json()["code"] == "conflict"
     assert len(sim.orders()) == 2
     assert Order.objects.filter(trade=trade, purpose=f"close:{trade.pk}").count() == 1
+
+
+def test_cancel_with_close_after_a_timeout_after_accept_leaves_exactly_one_order(sim, market):
+    # given an open live position, and an exchange that will accept the next order but hold
+    # its answer past the timeout
+    strategy = StrategyFactory(settings={"signal": "LONG"})
+    trader = live_trader(sim, strategy)
+    sim.clock(market[10])
+    entry = _run(strategy, market[10])
+    trade = Trade.objects.get(execution=entry)
+    assert trade.status == "open"
+    sim.faults(next={"timeout_after_accept": 1}, hold_s=4)
+    api = client_for(trader.subscription.user)
+    url = f"/api/strategies/subscriptions/{trader.subscription.pk}"
+
+    # when the follower cancels the subscription and asks for its position to be closed
+    response = api.delete(f"{url}?close_positions=true")
+
+    # then it is cancelled and the position closed, the close looked up by its client order
+    # id after the lost answer rather than sent again
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "cancelled" and body["open_trades"] == []
+    assert [t["id"] for t in body["closed_trades"]] == [trade.pk]
+    stats = sim.stats()
+    assert stats["fault_timeout_after_accept"] == 1 and stats["order_create"] == 2
+    close_id = f"sf-{entry.pk}-{trader.subscription.pk}-c{trade.pk}"
+    on_exchange = _on_exchange(sim)
+    assert set(on_exchange) == {trade.client_order_id, close_id}
+    assert on_exchange[close_id]["side"] == "SELL" and on_exchange[close_id]["status"] == "FILLED"
+    order = Order.objects.get(trade=trade, purpose=f"close:{trade.pk}")
+    assert (order.status, order.attempts, order.client_order_id) == ("filled", 1, close_id)
+    trade.refresh_from_db()
+    assert trade.status == "closed" and trade.metadata["exit_reason"] == "closed by hand"
 
 
 def _market_that_moves(last: float) -> list[datetime]:
