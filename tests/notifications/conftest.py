@@ -10,8 +10,8 @@ def receiver_for():
     """Start receivers answering with the given statuses; each is stopped after the test."""
     started: list[Receiver] = []
 
-    def start(statuses: list[int], *, hold_first: bool = False) -> Receiver:
-        receiver = Receiver(statuses, hold_first=hold_first).start()
+    def start(statuses: list[int], *, hold_first: bool = False, location: str = "") -> Receiver:
+        receiver = Receiver(statuses, hold_first=hold_first, location=location).start()
         started.append(receiver)
         return receiver
 

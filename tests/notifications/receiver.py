@@ -18,8 +18,11 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, statuses: list[int], *, hold_first: bool = False) -> None:
+    def __init__(
+        self, statuses: list[int], *, hold_first: bool = False, location: str = ""
+    ) -> None:
         self.statuses, self.hold_first = list(statuses), hold_first
+        self.location = location  # sent as Location with every answer, when given
         self.requests: list[Received] = []
         self.held = threading.Event()  # the first request arrived and is being held
         self.released = threading.Event()
@@ -44,6 +47,8 @@ class Receiver:
                     receiver.held.set()
                     receiver.released.wait(120)
                 self.send_response(status)
+                if receiver.location:
+                    self.send_header("Location", receiver.location)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok" if status < 300 else b"no")

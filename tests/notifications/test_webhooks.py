@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 from django.conf import settings as django_settings
+from django.utils import timezone
 
 from notifications.models import Delivery, NotificationEvent, Webhook
 from notifications.services import Notice, notifications_record, webhook_create
@@ -235,3 +236,62 @@ def test_webhooks_are_checked_their_secret_shown_once_and_stored_encrypted(user,
     assert client_for(other_user).get("/api/webhooks").json()["count"] == 0
     assert api.delete(f"/api/webhooks/{webhook_id}").status_code == 204
     assert api.get(f"/api/webhooks/{webhook_id}").status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_redirect_is_not_followed_so_it_cannot_lead_a_delivery_elsewhere(
+    user, receiver_for, django_capture_on_commit_callbacks
+):
+    # given a webhook whose receiver answers every delivery with a redirect to another
+    # receiver (in production: a public host sending it on to a private address)
+    elsewhere = receiver_for([200])
+    redirecting = receiver_for([307], location=elsewhere.url)
+    webhook_create(user=user, url=redirecting.url, events=["trade.filled"])
+    with django_capture_on_commit_callbacks():
+        notifications_record(notices=[_fill(user.pk)])
+    delivery = Delivery.objects.get()
+
+    # when it is attempted
+    outcome = delivery_attempt(delivery_id=delivery.pk)
+
+    # then the redirect is the answer: recorded as a failed attempt, to be retried to the
+    # webhook's own URL; the other receiver never hears of it
+    delivery.refresh_from_db()
+    assert len(redirecting.requests) == 1 and elsewhere.requests == []
+    assert outcome.status == delivery.status == "retrying"
+    assert (delivery.response_code, delivery.last_error) == (307, "HTTP 307: no")
+
+
+@pytest.mark.django_db
+def test_retries_wait_twice_as_long_each_time_up_to_the_bound_then_the_delivery_fails(
+    user, receiver_for, settings, django_capture_on_commit_callbacks
+):
+    # given a receiver that always fails, 5 attempts a delivery, waits from 10 s doubling
+    # up to 25 s
+    settings.WEBHOOK_MAX_ATTEMPTS = 5
+    settings.WEBHOOK_BACKOFF_S, settings.WEBHOOK_BACKOFF_MAX_S = 10.0, 25.0
+    receiver = receiver_for([503])
+    webhook_create(user=user, url=receiver.url, events=["trade.filled"])
+    with django_capture_on_commit_callbacks():
+        notifications_record(notices=[_fill(user.pk)])
+    delivery = Delivery.objects.get()
+
+    # when it is attempted, and attempted again before its next attempt is due
+    waits, early = [], []
+    for _ in range(settings.WEBHOOK_MAX_ATTEMPTS):
+        outcome = delivery_attempt(delivery_id=delivery.pk)
+        waits.append(outcome.retry_in)
+        if outcome.retry_in is not None:
+            early.append(delivery_attempt(delivery_id=delivery.pk))
+            # the wait has passed
+            Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+
+    # then the waits double up to the bound, and the last attempt fails the delivery
+    assert waits == [10.0, 20.0, 25.0, 25.0, None]
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("failed", 5, None)
+    assert len(receiver.requests) == 5
+    assert [a["response_code"] for a in delivery.attempt_log] == [503] * 5
+    # and an attempt before it was due sent nothing, and said when to look again
+    assert [o.status for o in early] == ["skipped"] * 4
+    assert all(o.retry_in is not None and 0 < o.retry_in <= 25.1 for o in early)
