@@ -7,12 +7,14 @@ from __future__ import annotations
 from django.core.mail import send_mail
 from django.utils import timezone
 
-from notifications.models import Notification, NotificationEvent
+from notifications.models import Notification, NotificationEvent, NotificationPreference
 
 
 def notification_email_send(*, notification_id: int) -> bool:
-    """Email this notification to its user, unless it went out already or the user has no
-    address. Returns True when it was sent now."""
+    """Email this notification to its user, unless it went out already, the user has no
+    address, or the user does not want this event by email now (the preference is read again
+    here: one turned off after the email was queued is obeyed). Returns True when it was sent
+    now."""
     notification = (
         Notification.objects.select_related("user")
         .filter(pk=notification_id, emailed_at__isnull=True)
@@ -20,12 +22,23 @@ def notification_email_send(*, notification_id: int) -> bool:
     )
     if notification is None or not notification.user.email:
         return False
+    if not _wanted(notification):
+        return False
     subject, body = notification_email_text(notification)
     send_mail(subject, body, None, [notification.user.email])
     Notification.objects.filter(pk=notification.pk, emailed_at__isnull=True).update(
         emailed_at=timezone.now()
     )
     return True
+
+
+def _wanted(notification: Notification) -> bool:
+    events = (
+        NotificationPreference.objects.filter(user_id=notification.user_id)
+        .values_list("email_events", flat=True)
+        .first()
+    )
+    return notification.event in (events or ())
 
 
 def notification_email_text(notification: Notification) -> tuple[str, str]:

@@ -172,3 +172,31 @@ def test_the_inbox_lists_a_users_own_notifications_newest_first(user, other_user
     # then it holds their own, newest first
     assert page["count"] == 3
     assert [n["key"] for n in page["results"]] == ["k2", "k1"]
+
+
+def test_email_goes_out_only_for_the_events_the_user_asked_for_when_it_is_sent(
+    user, django_capture_on_commit_callbacks
+):
+    # given a user who wants closes by email, not fills
+    notification_preference_set(user=user, email_events=["trade.closed"])
+
+    def notice(event: NotificationEvent, key: str) -> Notification:
+        with django_capture_on_commit_callbacks():
+            notifications_record(notices=[Notice(user_id=user.pk, event=event, key=key)])
+        return Notification.objects.get(user=user, key=key)
+
+    fill = notice(NotificationEvent.TRADE_FILLED, "trade.filled:1")
+    close = notice(NotificationEvent.TRADE_CLOSED, "trade.closed:1")
+    late = notice(NotificationEvent.TRADE_CLOSED, "trade.closed:2")
+
+    # when the emails are sent, the user having turned closes off before the last one went
+    sent_fill = notification_email_send(notification_id=fill.pk)
+    sent_close = notification_email_send(notification_id=close.pk)
+    notification_preference_set(user=user, email_events=[])
+    sent_late = notification_email_send(notification_id=late.pk)
+
+    # then only the close they still wanted went out, once
+    assert (sent_fill, sent_close, sent_late) == (False, True, False)
+    assert [(m.to, m.subject) for m in mail.outbox] == [([user.email], "[signalfan] Trade closed")]
+    emailed = Notification.objects.exclude(emailed_at=None).values_list("key", flat=True)
+    assert list(emailed) == ["trade.closed:1"]
