@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiExample, extend_schema
-from rest_framework import generics, status
+from rest_framework import exceptions, generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -153,6 +153,16 @@ class StrategyDetailView(APIView):
     def get(self, request: Request, pk: int) -> Response:
         strategy = strategy_get_visible(user=authenticated_user(request), strategy_id=pk)
         return Response(StrategySerializer(strategy, context={"request": request}).data)
+
+    def http_method_not_allowed(self, request: Request, *args, **kwargs) -> Response:
+        # A strategy is never edited as a whole: say where each change goes instead.
+        pk = kwargs.get("pk")
+        raise exceptions.MethodNotAllowed(
+            request.method or "",
+            detail=f'Method "{request.method}" not allowed: change a strategy\'s code with '
+            f"PUT /api/strategies/{pk}/code and its settings with PUT "
+            f"/api/strategies/{pk}/settings; retiring one is for operators.",
+        )
 
 
 class StrategySettingsView(APIView):

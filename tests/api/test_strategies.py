@@ -546,6 +546,9 @@ def test_a_strategy_changes_through_its_code_and_settings_only(api, me, method):
     # .../settings; retiring is for operators), and nothing changed
     assert response.status_code == 405
     assert response.json()["code"] == "method_not_allowed" and "GET" in response["Allow"]
+    detail = response.json()["detail"]
+    assert f"PUT /api/strategies/{strategy.pk}/code" in detail
+    assert f"PUT /api/strategies/{strategy.pk}/settings" in detail
     assert Strategy.objects.get(pk=strategy.pk).name == strategy.name
 
 
