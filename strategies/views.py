@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.db.models import QuerySet
+from django.http import HttpRequest
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import exceptions, generics, status
 from rest_framework.request import Request
@@ -154,7 +155,7 @@ class StrategyDetailView(APIView):
         strategy = strategy_get_visible(user=authenticated_user(request), strategy_id=pk)
         return Response(StrategySerializer(strategy, context={"request": request}).data)
 
-    def http_method_not_allowed(self, request: Request, *args, **kwargs) -> Response:
+    def http_method_not_allowed(self, request: HttpRequest, *args, **kwargs) -> Response:
         # A strategy is never edited as a whole: say where each change goes instead.
         pk = kwargs.get("pk")
         raise exceptions.MethodNotAllowed(
