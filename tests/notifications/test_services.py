@@ -200,3 +200,50 @@ def test_email_goes_out_only_for_the_events_the_user_asked_for_when_it_is_sent(
     assert [(m.to, m.subject) for m in mail.outbox] == [([user.email], "[signalfan] Trade closed")]
     emailed = Notification.objects.exclude(emailed_at=None).values_list("key", flat=True)
     assert list(emailed) == ["trade.closed:1"]
+
+
+def test_a_close_is_notified_to_its_subscriber_with_its_pnl(
+    settings, django_capture_on_commit_callbacks
+):
+    # given a paper subscriber holding a long entered at 0.05, with a webhook for closes
+    settings.SIGNAL_MAX_AGE_S = 10**9
+    strategy = StrategyFactory()
+    sub = subscribe(strategy)
+    webhook_create(user=sub.user, url="https://one.example/hook", events=["trade.closed"])
+    entry = _long_signal(strategy)
+    fanout_process(execution_id=entry.pk, subscription_ids=[sub.pk])
+
+    # when the strategy exits at 0.06, and the batch is delivered a second time
+    exit_execution = StrategyExecution.objects.create(
+        strategy=strategy,
+        interval_start=CLOSE,
+        interval_end=CLOSE + timedelta(minutes=5),
+        status=StrategyExecution.Status.SUCCESS,
+        started_at=timezone.now(),
+        finished_at=timezone.now(),
+        signal={"signal": "EXIT_LONG", "price": 0.06},
+        close_price=Decimal("0.06"),
+    )
+    with django_capture_on_commit_callbacks():
+        for _ in range(2):
+            fanout_process(execution_id=exit_execution.pk, subscription_ids=[sub.pk])
+
+    # then the subscriber is told once, with the trade's prices, fees and PnL, and so is
+    # their webhook
+    trade = Trade.objects.get(subscription=sub)
+    assert trade.status == "closed" and trade.pnl is not None and trade.pnl > 0
+    notice = Notification.objects.get(user=sub.user, event="trade.closed")
+    assert notice.key == f"trade.closed:{trade.pk}"
+    expected = {
+        "subscription_id": sub.pk,
+        "trade_id": trade.pk,
+        "entry_price": str(trade.entry_price),
+        "exit_price": str(trade.exit_price),
+        "fees": str(trade.fees),
+        "pnl": str(trade.pnl),
+        "reason": "exit signal",
+        "currency": "BTC",
+    }
+    assert expected.items() <= notice.payload.items(), notice.payload
+    delivery = Delivery.objects.select_related("notification").get()
+    assert json.loads(delivery_body(delivery))["payload"]["pnl"] == str(trade.pnl)
