@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from notifications.models import Delivery, NotificationEvent, Webhook
 from notifications.services import Notice, notifications_record, webhook_create
-from notifications.webhooks import address_refusal, delivery_attempt
+from notifications.webhooks import address_refusal, delivery_attempt, webhook_post
 from tests.api.helpers import client_for, field_errors
 from tests.notifications.receiver import Received
 from tests.workers import WorkerPool, wait_for
@@ -295,3 +295,23 @@ def test_retries_wait_twice_as_long_each_time_up_to_the_bound_then_the_delivery_
     # and an attempt before it was due sent nothing, and said when to look again
     assert [o.status for o in early] == ["skipped"] * 4
     assert all(o.retry_in is not None and 0 < o.retry_in <= 25.1 for o in early)
+
+
+@pytest.mark.django_db
+def test_other_spellings_of_a_private_address_are_refused_once_resolved(receiver_for, settings):
+    # given the production rule and a receiver on loopback
+    settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES = False
+    receiver = receiver_for([200])
+    # when deliveries are sent to names that the resolver turns into 127.0.0.1
+    spellings = ["2130706433", "127.1", "0x7f000001", "0177.0.0.1", "LOCALHOST"]
+    results = {
+        host: webhook_post(url=f"http://{host}:{receiver.port}/hook", body=b"{}", headers={})
+        for host in spellings
+    }
+    # then none reached the receiver: each is refused for good, saying what it resolved to
+    assert receiver.requests == []
+    for host, result in results.items():
+        assert result.final and result.response_code is None, host
+        # (a URL's host is read in lower case)
+        expected = f"refused: {host.lower()} resolves to 127.0.0.1 is a loopback address"
+        assert result.error == expected
