@@ -330,10 +330,25 @@ def subscription_resume(*, subscription: StrategySubscription) -> StrategySubscr
     if subscription.strategy.status != Strategy.Status.ACTIVE:
         raise ValidationError({"status": "the strategy is not active"})
     resumed = _set_status(subscription=subscription, status=Status.ACTIVE)
+    _drawdown_rebase(resumed)
     event_emit(
         EventType.SUBSCRIPTION_RESUMED, subscription_id=resumed.pk, strategy_id=resumed.strategy_id
     )
     return resumed
+
+
+def _drawdown_rebase(subscription: StrategySubscription) -> None:
+    """Resumed as far below its peak as its maximum drawdown allows (the drawdown paused it,
+    or it fell further while paused), a subscription would be paused again at its next
+    equity point, its first fill: the follower who resumes it has seen the loss, so the
+    drawdown is measured from the equity at the resume, as when the guard is turned on."""
+    limit, peak = subscription.max_drawdown_pct, subscription.equity_peak
+    if limit is None or peak is None or peak <= 0:
+        return
+    equity = _equity_now(subscription)
+    if (peak - equity) / peak * 100 >= limit:
+        subscription.equity_peak = equity
+        subscription.save(update_fields=["equity_peak"])
 
 
 @transaction.atomic

@@ -21,7 +21,7 @@ from notifications.models import Notification, NotificationEvent
 from strategies.models import StrategyExecution
 from subscriptions.models import StrategySubscription
 from subscriptions.services import subscription_create, subscription_update_settings
-from tests.api.helpers import make_credential, make_trade
+from tests.api.helpers import client_for, make_credential, make_trade
 from tests.factories import StrategyFactory, UserFactory, subscribe
 from trades.models import Order, Position, ProtectionTrip, Trade
 from trades.services import fanout_process, trades_check_stops
@@ -339,3 +339,71 @@ def test_max_drawdown_from_the_peak_pauses_records_notifies_and_closes_if_asked(
     assert ProtectionTrip.objects.filter(protection="max_drawdown").count() == 3
     held = Trade.objects.get(subscription=pausing)
     assert held.status == "closed" and held.exit_execution_id == exit_execution.pk
+
+
+@pytest.mark.parametrize("close_positions", [True, False])
+def test_a_subscription_resumed_after_its_max_drawdown_trades_again_from_its_equity_then(
+    close_positions,
+):
+    # given a follower with a 5 % maximum drawdown, paused by it after a rise and a fall
+    strategy = StrategyFactory()
+    sub = subscription_create(
+        user=UserFactory(),
+        strategy=strategy,
+        capital=Decimal("1000"),
+        risk_per_trade=Decimal("0.1"),
+        leverage=Decimal("5"),
+        protections={
+            "max_drawdown_pct": Decimal("5"),
+            "close_on_max_drawdown": close_positions,
+        },
+    )
+    _signal(strategy, 1, "0.05", "LONG", [sub])
+    _close(strategy, 2, "0.06")
+    _close(strategy, 3, "0.054")
+    sub.refresh_from_db()
+    assert sub.status == "paused" and sub.status_reason.startswith("max drawdown")
+    if not close_positions:  # the follower exits the position by hand, at the same price
+        _signal(strategy, 4, "0.054", "EXIT_LONG", [sub])
+    assert not Trade.objects.filter(subscription=sub, status="open").exists()
+
+    # when the follower resumes it, and the strategy enters again at the same price
+    resumed = client_for(sub.user).post(f"/api/strategies/subscriptions/{sub.pk}/resume")
+    assert resumed.status_code == 200, resumed.content
+    entry = _signal(strategy, 5, "0.054", "LONG", [sub])
+
+    # then it entered and keeps the position: the drawdown counts from the resume on, not
+    # from the peak it was paused for (which would pause, and close, it at its first fill)
+    sub.refresh_from_db()
+    assert sub.status == "active", sub.status_reason
+    assert Trade.objects.get(execution=entry, subscription=sub).status == "open"
+    assert ProtectionTrip.objects.filter(subscription=sub).count() == 1
+    assert sub.equity_peak is not None and sub.equity_peak < Decimal("1099")
+
+
+def test_a_resume_within_the_max_drawdown_keeps_the_peak():
+    # given a follower with a 10 % maximum drawdown, about 5.5 % below its peak, paused by hand
+    strategy = StrategyFactory()
+    sub = subscription_create(
+        user=UserFactory(),
+        strategy=strategy,
+        capital=Decimal("1000"),
+        risk_per_trade=Decimal("0.1"),
+        leverage=Decimal("5"),
+        protections={"max_drawdown_pct": Decimal("10")},
+    )
+    _signal(strategy, 1, "0.05", "LONG", [sub])
+    _close(strategy, 2, "0.06")
+    _close(strategy, 3, "0.054")
+    sub.refresh_from_db()
+    peak = sub.equity_peak
+    assert sub.status == "active" and peak is not None and peak > Decimal("1099")
+    api = client_for(sub.user)
+    assert api.post(f"/api/strategies/subscriptions/{sub.pk}/pause").status_code == 200
+
+    # when it is resumed
+    assert api.post(f"/api/strategies/subscriptions/{sub.pk}/resume").status_code == 200
+
+    # then its drawdown is still measured from the same peak: a pause never loosens the guard
+    sub.refresh_from_db()
+    assert sub.status == "active" and sub.equity_peak == peak
