@@ -7,6 +7,7 @@ hub, the check of new keys (subscriptions.keycheck).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +18,15 @@ from core.time_utils import datetime_to_ms, resolution_to_timedelta
 
 # The exchange of strategies that trade on stored candles only: nothing to fetch or stream.
 PAPER_EXCHANGE = "paper"
+
+# ccxt puts the request's URL in some messages, and its query holds the signature (and, on
+# exchanges that take the key in the query, the key).
+_URL_QUERY = re.compile(r"\?\S*")
+
+
+def exchange_error_text(exc: BaseException, *, limit: int = 2000) -> str:
+    """An exchange error in words fit to store, log and show: any URL's query cut out."""
+    return _URL_QUERY.sub("?…", f"{type(exc).__name__}: {exc}")[:limit]
 
 
 def _rebase(value: Any, base: str, schemes: tuple[str, ...]) -> Any:

@@ -16,7 +16,6 @@ accepted with a warning. Elsewhere the answer says the permissions were not chec
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,13 +24,11 @@ import ccxt
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from markets.exchange_data import exchange_url_override
+from markets.exchange_data import exchange_error_text, exchange_url_override
 
 logger = logging.getLogger(__name__)
 
 REASON_CHARS = 300
-# A URL's query string holds the request's signature (and, on some exchanges, the key).
-QUERY_RE = re.compile(r"\?\S*")
 # The ccxt method that reads a key's permissions, per exchange that has one.
 PERMISSION_METHODS = {"binance": "sapi_get_account_apirestrictions"}
 WITHDRAWALS_REFUSED = (
@@ -114,7 +111,7 @@ def _permissions_check(client: Any, exchange: str, secrets: list[str]) -> KeyChe
     try:
         raw = getattr(client, method)()
     except Exception as exc:  # e.g. a testnet without the endpoint: said, not refused
-        reason = _scrubbed(f"{type(exc).__name__}: {exc}", secrets)
+        reason = _scrubbed(exchange_error_text(exc), secrets)
         return KeyCheck(note=f"the key's permissions could not be read ({reason})")
     permissions, refusal, warnings = permissions_assess(raw)
     if refusal:
@@ -156,7 +153,7 @@ def _use_sandbox(client: Any, exchange: str) -> None:
 
 def _refusal(exc: Exception) -> tuple[str, str]:
     """The field a failed check is about, and why, in the exchange's words."""
-    said = f"{type(exc).__name__}: {exc}"
+    said = exchange_error_text(exc)
     if isinstance(exc, ccxt.AuthenticationError):  # PermissionDenied, AccountSuspended too
         return "api_key", f"the exchange refused these keys ({said})"
     if isinstance(exc, ccxt.OperationFailed):  # network errors, timeouts, 5xx, rate limits
@@ -169,7 +166,6 @@ def _refusal(exc: Exception) -> tuple[str, str]:
 
 
 def _scrubbed(reason: str, secrets: list[str]) -> str:
-    reason = QUERY_RE.sub("?…", reason)
     for value in secrets:
         reason = reason.replace(value, "***")
     return reason[:REASON_CHARS]

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import ccxt
 
+from markets.exchange_data import exchange_error_text
 from subscriptions.keycheck import PERMISSION_METHODS
 from trades.brokers.base import CredentialFailure
 from trades.brokers.hub import CredentialRef, Exchange, ExchangeUnsupported, Hub, get_hub
@@ -159,12 +160,6 @@ def _failure(ref: CredentialRef, exc: Exception) -> tuple[str, CredentialFailure
     return f"internal: {_describe(exc)}", CredentialFailure.TRANSIENT
 
 
-def _describe(exc: BaseException) -> str:
-    # ccxt puts the request URL (with its signature) in some messages: cut at the query.
-    text = f"{type(exc).__name__}: {exc}"
-    return text.split("?", 1)[0][:500]
-
-
 def _dec(value: Any) -> Decimal | None:
     if value is None:
         return None
@@ -172,3 +167,7 @@ def _dec(value: Any) -> Decimal | None:
         return Decimal(str(value))
     except ArithmeticError:
         return None
+
+
+def _describe(exc: BaseException) -> str:
+    return exchange_error_text(exc, limit=500)

@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from core.logs import log_context
 from core.metrics import EXCHANGE_ERRORS
+from markets.exchange_data import exchange_error_text
 from subscriptions.crypto import CredentialDecryptionError, decrypt_secret
 from subscriptions.models import BrokerCredential, StrategySubscription
 from subscriptions.selectors import credential_list_live
@@ -860,10 +861,6 @@ def _rejected(
     )
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:2000]
-
-
 def _dec(value: Any) -> Decimal | None:
     if value is None or value == "":
         return None
@@ -871,3 +868,7 @@ def _dec(value: Any) -> Decimal | None:
         return Decimal(str(value))
     except InvalidOperation:
         return None
+
+
+def _describe(exc: BaseException) -> str:
+    return exchange_error_text(exc)
