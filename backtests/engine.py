@@ -106,6 +106,8 @@ class Account:
 
     def apply(self, raw: Any, bar: Bar) -> None:
         """The strategy's return value at this close: validated, then acted on."""
+        if raw is None:  # HOLD, as signal_parse reads None: most closes, nothing to act on
+            return
         try:
             signal = signal_parse(raw, market_price=bar.close)
         except InvalidSignal as exc:  # live: a failed execution, nothing traded

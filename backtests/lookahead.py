@@ -4,7 +4,8 @@
 A vectorised strategy sees every row at once, so a ``shift(-1)`` reads the next candle's
 close and books trades no one could have made. The check runs ``generate_signal`` in one
 sandbox session, fed only the candles up to each sampled one (the child never holds a later
-candle), and compares the two signals as the platform would act on them.
+candle), and compares the two signals as the platform would act on them. The caller owns
+the session and takes the steps when it likes (between candles of its replay).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from strategies.sandbox import strategy_session
+from strategies.sandbox import StepResult, StrategySession
 from strategies.signals import InvalidSignal, signal_parse
 
 ACTIVE_SAMPLE = 48  # rows where generate_signals acted: where a peek books trades
@@ -20,37 +21,75 @@ QUIET_SAMPLE = 16  # rows where it held: a peek may also hide a signal
 TOLERANCE = Decimal("1e-9")  # relative, for prices computed by two float paths
 
 
-def lookahead_check(
-    *,
-    rows: list[list[float]],
-    signals: list[Any],
-    first: int,
-    lookback: int,
-    options: dict[str, Any],
-) -> dict[str, Any]:
-    """``signals[i]`` is generate_signals' answer for ``rows[first + i]``; returns what was
-    checked and every disagreement (candle, both signals), or the error that stopped it."""
-    sample = _sample(signals)
-    found: list[dict[str, Any]] = []
-    with strategy_session(history=[], lookback=lookback, **options) as session:
-        sent = 0
-        for i in sample:
-            at = first + i
-            start = max(sent, at - lookback + 1)
-            result = session.step(rows[start : at + 1])  # the child has nothing after ``at``
-            sent = at + 1
-            if not result.ok:
-                return {"checked": len(found), "disagreements": found, "error": result.error}
-            close = Decimal(str(rows[at][4]))
-            if not _same(_acted(signals[i], close), _acted(result.value, close)):
-                found.append(
-                    {
-                        "time_ms": int(rows[at][0]),
-                        "generate_signals": _acted(signals[i], close),
-                        "generate_signal": _acted(result.value, close),
-                    }
-                )
-    return {"checked": len(sample), "disagreements": found}
+class LookaheadCheck:
+    """The check in steps, so that a caller may work while the strategy computes: each
+    ``advance()`` takes the answer for the sampled candle sent last, compares it, and sends
+    the next one. The session's lockstep rule holds as in ``step``: a candle is sent only
+    once the answer for the one before is in, so the child never holds a later candle."""
+
+    def __init__(
+        self,
+        *,
+        session: StrategySession,
+        rows: list[list[float]],
+        signals: list[Any],
+        first: int,
+        lookback: int,
+    ) -> None:
+        self._session, self._rows, self._signals = session, rows, signals
+        self._first, self._lookback = first, lookback
+        self._sample = _sample(signals)
+        self._next = 0  # index in the sample of the candle to send next
+        self._sent = 0  # rows handed to the child so far
+        self._pending: int | None = None  # the sampled signal index awaiting its answer
+        self._found: list[dict[str, Any]] = []
+        self._error = ""
+
+    @property
+    def steps(self) -> int:
+        return len(self._sample)
+
+    def advance(self) -> None:
+        """Compare the pending answer (waiting for it), then send the next sampled candle."""
+        if self._pending is not None:
+            self._compare(self._pending, self._session.receive())
+            self._pending = None
+        if self._error or self._next >= len(self._sample):
+            return
+        i = self._sample[self._next]
+        self._next += 1
+        at = self._first + i
+        start = max(self._sent, at - self._lookback + 1)
+        failure = self._session.send(self._rows[start : at + 1])  # nothing after ``at``
+        self._sent = at + 1
+        if failure is not None:
+            self._error = failure.error
+        else:
+            self._pending = i
+
+    def finish(self) -> dict[str, Any]:
+        """Every remaining sampled candle checked -> the verdict."""
+        while self._pending is not None or (not self._error and self._next < len(self._sample)):
+            self.advance()
+        if self._error:
+            return {"checked": self._next - 1, "disagreements": self._found, "error": self._error}
+        return {"checked": len(self._sample), "disagreements": self._found}
+
+    def _compare(self, i: int, result: StepResult) -> None:
+        if not result.ok:
+            self._error = result.error
+            return
+        at = self._first + i
+        close = Decimal(str(self._rows[at][4]))
+        expected, actual = _acted(self._signals[i], close), _acted(result.value, close)
+        if not _same(expected, actual):
+            self._found.append(
+                {
+                    "time_ms": int(self._rows[at][0]),
+                    "generate_signals": expected,
+                    "generate_signal": actual,
+                }
+            )
 
 
 def _sample(signals: list[Any]) -> list[int]:

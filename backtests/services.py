@@ -25,7 +25,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from backtests.engine import Account, Bar, Sizing
-from backtests.lookahead import lookahead_check
+from backtests.lookahead import LookaheadCheck
 from backtests.metrics import backtest_metrics
 from backtests.models import Backtest, BacktestTrade
 from backtests.results import BacktestSeries
@@ -337,8 +337,7 @@ def _warm_up_from_period(run: _Run) -> None:
 
 def _simulate(run: _Run, on_progress: Progress | None) -> None:
     if run.backtest.method == Method.VECTORISED:
-        signals = _vectorised_signals(run)
-        _replay(run, lambda index, _row: signals[index], on_progress)
+        _simulate_vectorised(run, on_progress)
         return
     options = _sandbox_options(run.backtest)
     session = None
@@ -412,24 +411,32 @@ def _progress(backtest: Backtest, done: int, on_progress: Progress | None) -> No
         on_progress(done, backtest.candles_total)
 
 
-def _vectorised_signals(run: _Run) -> list[Any]:
+def _simulate_vectorised(run: _Run, on_progress: Progress | None) -> None:
     """``generate_signals`` once over warm-up and period, then checked against
-    ``generate_signal`` on history cut at a sample of candles (look-ahead bias)."""
-    options = _sandbox_options(run.backtest)
-    options.pop("budget_s")
-    result = run_signals(candles=run.warm + run.rows, **options)
-    run.isolation, run.logs = result.isolation, result.logs
-    if not result.ok:
-        raise BacktestFailed(f"generate_signals failed: {result.error}")
-    assert result.value is not None
-    signals = list(result.value["signals"])[len(run.warm) :]
-    run.lookahead = lookahead_check(
-        rows=run.warm + run.rows,
-        signals=signals,
-        first=len(run.warm),
-        lookback=run.backtest.lookback,
-        options=_sandbox_options(run.backtest),
-    )
+    ``generate_signal`` on history cut at a sample of candles (look-ahead bias). The check's
+    session starts while generate_signals runs, and its steps are taken between candles of
+    the replay, so the strategy computes them while this process runs the account."""
+    rows = run.warm + run.rows
+    with strategy_session(
+        history=[], lookback=run.backtest.lookback, **_sandbox_options(run.backtest)
+    ) as session:
+        signals = _vectorised_signals(run, rows)
+        check = LookaheadCheck(
+            session=session,
+            rows=rows,
+            signals=signals,
+            first=len(run.warm),
+            lookback=run.backtest.lookback,
+        )
+        every = max(len(run.rows) // (check.steps + 1), 1)
+
+        def signal_at(index: int, _row: list[float]) -> Any:
+            if index % every == 0:
+                check.advance()
+            return signals[index]
+
+        _replay(run, signal_at, on_progress)
+        run.lookahead = check.finish()
     if run.lookahead.get("error"):
         raise BacktestFailed(str(run.lookahead["error"]))
     if run.lookahead["disagreements"]:
@@ -438,7 +445,18 @@ def _vectorised_signals(run: _Run) -> list[Any]:
             f"at the candle for {len(run.lookahead['disagreements'])} of "
             f"{run.lookahead['checked']} candles checked; these results are not to be trusted"
         )
-    return signals
+
+
+def _vectorised_signals(run: _Run, rows: list[list[float]]) -> list[Any]:
+    """generate_signals' answer for each traded candle (its call gets the warm-up too)."""
+    options = _sandbox_options(run.backtest)
+    options.pop("budget_s")
+    result = run_signals(candles=rows, **options)
+    run.isolation, run.logs = result.isolation, result.logs
+    if not result.ok:
+        raise BacktestFailed(f"generate_signals failed: {result.error}")
+    assert result.value is not None
+    return list(result.value["signals"])[len(run.warm) :]
 
 
 # --- recording -------------------------------------------------------------------------------

@@ -15,6 +15,9 @@ carries over between steps, as none does between live executions).
   this process as fd 0 (see child.run_session). Candles travel on it in lockstep: the next
   ones are sent only once the answer for the previous step is in, so the executor never
   holds (in memory, in a socket buffer, anywhere) a candle before its step.
+* **Started in the background.** ``strategy_session`` returns once the zygote took the
+  request; the first step waits for the executor's greeting, so the caller may work while
+  it starts (a failure to start is that first step's error).
 * **Failures end the session.** An exception, an invalid value, a timeout (``timeout_s``, per
   step: the executor is killed at once) or the session's ``budget_s`` (wall clock from the
   start, and CPU) running out: that step returns the error, every later one a refusal
@@ -91,7 +94,13 @@ class StrategySession:
     """What ``strategy_session`` yields. ``logs`` and ``cpu_ms`` are set once it is closed;
     ``error`` is what ended it early ('' while it runs, and after a normal end)."""
 
-    def __init__(self, isolation: str, backend: _Backend | None, failure: StepResult | None):
+    def __init__(
+        self,
+        isolation: str,
+        backend: _Backend | None,
+        failure: StepResult | None,
+        starting: _ZygoteBackend | None = None,
+    ):
         self.isolation = isolation  # the mode actually used: bwrap or rlimit
         self.logs = ""
         self.cpu_ms = 0.0
@@ -101,6 +110,9 @@ class StrategySession:
         self._failure = failure  # what ended it, not yet returned by a step
         self._closed = False
         self._sent = False  # candles handed over and not yet answered
+        # An executor still starting: its greeting is awaited at the first send, so that the
+        # caller works (a vectorised backtest runs generate_signals) while it starts.
+        self._starting = starting
         if failure is not None:
             self.error = failure.error
 
@@ -116,6 +128,8 @@ class StrategySession:
         A caller may work between ``send`` and ``receive`` (a backtest values its account
         while the strategy computes the next signal); it sends the next candles only after
         receiving, so the executor never holds a candle that had not closed for it."""
+        if self._starting is not None:
+            self._await_start(self._starting)
         if self._backend is None or self._closed or self.error or self._sent:
             return self._refusal()
         try:
@@ -144,6 +158,13 @@ class StrategySession:
         self._closed = True
         if self._backend is not None:
             self.logs, self.cpu_ms = self._backend.close(abort)
+
+    def _await_start(self, backend: _ZygoteBackend) -> None:
+        self._starting = None
+        failure = backend.wait_ready()
+        if failure is not None:
+            self._failure, self.error = failure, failure.error
+            self._backend_done()
 
     def _end(self, failure: StepResult) -> StepResult:
         self.error = failure.error
@@ -286,11 +307,8 @@ def _start(payload: bytes, mode: str, require: bool, request: _ColdRequest) -> S
 
 
 def _ready(backend: _ZygoteBackend, mode: str) -> StrategySession:
-    failure = backend.wait_ready()
-    session = StrategySession(mode, backend, failure)
-    if failure is not None:
-        session._backend_done()
-    return session
+    """The session, its executor's greeting awaited at the first step (it starts meanwhile)."""
+    return StrategySession(mode, backend, None, starting=backend)
 
 
 # --------------------------------------------------------------------------- zygote backend

@@ -102,6 +102,33 @@ def test_a_strategy_that_peeks_one_candle_ahead_is_reported(eth_btc):
     assert any(w.startswith("look-ahead bias") for w in backtest.metrics["warnings"])
 
 
+def test_generate_signal_failing_during_the_check_fails_the_backtest_with_nothing_recorded(
+    eth_btc,
+):
+    # given a generate_signal that raises on history past the middle of the candles (the
+    # check's later steps), its vectorised form honest
+    rows = json.loads((settings.MARKET_DATA_DIR / "candles" / "ETH_BTC-5m.json").read_text())
+    middle = int(rows[300][0])
+    code = HONEST.replace(
+        '    close = candles["close"]\n    fast',
+        f'    if candles["timestamp"].iloc[-1].value // 10**6 >= {middle}:\n'
+        '        raise ValueError("late history")\n'
+        '    close = candles["close"]\n    fast',
+        1,
+    )
+    assert code != HONEST
+
+    # when it is backtested vectorised
+    backtest = _backtest(code, Backtest.Method.VECTORISED)
+
+    # then it failed with the strategy's error and line, and no trade or series is shown
+    assert backtest.status == Backtest.Status.FAILED
+    assert "ValueError: late history" in backtest.error
+    assert "(line " in backtest.error
+    assert not backtest.trades.exists()
+    assert backtest.series == {} and backtest.metrics == {}
+
+
 def test_a_vectorised_strategy_without_generate_signals_fails_clearly(eth_btc):
     # given code with generate_signal only
     code = HONEST[: HONEST.index("def generate_signals")]
