@@ -27,6 +27,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Max, Min
 
 from core.time_utils import datetime_to_ms
+from execution.services import _fanout_chunk_size
 from execution.tasks import execute_strategy
 from markets.candles import candles_import
 from strategies.models import Strategy, StrategyExecution, StrategyVersion
@@ -68,6 +69,10 @@ class Figures:
     first_s: float  # signal → first order acknowledged
     p50_s: float
     p99_s: float
+    # Each fan-out task's first and last order acknowledged (its subscribers, in id order, cut
+    # as the dispatch cuts them): batches side by side on the pool processes overlap, batches
+    # one after the other on a process do not.
+    batches: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def per_second(self) -> float:
@@ -81,6 +86,10 @@ class Figures:
             f"dispatch {self.dispatch_s:.3f} s; {self.per_second:.0f} orders/s; "
             f"{self.orders} orders, {self.failed} not filled"
         )
+
+    def batches_line(self) -> str:
+        spans = ", ".join(f"{first:.3f}-{last:.3f}" for first, last in self.batches)
+        return f"{len(self.batches)} batches, first-last order acknowledged (s): {spans}"
 
 
 @dataclass
@@ -209,11 +218,14 @@ def bench_figures(execution_id: int) -> Figures:
     signal, dispatched = execution.finished_at, execution.fanout_dispatched_at
     assert signal is not None and dispatched is not None
     orders = Order.objects.filter(execution_id=execution_id)
-    acks = sorted(
+    by_subscriber = [
         (ack - signal).total_seconds()
-        for ack in orders.values_list("acknowledged_at", flat=True)
+        for ack in orders.order_by("subscription_id").values_list("acknowledged_at", flat=True)
         if ack is not None
-    )
+    ]
+    acks = sorted(by_subscriber)
+    size = _fanout_chunk_size(len(by_subscriber))
+    chunks = [by_subscriber[i : i + size] for i in range(0, len(by_subscriber), size)]
     trades = Trade.objects.filter(execution_id=execution_id)
     recorded = trades.aggregate(last=Max("updated_at"))["last"] or signal
     first = orders.aggregate(first=Min("acknowledged_at"))["first"] or signal
@@ -226,6 +238,7 @@ def bench_figures(execution_id: int) -> Figures:
         first_s=(first - signal).total_seconds(),
         p50_s=statistics.median(acks) if acks else 0.0,
         p99_s=acks[min(len(acks) - 1, int(len(acks) * 0.99))] if acks else 0.0,
+        batches=[(min(chunk), max(chunk)) for chunk in chunks],
     )
 
 

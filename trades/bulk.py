@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.db import connection, models
+from django.db.models import F
 
 
 def _fast() -> bool:
@@ -75,6 +76,41 @@ def bulk_write(objs: Sequence[models.Model], fields: Sequence[str]) -> int:
         f"WHERE {table}.{quote(_col(pk))} = v.{quote('__pk')}::{pk_cast}"
     )
     _execute_values(sql, rows)
+    return len(rows)
+
+
+def bulk_add(model: type[models.Model], fields: Sequence[str], rows: dict[Any, Sequence]) -> int:
+    """Add ``rows[pk]`` to ``fields`` of each row, in the database (``field = field + value``,
+    so concurrent additions are kept); returns the rows.
+
+    One ``UPDATE … FROM (VALUES …)`` on PostgreSQL: a ``CASE WHEN id = …`` per row would cost
+    the database a comparison per row and branch, quadratic in the batch.
+    """
+    if not rows:
+        return 0
+    meta = model._meta
+    concrete = [_field(meta, name) for name in fields]
+    if not _fast():
+        for pk, values in rows.items():
+            model._default_manager.filter(pk=pk).update(
+                **{f.name: F(f.name) + v for f, v in zip(concrete, values, strict=True)}
+            )
+        return len(rows)
+    pk = meta.pk
+    assert pk is not None
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    assignments = ", ".join(
+        f"{quote(_col(f))} = {table}.{quote(_col(f))} + v.{quote(_col(f))}::"
+        f"{f.cast_db_type(connection)}"
+        for f in concrete
+    )
+    names = ", ".join([*(quote(_col(f)) for f in concrete), quote("__pk")])
+    sql = (
+        f"UPDATE {table} SET {assignments} FROM (VALUES %s) AS v({names}) "
+        f"WHERE {table}.{quote(_col(pk))} = v.{quote('__pk')}::{pk.cast_db_type(connection)}"
+    )
+    _execute_values(sql, [[*values, key] for key, values in rows.items()])
     return len(rows)
 
 

@@ -923,12 +923,12 @@ def _exits_skip(reasons: dict[int, str]) -> None:
 
 def _refresh_positions(legs: Sequence[Leg], filled: Fills, tally: Tally) -> None:
     """The sync spans strategies: refresh each symbol's subscribers with their own symbol."""
-    by_symbol: dict[str, set[int]] = {}
+    by_symbol: dict[str, dict[int, StrategySubscription]] = {}
     for leg in legs:
-        by_symbol.setdefault(leg.trade.symbol, set()).add(leg.subscription.pk)
-    for symbol, subscription_ids in by_symbol.items():
-        mine = {k: v for k, v in filled.items() if k in subscription_ids}
-        positions_settle(subscription_ids=subscription_ids, symbol=symbol, filled=mine, tally=tally)
+        by_symbol.setdefault(leg.trade.symbol, {})[leg.subscription.pk] = leg.subscription
+    for symbol, subscriptions in by_symbol.items():
+        mine = {k: v for k, v in filled.items() if k in subscriptions}
+        positions_settle(subscriptions=subscriptions, symbol=symbol, filled=mine, tally=tally)
 
 
 def _resend(legs: Sequence[Leg], tally: Tally) -> Fills:
