@@ -69,10 +69,10 @@ class Figures:
     first_s: float  # signal → first order acknowledged
     p50_s: float
     p99_s: float
-    # Each fan-out task's first and last order acknowledged (its subscribers, in id order, cut
-    # as the dispatch cuts them): batches side by side on the pool processes overlap, batches
-    # one after the other on a process do not.
-    batches: list[tuple[float, float]] = field(default_factory=list)
+    # Each fan-out task's first trade intent written (about when it started), first and last
+    # order acknowledged (its subscribers in id order, cut as the dispatch cuts them): batches
+    # side by side on the pool processes overlap, batches one after the other do not.
+    batches: list[tuple[float, float, float]] = field(default_factory=list)
 
     @property
     def per_second(self) -> float:
@@ -88,8 +88,12 @@ class Figures:
         )
 
     def batches_line(self) -> str:
-        spans = ", ".join(f"{first:.3f}-{last:.3f}" for first, last in self.batches)
-        return f"{len(self.batches)} batches, first-last order acknowledged (s): {spans}"
+        spans = ", ".join(
+            f"{start:.3f}/{first:.3f}-{last:.3f}" for start, first, last in self.batches
+        )
+        return (
+            f"{len(self.batches)} batches, first intent/first-last order acknowledged (s): {spans}"
+        )
 
 
 @dataclass
@@ -218,14 +222,16 @@ def bench_figures(execution_id: int) -> Figures:
     signal, dispatched = execution.finished_at, execution.fanout_dispatched_at
     assert signal is not None and dispatched is not None
     orders = Order.objects.filter(execution_id=execution_id)
-    by_subscriber = [
-        (ack - signal).total_seconds()
-        for ack in orders.order_by("subscription_id").values_list("acknowledged_at", flat=True)
+    rows = [
+        ((ack - signal).total_seconds(), (created - signal).total_seconds())
+        for ack, created in orders.order_by("subscription_id").values_list(
+            "acknowledged_at", "trade__created_at"
+        )
         if ack is not None
     ]
-    acks = sorted(by_subscriber)
-    size = _fanout_chunk_size(len(by_subscriber))
-    chunks = [by_subscriber[i : i + size] for i in range(0, len(by_subscriber), size)]
+    acks = sorted(ack for ack, _ in rows)
+    size = _fanout_chunk_size(len(rows))
+    chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
     trades = Trade.objects.filter(execution_id=execution_id)
     recorded = trades.aggregate(last=Max("updated_at"))["last"] or signal
     first = orders.aggregate(first=Min("acknowledged_at"))["first"] or signal
@@ -238,7 +244,10 @@ def bench_figures(execution_id: int) -> Figures:
         first_s=(first - signal).total_seconds(),
         p50_s=statistics.median(acks) if acks else 0.0,
         p99_s=acks[min(len(acks) - 1, int(len(acks) * 0.99))] if acks else 0.0,
-        batches=[(min(chunk), max(chunk)) for chunk in chunks],
+        batches=[
+            (min(c for _, c in chunk), min(a for a, _ in chunk), max(a for a, _ in chunk))
+            for chunk in chunks
+        ],
     )
 
 

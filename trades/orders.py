@@ -55,7 +55,7 @@ from trades.brokers.live import (
     live_lookup_many,
     live_place_many,
 )
-from trades.bulk import bulk_add, bulk_insert, bulk_write
+from trades.bulk import bulk_add, bulk_insert_new, bulk_write
 from trades.guards import drawdown_check
 from trades.models import Order, Trade
 from trades.notices import close_notice, fill_notice, rejection_notice
@@ -552,10 +552,11 @@ def positions_settle(
 def order_intents(
     execution: StrategyExecution, specs: Sequence[tuple[Trade, OrderPurpose, OrderRequest]]
 ) -> dict[tuple[int, OrderPurpose], Order]:
-    """Get or create the intents for (trade, purpose, request), in two queries."""
+    """Get or create the intents for (trade, purpose, request): one INSERT, and a read of
+    those that existed already (a redelivery, a close asked again)."""
     if not specs:
         return {}
-    bulk_insert(
+    inserted = bulk_insert_new(
         [
             Order(
                 subscription_id=trade.subscription_id,
@@ -572,13 +573,18 @@ def order_intents(
             )
             for trade, purpose, request in specs
         ],
+        key="client_order_id",
     )
+    intents = {(o.subscription_id, o.purpose): o for o in inserted}
+    rest = [(t, p) for t, p, _ in specs if (t.subscription_id, p) not in intents]
+    if not rest:
+        return intents
     orders = Order.objects.filter(
         execution=execution,
-        subscription_id__in={trade.subscription_id for trade, _, _ in specs},
-        purpose__in={purpose for _, purpose, _ in specs},
+        subscription_id__in={trade.subscription_id for trade, _ in rest},
+        purpose__in={purpose for _, purpose in rest},
     )
-    return {(o.subscription_id, o.purpose): o for o in orders}
+    return {**intents, **{(o.subscription_id, o.purpose): o for o in orders}}
 
 
 def request_from_intent(order: Order, request: OrderRequest) -> OrderRequest:
