@@ -27,6 +27,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Max, Min
 
 from core.time_utils import datetime_to_ms
+from execution.services import _fanout_chunk_size
 from execution.tasks import execute_strategy
 from markets.candles import candles_import
 from strategies.models import Strategy, StrategyExecution, StrategyVersion
@@ -68,6 +69,10 @@ class Figures:
     first_s: float  # signal → first order acknowledged
     p50_s: float
     p99_s: float
+    # Each fan-out task's first trade intent written (about when it started), first and last
+    # order acknowledged (its subscribers in id order, cut as the dispatch cuts them): batches
+    # side by side on the pool processes overlap, batches one after the other do not.
+    batches: list[tuple[float, float, float]] = field(default_factory=list)
 
     @property
     def per_second(self) -> float:
@@ -80,6 +85,14 @@ class Figures:
             f"p50 {self.p50_s:.3f} s, p99 {self.p99_s:.3f} s; first order {self.first_s:.3f} s; "
             f"dispatch {self.dispatch_s:.3f} s; {self.per_second:.0f} orders/s; "
             f"{self.orders} orders, {self.failed} not filled"
+        )
+
+    def batches_line(self) -> str:
+        spans = ", ".join(
+            f"{start:.3f}/{first:.3f}-{last:.3f}" for start, first, last in self.batches
+        )
+        return (
+            f"{len(self.batches)} batches, first intent/first-last order acknowledged (s): {spans}"
         )
 
 
@@ -209,11 +222,16 @@ def bench_figures(execution_id: int) -> Figures:
     signal, dispatched = execution.finished_at, execution.fanout_dispatched_at
     assert signal is not None and dispatched is not None
     orders = Order.objects.filter(execution_id=execution_id)
-    acks = sorted(
-        (ack - signal).total_seconds()
-        for ack in orders.values_list("acknowledged_at", flat=True)
+    rows = [
+        ((ack - signal).total_seconds(), (created - signal).total_seconds())
+        for ack, created in orders.order_by("subscription_id").values_list(
+            "acknowledged_at", "trade__created_at"
+        )
         if ack is not None
-    )
+    ]
+    acks = sorted(ack for ack, _ in rows)
+    size = _fanout_chunk_size(len(rows))
+    chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
     trades = Trade.objects.filter(execution_id=execution_id)
     recorded = trades.aggregate(last=Max("updated_at"))["last"] or signal
     first = orders.aggregate(first=Min("acknowledged_at"))["first"] or signal
@@ -226,6 +244,10 @@ def bench_figures(execution_id: int) -> Figures:
         first_s=(first - signal).total_seconds(),
         p50_s=statistics.median(acks) if acks else 0.0,
         p99_s=acks[min(len(acks) - 1, int(len(acks) * 0.99))] if acks else 0.0,
+        batches=[
+            (min(c for _, c in chunk), min(a for a, _ in chunk), max(a for a, _ in chunk))
+            for chunk in chunks
+        ],
     )
 
 

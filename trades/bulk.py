@@ -10,10 +10,14 @@ elsewhere (SQLite, in process and cheap already) they fall back to the ORM.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from decimal import ROUND_HALF_UP, Context, Decimal
+from typing import Any, TypeVar
 
 from django.db import connection, models
+from django.db.models import F
+
+M = TypeVar("M", bound=models.Model)
 
 
 def _fast() -> bool:
@@ -78,6 +82,43 @@ def bulk_write(objs: Sequence[models.Model], fields: Sequence[str]) -> int:
     return len(rows)
 
 
+def bulk_add(
+    model: type[models.Model], fields: Sequence[str], rows: Mapping[Any, Sequence[Any]]
+) -> int:
+    """Add ``rows[pk]`` to ``fields`` of each row, in the database (``field = field + value``,
+    so concurrent additions are kept); returns the rows.
+
+    One ``UPDATE … FROM (VALUES …)`` on PostgreSQL: a ``CASE WHEN id = …`` per row would cost
+    the database a comparison per row and branch, quadratic in the batch.
+    """
+    if not rows:
+        return 0
+    meta = model._meta
+    concrete = [_field(meta, name) for name in fields]
+    if not _fast():
+        for pk, values in rows.items():
+            model._default_manager.filter(pk=pk).update(
+                **{f.name: F(f.name) + v for f, v in zip(concrete, values, strict=True)}
+            )
+        return len(rows)
+    pk = meta.pk
+    assert pk is not None
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    assignments = ", ".join(
+        f"{quote(_col(f))} = {table}.{quote(_col(f))} + v.{quote(_col(f))}::"
+        f"{f.cast_db_type(connection)}"
+        for f in concrete
+    )
+    names = ", ".join([*(quote(_col(f)) for f in concrete), quote("__pk")])
+    sql = (
+        f"UPDATE {table} SET {assignments} FROM (VALUES %s) AS v({names}) "
+        f"WHERE {table}.{quote(_col(pk))} = v.{quote('__pk')}::{pk.cast_db_type(connection)}"
+    )
+    _execute_values(sql, [[*values, key] for key, values in rows.items()])
+    return len(rows)
+
+
 def bulk_insert(
     objs: Sequence[models.Model],
     *,
@@ -114,6 +155,51 @@ def bulk_insert(
     _execute_values(sql, _values(objs, fields, True))
 
 
+def bulk_insert_new(objs: Sequence[M], *, key: str) -> list[M]:
+    """INSERT the objects, leaving rows that exist alone; returns the objects inserted, their
+    primary keys set, so the caller need not read back what it just wrote (``key``: a unique
+    field telling the objects apart). On SQLite it returns none: the caller reads them all.
+    """
+    if not objs:
+        return []
+    if not _fast():
+        bulk_insert(objs)
+        return []
+    meta = type(objs[0])._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    pk, unique = meta.pk, _field(meta, key)
+    assert pk is not None and unique.unique
+    columns = ", ".join(quote(_col(f)) for f in fields)
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES %s ON CONFLICT DO NOTHING "
+        f"RETURNING {quote(_col(pk))}, {quote(_col(unique))}"
+    )
+    ids = dict((k, v) for v, k in _execute_values(sql, _values(objs, fields, True), fetch=True))
+    decimals = [f for f in fields if isinstance(f, models.DecimalField)]
+    inserted = []
+    for obj in objs:
+        value = getattr(obj, unique.attname)
+        if value in ids:
+            obj.pk = ids[value]
+            obj._state.adding, obj._state.db = False, connection.alias
+            _as_stored(obj, decimals)
+            inserted.append(obj)
+    return inserted
+
+
+def _as_stored(obj: models.Model, decimals: Sequence[models.DecimalField]) -> None:
+    """Decimals as the database stored them (rounded to the column's scale, half away from
+    zero like PostgreSQL's numeric), so the object equals the row read back."""
+    for field in decimals:
+        value = getattr(obj, field.attname)
+        if isinstance(value, Decimal) and field.decimal_places is not None and value.is_finite():
+            step = Decimal(1).scaleb(-field.decimal_places)
+            # The column's digits, not the default context's 28: the row holds them already.
+            context = Context(prec=max(28, (field.max_digits or 0) + 1))
+            setattr(obj, field.attname, value.quantize(step, ROUND_HALF_UP, context))
+
+
 def _col(field: models.Field) -> str:
     assert field.column is not None
     return field.column
@@ -125,8 +211,8 @@ def _field(meta: Any, name: str) -> models.Field:
     return field
 
 
-def _execute_values(sql: str, rows: list) -> None:
+def _execute_values(sql: str, rows: list, *, fetch: bool = False) -> list:
     from psycopg2.extras import execute_values
 
     with connection.cursor() as cursor:
-        execute_values(cursor.cursor, sql, rows, page_size=max(1, len(rows)))
+        return execute_values(cursor.cursor, sql, rows, page_size=max(1, len(rows)), fetch=fetch)

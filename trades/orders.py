@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -35,14 +35,14 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, DecimalField, F, Q, Value, When
+from django.db.models import F, Q
 from django.utils import timezone
 
 from core.events import EventType, events_emit
 from core.metrics import ORDERS
 from notifications.services import Notice, notifications_record
 from strategies.models import StrategyExecution
-from subscriptions.models import MONEY, StrategySubscription
+from subscriptions.models import StrategySubscription
 from subscriptions.services import credential_record_failures
 from trades.brokers import OrderRequest, OrderResult, OrderStatus, paper_broker
 from trades.brokers.base import CredentialFailure
@@ -55,7 +55,7 @@ from trades.brokers.live import (
     live_lookup_many,
     live_place_many,
 )
-from trades.bulk import bulk_insert, bulk_write
+from trades.bulk import bulk_add, bulk_insert_new, bulk_write
 from trades.guards import drawdown_check
 from trades.models import Order, Trade
 from trades.notices import close_notice, fill_notice, rejection_notice
@@ -486,22 +486,7 @@ def _live_trades(legs: Sequence[Leg]) -> set[int]:
 
 def _add_realized(closed: dict[int, tuple[Decimal, Decimal]]) -> None:
     """Add realized PnL and fees to the subscriptions, in the database, in one statement."""
-    if not closed:
-        return
-    money = DecimalField(**MONEY)
-    pnl = Case(
-        *[When(pk=k, then=Value(v[0])) for k, v in closed.items()],
-        default=Value(Decimal(0)),
-        output_field=money,
-    )
-    fees = Case(
-        *[When(pk=k, then=Value(v[1])) for k, v in closed.items()],
-        default=Value(Decimal(0)),
-        output_field=money,
-    )
-    StrategySubscription.objects.filter(pk__in=list(closed)).update(
-        realized_pnl=F("realized_pnl") + pnl, fees_paid=F("fees_paid") + fees
-    )
+    bulk_add(StrategySubscription, ["realized_pnl", "fees_paid"], closed)
 
 
 Announcement = tuple[EventType, dict[str, Any]]
@@ -530,7 +515,7 @@ def orders_settle(legs: Sequence[Leg], tally: Tally, *, symbol: str) -> None:
     sent = orders_send(legs)
     filled = orders_record(sent, tally)
     positions_settle(
-        subscription_ids={leg.subscription.pk for leg in legs},
+        subscriptions={leg.subscription.pk: leg.subscription for leg in legs},
         symbol=symbol,
         filled=filled,
         tally=tally,
@@ -538,28 +523,40 @@ def orders_settle(legs: Sequence[Leg], tally: Tally, *, symbol: str) -> None:
 
 
 def positions_settle(
-    *, subscription_ids: set[int], symbol: str, filled: Fills, tally: Tally
+    *,
+    subscriptions: Mapping[int, StrategySubscription],
+    symbol: str,
+    filled: Fills,
+    tally: Tally,
 ) -> None:
     """Refresh the positions, valuing a fresh fill at its price, store the equity of the
     subscriptions whose trades filled (one INSERT for the batch), and check it against their
-    maximum drawdown (``tally.tripped``: the positions to close)."""
+    maximum drawdown (``tally.tripped``: the positions to close).
+
+    The equity adds no read to the batch: each point's capital, and whether its subscription
+    has a maximum drawdown at all, come from the subscriptions the batch loaded. A capital
+    change racing the batch writes a point of its own, which the series keeps in order.
+    """
     rows = positions_refresh(
-        subscription_ids=subscription_ids,
+        subscription_ids=set(subscriptions),
         symbol=symbol,
         marks={sub_id: price for sub_id, (_, price) in filled.items()},
     )
-    points = equity_points_fills(positions=rows, filled=filled)
-    tally.tripped.update(drawdown_check(points=points))
+    capitals = {pk: sub.capital for pk, sub in subscriptions.items()}
+    points = equity_points_fills(positions=rows, filled=filled, capitals=capitals)
+    guarded = [p for p in points if subscriptions[p.subscription_id].max_drawdown_pct is not None]
+    tally.tripped.update(drawdown_check(points=guarded))
 
 
 # --- intents --------------------------------------------------------------------------------
 def order_intents(
     execution: StrategyExecution, specs: Sequence[tuple[Trade, OrderPurpose, OrderRequest]]
 ) -> dict[tuple[int, OrderPurpose], Order]:
-    """Get or create the intents for (trade, purpose, request), in two queries."""
+    """Get or create the intents for (trade, purpose, request): one INSERT, and a read of
+    those that existed already (a redelivery, a close asked again)."""
     if not specs:
         return {}
-    bulk_insert(
+    inserted = bulk_insert_new(
         [
             Order(
                 subscription_id=trade.subscription_id,
@@ -576,13 +573,18 @@ def order_intents(
             )
             for trade, purpose, request in specs
         ],
+        key="client_order_id",
     )
+    intents = {(o.subscription_id, o.purpose): o for o in inserted}
+    rest = [(t, p) for t, p, _ in specs if (t.subscription_id, p) not in intents]
+    if not rest:
+        return intents
     orders = Order.objects.filter(
         execution=execution,
-        subscription_id__in={trade.subscription_id for trade, _, _ in specs},
-        purpose__in={purpose for _, purpose, _ in specs},
+        subscription_id__in={trade.subscription_id for trade, _ in rest},
+        purpose__in={purpose for _, purpose in rest},
     )
-    return {(o.subscription_id, o.purpose): o for o in orders}
+    return {**intents, **{(o.subscription_id, o.purpose): o for o in orders}}
 
 
 def request_from_intent(order: Order, request: OrderRequest) -> OrderRequest:

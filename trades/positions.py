@@ -144,12 +144,15 @@ def equity_points_record(
     kind: str,
     times: Mapping[int, datetime],
     only_changed: bool = True,
+    capitals: Mapping[int, Decimal] | None = None,
 ) -> list[EquityPoint]:
     """Store each position's equity at ``times[subscription]``, in one INSERT for all.
 
     With ``only_changed``, a subscription whose equity and capital are those of its last point
     writes nothing, unless that point is from an earlier UTC day: it then writes a daily point,
-    so a chart has a value per day without a row per candle. Returns the points written.
+    so a chart has a value per day without a row per candle. ``capitals``: each
+    subscription's capital when the caller has it loaded (read otherwise). Returns the points
+    written.
     """
     if not positions:
         return []
@@ -157,7 +160,8 @@ def equity_points_record(
     # A point that is always written needs only the capital: the last point's three
     # correlated lookups per subscription were most of a fill batch's equity cost.
     state = _equity_state(ids) if only_changed else dict.fromkeys(ids, None)
-    capitals = _capitals(ids)
+    if capitals is None or any(pk not in capitals for pk in ids):
+        capitals = _capitals(ids)
     points = []
     for position in positions:
         sub_id = position.subscription_id
@@ -228,12 +232,17 @@ def _point(
 
 
 def equity_points_fills(
-    *, positions: Sequence[Position], filled: Mapping[int, tuple[datetime, Decimal]]
+    *,
+    positions: Sequence[Position],
+    filled: Mapping[int, tuple[datetime, Decimal]],
+    capitals: Mapping[int, Decimal] | None = None,
 ) -> list[EquityPoint]:
     """Points for the subscriptions whose trades filled (subscription -> (fill time, price))."""
     rows = [p for p in positions if p.subscription_id in filled]
     times = {sub_id: at for sub_id, (at, _) in filled.items()}
-    return equity_points_record(positions=rows, kind=Kind.FILL, times=times, only_changed=False)
+    return equity_points_record(
+        positions=rows, kind=Kind.FILL, times=times, only_changed=False, capitals=capitals
+    )
 
 
 def equity_points_daily(*, at: datetime) -> int:

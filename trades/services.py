@@ -31,7 +31,7 @@ from subscriptions.models import EquityPoint, StrategySubscription
 from trades.brokers import OrderRequest, OrderResult, OrderStatus, paper_broker
 from trades.brokers.base import CredentialFailure
 from trades.brokers.live import live_last_price
-from trades.bulk import bulk_insert, bulk_write
+from trades.bulk import bulk_insert_new, bulk_write
 from trades.guards import EntryGuards, Tripped, drawdown_check, entry_guards_load, trips_record
 from trades.models import Order, Position, Trade
 from trades.orders import (
@@ -94,7 +94,7 @@ class _EntryContext:
 
 def _entry_intents(ctx: _EntryContext, subs: Sequence[StrategySubscription]) -> dict[int, Trade]:
     side = ENTRY_SIDE[ctx.signal.type]
-    bulk_insert(
+    inserted = bulk_insert_new(
         [
             Trade(
                 subscription=sub,
@@ -110,9 +110,15 @@ def _entry_intents(ctx: _EntryContext, subs: Sequence[StrategySubscription]) -> 
             )
             for sub in subs
         ],
-    )  # a redelivery: the intents exist already, nothing is inserted
-    trades = Trade.objects.filter(execution=ctx.execution, subscription__in=subs)
-    return {t.subscription_id: t for t in trades}
+        key="client_order_id",
+    )
+    trades = {t.subscription_id: t for t in inserted}
+    # A redelivery finds the intents written already: those are read.
+    rest = [s for s in subs if s.pk not in trades]
+    if rest:
+        existing = Trade.objects.filter(execution=ctx.execution, subscription__in=rest)
+        trades.update({t.subscription_id: t for t in existing})
+    return trades
 
 
 def _entry_request(ctx: _EntryContext, sub: StrategySubscription, trade: Trade) -> OrderRequest:
@@ -923,12 +929,12 @@ def _exits_skip(reasons: dict[int, str]) -> None:
 
 def _refresh_positions(legs: Sequence[Leg], filled: Fills, tally: Tally) -> None:
     """The sync spans strategies: refresh each symbol's subscribers with their own symbol."""
-    by_symbol: dict[str, set[int]] = {}
+    by_symbol: dict[str, dict[int, StrategySubscription]] = {}
     for leg in legs:
-        by_symbol.setdefault(leg.trade.symbol, set()).add(leg.subscription.pk)
-    for symbol, subscription_ids in by_symbol.items():
-        mine = {k: v for k, v in filled.items() if k in subscription_ids}
-        positions_settle(subscription_ids=subscription_ids, symbol=symbol, filled=mine, tally=tally)
+        by_symbol.setdefault(leg.trade.symbol, {})[leg.subscription.pk] = leg.subscription
+    for symbol, subscriptions in by_symbol.items():
+        mine = {k: v for k, v in filled.items() if k in subscriptions}
+        positions_settle(subscriptions=subscriptions, symbol=symbol, filled=mine, tally=tally)
 
 
 def _resend(legs: Sequence[Leg], tally: Tally) -> Fills:

@@ -311,7 +311,7 @@ def test_more_of_an_open_entry_filling_later_writes_a_fill_point():
     legs[0].result = OrderResult(OrderStatus.FILLED, quantity=full, average_price=price, fee=fee)
     tally = Tally()
     filled = orders_record(legs, tally)
-    positions_settle(subscription_ids={sub.pk}, symbol=trade.symbol, filled=filled, tally=tally)
+    positions_settle(subscriptions={sub.pk: sub}, symbol=trade.symbol, filled=filled, tally=tally)
 
     # then a fill point values the whole position, net of the whole fee
     points = _points(sub)

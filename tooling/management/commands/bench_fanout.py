@@ -55,6 +55,8 @@ class Command(BaseCommand):
             warm = bench_figures(bench_signal(run, kind="LONG", close=run.closes[8]))
             self.stdout.write(f"first signal (cold pools): {cold.line()}")
             self.stdout.write(f"measured signal (warm):    {warm.line()}")
+            self.stdout.write(f"  cold: {cold.batches_line()}")
+            self.stdout.write(f"  warm: {warm.batches_line()}")
             if mode == "live":
                 floor = bench_floor(run, orders=n)
                 self.stdout.write(
