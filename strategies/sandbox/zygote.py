@@ -93,7 +93,8 @@ def serve(ctrl: socket.socket, config: dict[str, Any]) -> None:
         if not msg:
             os._exit(0)  # parent closed the control socket: it is gone or shutting down
         if not fds and msg == b"prepare":
-            spare = spare or _start_spare(ctrl, config)
+            # Prepared ahead, its executor also warms up: that is off the execution's time.
+            spare = spare or _start_spare(ctrl, {**config, "warm_spare": True})
         elif len(fds) == 1:
             _hand_to_spare(spare, fds[0], ctrl, config)
             spare = None
@@ -621,7 +622,7 @@ def _run_executor(
         session = channels.data_fd is not None
         _confine(workdir, config, pipes, channels.data_fd)
         if header is None:
-            header, candles = _await_request(baseline)
+            header, candles = _await_request(baseline, bool(config.get("warm_spare")))
         else:
             child.apply_limits(child.time_limit_s(header), int(header["memory_mb"]), baseline)
         if session:
@@ -666,10 +667,11 @@ def _confine(workdir: str, config: dict[str, Any], pipes: _Pipes, data_fd: int |
     jail.confine(workdir=workdir, read_paths=read_paths)
 
 
-def _await_request(baseline: int) -> tuple[dict[str, Any], bytes]:
-    """A spare's executor, confined: warm up, then read the request (fd 0 to its end), put
-    /dev/null in its place and apply the request's limits."""
-    child.warm_up(in_zygote=False)
+def _await_request(baseline: int, warm: bool) -> tuple[dict[str, Any], bytes]:
+    """A spare's executor, confined: warm up (``warm``: prepared ahead), then read the request
+    (fd 0 to its end), put /dev/null in its place and apply the request's limits."""
+    if warm:
+        child.warm_up(in_zygote=False)
     child.hold_memory_reserve()
     header, candles = child.read_request(0)
     os.dup2(_SPARE_NULL_FD, 0)
