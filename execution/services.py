@@ -45,7 +45,7 @@ from markets.registry import (
 from notifications.models import NotificationEvent
 from notifications.services import Notice, notifications_record
 from strategies.models import Strategy, StrategyExecution
-from strategies.sandbox import run_strategy
+from strategies.sandbox import prepare_sandbox, run_strategy
 from strategies.signals import InvalidSignal, Signal, signal_parse
 from trades.selectors import fanout_targets
 from trades.services import fanout_process, trades_check_stops
@@ -281,6 +281,11 @@ def _check_stops(execution: StrategyExecution, candle: list[float]) -> None:
 
 def _run(execution: StrategyExecution, strategy: Strategy) -> list[float] | None:
     """Run the strategy on the closed candle; returns that candle once read (None before)."""
+    # The sandbox is set up while the candles and stops are read from the database.
+    prepare_sandbox(
+        require_isolation=settings.STRATEGY_SANDBOX_REQUIRE_ISOLATION,
+        isolation_mode=settings.STRATEGY_SANDBOX_ISOLATION,
+    )
     event_emit(
         EventType.EXECUTION_START,
         execution_id=execution.pk,

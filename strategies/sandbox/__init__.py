@@ -2,6 +2,7 @@
 
 Parent-side API (importable without Django configured)::
 
+    prepare_sandbox()  # an execution is coming: set its sandbox up meanwhile
     run_strategy(code=..., candles=..., settings=...) -> SandboxResult
     dry_run(code=..., candles=..., settings=...) -> SandboxResult
     run_signals(code=..., candles=..., settings=...) -> SandboxResult  # generate_signals
@@ -12,7 +13,7 @@ Parent-side API (importable without Django configured)::
 
 from .codecheck import inspect_code
 from .result import CodeCheck, SandboxResult, StepResult
-from .runner import dry_run, run_signals, run_strategy
+from .runner import dry_run, prepare_sandbox, run_signals, run_strategy
 from .session import StrategySession, strategy_session
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "StrategySession",
     "dry_run",
     "inspect_code",
+    "prepare_sandbox",
     "run_signals",
     "run_strategy",
     "strategy_session",

@@ -4,6 +4,7 @@ Importable without Django being configured: settings come in as arguments."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -23,7 +24,7 @@ from .protocol import (
     parse_result,
 )
 from .result import SandboxResult
-from .zygote_client import ZygoteError, discard_zygote, get_zygote
+from .zygote_client import ZygoteError, discard_zygote, get_zygote, live_zygote
 
 logger = logging.getLogger("strategies.sandbox")
 
@@ -70,6 +71,23 @@ def run_strategy(
         return SandboxResult(False, None, str(exc), "", _ms_since(started), mode)
     outcome, mode = execute(payload, timeout_s, mode, require_isolation)
     return interpret(outcome, timeout_s, started, mode)
+
+
+def prepare_sandbox(
+    *, require_isolation: bool | None = None, isolation_mode: str | None = None
+) -> None:
+    """An execution is coming (run_strategy or run_signals, same options): have its sandbox
+    set up ahead by this process's zygote (its processes forked, namespaces entered, the
+    executor confined and warmed up), while the caller reads what the execution needs. The
+    next execution uses it, or sets one up itself when there is none. Best effort: never
+    raises, and starts no zygote (the first execution of a process does)."""
+    mode, _, refusal = resolve_mode(require_isolation, isolation_mode)
+    if refusal or mode == "cold":
+        return
+    zygote = live_zygote(mode)
+    if zygote is not None:
+        with contextlib.suppress(ZygoteError):
+            zygote.prepare()
 
 
 def run_signals(

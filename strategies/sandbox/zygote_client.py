@@ -144,6 +144,14 @@ class Zygote:
         finally:
             ours.close()
 
+    def prepare(self) -> None:
+        """Have the next execution's sandbox set up ahead (see zygote.py: the spare)."""
+        try:
+            with self._send_lock:
+                self._ctrl.send(b"prepare")
+        except OSError as exc:
+            raise ZygoteError(f"sandbox is gone: {exc}") from exc
+
     def open_session(self, payload: bytes) -> tuple[socket.socket, socket.socket]:
         """Start a session -> (execution socket, data socket). The execution socket stays
         open for writing: shutting it down is how the session is aborted."""
@@ -254,6 +262,13 @@ def get_zygote(mode: str) -> Zygote:
         zygote = Zygote(mode)
         _zygotes[mode] = zygote
         return zygote
+
+
+def live_zygote(mode: str) -> Zygote | None:
+    """The zygote for ``mode`` in this process if it is running; never starts one."""
+    with _registry_lock:
+        current = _zygotes.get(mode)
+    return current if current is not None and current.alive() else None
 
 
 def discard_zygote(zygote: Zygote) -> None:

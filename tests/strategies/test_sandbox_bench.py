@@ -15,9 +15,10 @@ def test_bench_sandbox_prints_every_scenario() -> None:
     call_command("bench_sandbox", runs=2, cold_runs=1, stdout=out)
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("sandbox overhead for a 200-candle strategy")
-    names = ["rlimit warm (zygote)", "rlimit cold (new zygote)", "rlimit cold process (fallback)"]
+    names = ["rlimit warm (zygote)", "rlimit warm, prepared", "rlimit cold (new zygote)"]
+    names += ["rlimit cold process (fallback)"]
     if isolation.bwrap_status()[0]:
-        names += ["bwrap warm (zygote)", "bwrap cold (new zygote)"]
+        names += ["bwrap warm (zygote)", "bwrap warm, prepared", "bwrap cold (new zygote)"]
     for name in names:
         row = next(line for line in lines if line.startswith(name))
         assert "failed" not in row
