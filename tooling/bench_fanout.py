@@ -104,6 +104,7 @@ class BenchRun:
     strategy: Strategy | None = None
     sim: SimulatorClient | None = None
     processes: list[ManageProcess | QueueWorker] = field(default_factory=list)
+    worker: QueueWorker | None = None
     accounts: dict[str, str] = field(default_factory=dict)  # api key -> secret
     closes: list[datetime] = field(default_factory=list)
 
@@ -132,13 +133,27 @@ def bench_start(
             )
         )
         run.sim = SimulatorClient(url)
-    worker = QueueWorker(queue=BENCH_QUEUE, env=env, log_dir=_log_dir(), concurrency=concurrency)
-    run.processes.append(worker.start())
+    run.worker = QueueWorker(
+        queue=BENCH_QUEUE, env=env, log_dir=_log_dir(), concurrency=concurrency
+    ).start()
     # The strategy's dry run goes to this worker too, so it must be listening first.
     settings.STRATEGY_DRY_RUN_QUEUE = BENCH_QUEUE
-    worker.wait_ready()
+    run.worker.wait_ready()
     _create_subscribers(run)
     return run
+
+
+def bench_restart(run: BenchRun, *, settle_s: float) -> None:
+    """Replace the worker by a new one, as a deploy does, with its pools warmed at start
+    (EXCHANGE_POOL_WARM); the next signal comes ``settle_s`` after it is listening."""
+    assert run.worker is not None
+    run.worker.stop()
+    env = {**run.worker.env, "EXCHANGE_POOL_WARM": "1"}
+    run.worker = QueueWorker(
+        queue=BENCH_QUEUE, env=env, log_dir=_log_dir(), concurrency=run.worker.concurrency
+    ).start()
+    run.worker.wait_ready()
+    time.sleep(settle_s)
 
 
 def _load_market() -> list[datetime]:
@@ -291,6 +306,8 @@ async def _floor(url: str, api_key: str, secret: str, orders: int) -> float:
 
 
 def bench_stop(run: BenchRun, *, keep: bool) -> None:
+    if run.worker is not None:
+        run.worker.stop()
     for process in reversed(run.processes):
         process.stop()
     if run.strategy is not None and not keep:

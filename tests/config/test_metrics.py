@@ -19,7 +19,7 @@ from execution.tasks import candle_close
 from markets.registry import INDEX_KEY
 from strategies.models import StrategyExecution
 from tests.factories import StrategyFactory, flat_candles, load_candles, subscribe
-from tests.workers import wait_for
+from tests.workers import WorkerPool, other_pools_stop, wait_for
 from trades.models import Order
 
 TOKEN = "metrics-test-token"
@@ -117,9 +117,19 @@ def _settled(strategy_id: int, interval_start: datetime) -> bool:
     )
 
 
+@pytest.fixture
+def own_workers():
+    """Workers of this test's alone: the counters are this process's, and a worker shared with
+    earlier tests could still be finishing their tasks, counting them in this test's figures."""
+    other_pools_stop()  # a warm shutdown: their tasks in hand are counted before ours start
+    app.control.purge()  # earlier tests' tasks still queued
+    with WorkerPool() as pool:
+        yield pool
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.worker
-def test_counters_after_a_worker_run_equal_what_the_database_holds(celery_workers, settings):
+def test_counters_after_a_worker_run_equal_what_the_database_holds(own_workers, settings):
     # given strategies that enter (three paper subscribers), hold, and fail, on a loaded market
     settings.METRICS_TOKEN = TOKEN
     load_candles(rows=flat_candles(start_ms=datetime_to_ms(START), count=30))

@@ -7,7 +7,14 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tooling.bench_fanout import bench_figures, bench_floor, bench_signal, bench_start, bench_stop
+from tooling.bench_fanout import (
+    bench_figures,
+    bench_floor,
+    bench_restart,
+    bench_signal,
+    bench_start,
+    bench_stop,
+)
 from tooling.live_processes import free_port
 
 
@@ -29,6 +36,13 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--keep", action="store_true", help="keep the bench's rows in the database"
+        )
+        parser.add_argument(
+            "--restart-settle-s",
+            type=float,
+            default=10.0,
+            help="then restart the worker as a deploy does (pools warmed at start) and send "
+            "the next signal this many seconds after it listens; negative: no restart",
         )
 
     def handle(self, *args: object, **o: Any) -> None:
@@ -57,6 +71,13 @@ class Command(BaseCommand):
             self.stdout.write(f"measured signal (warm):    {warm.line()}")
             self.stdout.write(f"  cold: {cold.batches_line()}")
             self.stdout.write(f"  warm: {warm.batches_line()}")
+            if o["restart_settle_s"] >= 0:
+                bench_restart(run, settle_s=o["restart_settle_s"])
+                after = bench_figures(bench_signal(run, kind="EXIT_LONG", close=run.closes[9]))
+                self.stdout.write(
+                    f"first signal after a worker restart ({o['restart_settle_s']:g} s after it "
+                    f"listens, pools warmed at start): {after.line()}"
+                )
             if mode == "live":
                 floor = bench_floor(run, orders=n)
                 self.stdout.write(
