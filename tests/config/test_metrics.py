@@ -118,12 +118,16 @@ def _settled(strategy_id: int, interval_start: datetime) -> bool:
 
 
 @pytest.fixture
-def own_workers():
-    """Workers of this test's alone: the counters are this process's, and a worker shared with
-    earlier tests could still be finishing their tasks, counting them in this test's figures."""
-    other_pools_stop()  # a warm shutdown: their tasks in hand are counted before ours start
+def own_workers(tmp_path, settings):
+    """Workers of this test's alone, writing their samples to a directory of their own that
+    the scrape reads: the counters are theirs only. In the run's shared directory, another
+    process of the run (a worker of an earlier test still finishing a task, a process it
+    started) could count its own execution or order in this test's figures."""
+    settings.PROMETHEUS_MULTIPROC_DIR = str(tmp_path / "metrics")
+    Path(settings.PROMETHEUS_MULTIPROC_DIR).mkdir()
+    other_pools_stop()  # they would take this test's tasks
     app.control.purge()  # earlier tests' tasks still queued
-    with WorkerPool() as pool:
+    with WorkerPool(env={"PROMETHEUS_MULTIPROC_DIR": settings.PROMETHEUS_MULTIPROC_DIR}) as pool:
         yield pool
 
 
