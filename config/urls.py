@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from backtests.record_views import StrategyListingView
 from backtests.views import BacktestListView
+from config import admin as _user_admin  # noqa: F401  (registers the user admin)
 from config.auth_views import RegisterView, TokenView
 from config.health import health
 from config.home import home

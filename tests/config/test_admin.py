@@ -105,3 +105,78 @@ def test_a_list_costs_the_same_queries_however_many_rows(
     # then the list of all of them costs no more queries
     with django_assert_max_num_queries(len(one_tenant)):
         assert admin_client.get(url).status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_user_admin_refuses_an_email_another_account_has_in_any_case(admin_client):
+    # given an account with an address
+    taken = UserFactory(email="Carol@Example.com")
+    other = UserFactory(email="dave@example.com")
+    User = type(taken)
+    password = "a-long-unusual-passphrase"
+
+    # when an operator adds an account, and edits another, with that address in another case
+    added = admin_client.post(
+        _url(User, "add"),
+        {
+            "username": "carol2",
+            "email": "carol@example.COM",
+            "password1": password,
+            "password2": password,
+            "usable_password": "true",
+        },
+    )
+    edited = admin_client.post(
+        _url(User, "change", other.pk),
+        {
+            "username": other.username,
+            "email": "CAROL@example.com",
+            "is_active": "on",
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "00:00:00",
+        },
+    )
+
+    # then both are refused on the email, and nothing changed
+    for response in (added, edited):
+        assert response.status_code == 200
+        assert "Another account has this email" in str(response.context["adminform"].form.errors)
+    assert not User.objects.filter(username="carol2").exists()
+    other.refresh_from_db()
+    assert other.email == "dave@example.com"
+
+
+@pytest.mark.django_db
+def test_the_user_admin_adds_an_account_with_a_new_email_and_keeps_its_own(admin_client):
+    # given an account
+    user = UserFactory(email="erin@example.com")
+    User = type(user)
+    password = "a-long-unusual-passphrase"
+
+    # when an operator adds one with a new address, and saves the first one with its own
+    added = admin_client.post(
+        _url(User, "add"),
+        {
+            "username": "frank",
+            "email": "frank@example.com",
+            "password1": password,
+            "password2": password,
+            "usable_password": "true",
+        },
+    )
+    kept = admin_client.post(
+        _url(User, "change", user.pk),
+        {
+            "username": user.username,
+            "email": "Erin@example.com",
+            "is_active": "on",
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "00:00:00",
+        },
+    )
+
+    # then both are saved
+    assert added.status_code == 302 and kept.status_code == 302
+    assert User.objects.get(username="frank").email == "frank@example.com"
+    user.refresh_from_db()
+    assert user.email == "Erin@example.com"
