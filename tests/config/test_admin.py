@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib import admin
+from django.contrib.auth import get_user_model
 from django.contrib.admin.utils import quote
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -107,41 +108,35 @@ def test_a_list_costs_the_same_queries_however_many_rows(
         assert admin_client.get(url).status_code == 200
 
 
+PASSWORD = "a-long-unusual-passphrase"
+
+
+def _user_add(client, *, username: str, email: str):
+    form = {"username": username, "email": email, "password1": PASSWORD, "password2": PASSWORD}
+    return client.post(_url(get_user_model(), "add"), {**form, "usable_password": "true"})
+
+
+def _user_edit(client, user, *, email: str):
+    form = {"username": user.username, "email": email, "is_active": "on"}
+    joined = {"date_joined_0": "2026-01-01", "date_joined_1": "00:00:00"}
+    return client.post(_url(get_user_model(), "change", user.pk), {**form, **joined})
+
+
 @pytest.mark.django_db
 def test_the_user_admin_refuses_an_email_another_account_has_in_any_case(admin_client):
-    # given an account with an address
-    taken = UserFactory(email="Carol@Example.com")
+    # given an account with an address, and another account
+    UserFactory(email="Carol@Example.com")
     other = UserFactory(email="dave@example.com")
-    User = type(taken)
-    password = "a-long-unusual-passphrase"
 
-    # when an operator adds an account, and edits another, with that address in another case
-    added = admin_client.post(
-        _url(User, "add"),
-        {
-            "username": "carol2",
-            "email": "carol@example.COM",
-            "password1": password,
-            "password2": password,
-            "usable_password": "true",
-        },
-    )
-    edited = admin_client.post(
-        _url(User, "change", other.pk),
-        {
-            "username": other.username,
-            "email": "CAROL@example.com",
-            "is_active": "on",
-            "date_joined_0": "2026-01-01",
-            "date_joined_1": "00:00:00",
-        },
-    )
+    # when an operator adds an account, and edits the other, with that address in another case
+    added = _user_add(admin_client, username="carol2", email="carol@example.COM")
+    edited = _user_edit(admin_client, other, email="CAROL@example.com")
 
     # then both are refused on the email, and nothing changed
     for response in (added, edited):
         assert response.status_code == 200
         assert "Another account has this email" in str(response.context["adminform"].form.errors)
-    assert not User.objects.filter(username="carol2").exists()
+    assert not get_user_model().objects.filter(username="carol2").exists()
     other.refresh_from_db()
     assert other.email == "dave@example.com"
 
@@ -150,33 +145,13 @@ def test_the_user_admin_refuses_an_email_another_account_has_in_any_case(admin_c
 def test_the_user_admin_adds_an_account_with_a_new_email_and_keeps_its_own(admin_client):
     # given an account
     user = UserFactory(email="erin@example.com")
-    User = type(user)
-    password = "a-long-unusual-passphrase"
 
-    # when an operator adds one with a new address, and saves the first one with its own
-    added = admin_client.post(
-        _url(User, "add"),
-        {
-            "username": "frank",
-            "email": "frank@example.com",
-            "password1": password,
-            "password2": password,
-            "usable_password": "true",
-        },
-    )
-    kept = admin_client.post(
-        _url(User, "change", user.pk),
-        {
-            "username": user.username,
-            "email": "Erin@example.com",
-            "is_active": "on",
-            "date_joined_0": "2026-01-01",
-            "date_joined_1": "00:00:00",
-        },
-    )
+    # when an operator adds one with a new address, and saves the first with its own recased
+    added = _user_add(admin_client, username="frank", email="frank@example.com")
+    kept = _user_edit(admin_client, user, email="Erin@example.com")
 
     # then both are saved
     assert added.status_code == 302 and kept.status_code == 302
-    assert User.objects.get(username="frank").email == "frank@example.com"
+    assert get_user_model().objects.get(username="frank").email == "frank@example.com"
     user.refresh_from_db()
     assert user.email == "Erin@example.com"
