@@ -6,12 +6,15 @@ import logging
 import os
 import re
 import socket
-from dataclasses import dataclass
+from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from backtests.record import record_follow
@@ -40,7 +43,7 @@ from markets.candles import candles_closed_window, candles_fetchable, candles_se
 from markets.registry import (
     market_key,
     registry_strategy_ids,
-    registry_strategy_ids_for_resolution,
+    registry_strategy_ids_by_market,
 )
 from notifications.models import NotificationEvent
 from notifications.services import Notice, notifications_record
@@ -68,6 +71,13 @@ def _worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _own_savepoint() -> AbstractContextManager[Any]:
+    """A savepoint inside a caller's transaction, so that a refused write leaves it usable.
+    Outside one a single statement commits or fails alone, and BEGIN and COMMIT would be two
+    more round trips for each of a close's thousand executions."""
+    return transaction.atomic() if connection.in_atomic_block else nullcontext()
+
+
 def _claim_row(
     *, strategy: Strategy, interval_start: datetime, trigger: str, scheduled_at: datetime | None
 ) -> tuple[StrategyExecution, bool]:
@@ -77,7 +87,7 @@ def _claim_row(
     # Drift is real time since the candle closed (under a replay clock too).
     drift_ms = (now - market_to_real(interval_end)).total_seconds() * 1000
     try:
-        with transaction.atomic():
+        with _own_savepoint():
             row = StrategyExecution.objects.create(
                 strategy=strategy,
                 interval_start=interval_start,
@@ -115,7 +125,7 @@ def _take_over(execution: StrategyExecution) -> bool:
     """Resume a row left ``running`` by a worker that died (we hold the lock it lost).
 
     ``attempts`` is the claim's fencing token: the update succeeds for one taker only, and
-    the worker it was taken from can no longer record its result (:func:`_still_ours`)."""
+    the worker it was taken from can no longer record its result (:func:`_record_if_ours`)."""
     claimed = execution.attempts
     execution.worker_id, execution.started_at = _worker_id(), timezone.now()
     execution.attempts = claimed + 1
@@ -130,12 +140,31 @@ def _take_over(execution: StrategyExecution) -> bool:
     )
 
 
-def _still_ours(execution: StrategyExecution) -> None:
-    """Lock the row and check that our claim still holds, else raise ExecutionTakenOver."""
-    ours = StrategyExecution.objects.select_for_update().filter(
+# What running an execution writes on its row (with the fields execution_finish is given);
+# the fan-out's counters and the claim's fields belong to others and are left as they are.
+RESULT_FIELDS = (
+    "status",
+    "error",
+    "finished_at",
+    "duration_ms",
+    "close_price",
+    "data_available_at",
+    "candles_used",
+    "logs",
+    "sandbox_isolation",
+)
+
+
+def _record_if_ours(execution: StrategyExecution, names: Iterable[str]) -> None:
+    """Write the result only while our claim holds, else raise ExecutionTakenOver.
+
+    One conditional UPDATE is both the check and the write: a taker's claim (:func:`_take_over`)
+    and this update exclude each other on the row, whichever comes first wins."""
+    values = {name: getattr(execution, name) for name in dict.fromkeys([*RESULT_FIELDS, *names])}
+    ours = StrategyExecution.objects.filter(
         pk=execution.pk, status=Status.RUNNING, attempts=execution.attempts
     )
-    if not ours.exists():
+    if not ours.update(**values):
         raise ExecutionTakenOver(
             f"execution {execution.pk} was taken over by another worker "
             f"(attempt {execution.attempts} was {execution.worker_id}'s): its result is dropped"
@@ -156,11 +185,12 @@ def execution_finish(
     execution.duration_ms = (finished - execution.started_at).total_seconds() * 1000
     for name, value in fields.items():
         setattr(execution, name, value)
+    # A failure's notice is written with the result or not at all (never for a result that
+    # was dropped); any other result is a single statement.
+    failed = execution.status == Status.FAILED
     try:
-        # A savepoint when called inside a transaction, so a refused write leaves it usable.
-        with transaction.atomic():
-            _still_ours(execution)
-            execution.save()
+        with transaction.atomic() if failed else _own_savepoint():
+            _record_if_ours(execution, fields)
             _notify_failed(execution)
     except ExecutionTakenOver:
         raise
@@ -279,7 +309,60 @@ def _check_stops(execution: StrategyExecution, candle: list[float]) -> None:
         logger.exception("stop checks failed for execution %s", execution.pk)
 
 
-def _run(execution: StrategyExecution, strategy: Strategy) -> list[float] | None:
+Market = tuple[str, str, str]
+
+
+def _market(strategy: Strategy) -> Market:
+    return strategy.exchange, strategy.symbol, strategy.resolution
+
+
+@dataclass
+class CloseReads:
+    """The candles a close's strategies share, read once per market and close instead of once
+    per strategy: whether the closed candle reached the store (waited for once: a candle that
+    never came is not waited for again by the next strategy) and the window before it, as long
+    as the longest lookback of the strategies given."""
+
+    lookbacks: dict[Market, int] = field(default_factory=dict)
+    _settled: dict[tuple[Market, datetime], datetime | None] = field(default_factory=dict)
+    _windows: dict[tuple[Market, datetime], list[list[float]]] = field(default_factory=dict)
+
+    @classmethod
+    def for_strategies(cls, strategies: Iterable[Strategy]) -> CloseReads:
+        reads = cls()
+        for strategy in strategies:
+            market = _market(strategy)
+            reads.lookbacks[market] = max(reads.lookbacks.get(market, 0), strategy.lookback)
+        return reads
+
+    def available_at(self, strategy: Strategy, *, interval_start: datetime) -> datetime | None:
+        key = (_market(strategy), interval_start)
+        if key not in self._settled:
+            self._settled[key] = candles_settle(
+                exchange=strategy.exchange,
+                symbol=strategy.symbol,
+                resolution=strategy.resolution,
+                interval_start=interval_start,
+            )
+        return self._settled[key]
+
+    def window(self, strategy: Strategy, *, close_time: datetime) -> list[list[float]]:
+        """The strategy's last ``lookback`` closed candles (the shared read, cut)."""
+        market = _market(strategy)
+        key = (market, close_time)
+        if key not in self._windows:
+            self._windows[key] = candles_closed_window(
+                exchange=strategy.exchange,
+                symbol=strategy.symbol,
+                resolution=strategy.resolution,
+                close_time=close_time,
+                limit=max(self.lookbacks.get(market, 0), strategy.lookback),
+            )
+        rows = self._windows[key]
+        return rows[max(0, len(rows) - strategy.lookback) :]
+
+
+def _run(execution: StrategyExecution, strategy: Strategy, reads: CloseReads) -> list[float] | None:
     """Run the strategy on the closed candle; returns that candle once read (None before)."""
     # The sandbox is set up while the candles and stops are read from the database.
     prepare_sandbox(
@@ -293,12 +376,7 @@ def _run(execution: StrategyExecution, strategy: Strategy) -> list[float] | None
         interval_start=execution.interval_start.isoformat(),
     )
     # Never run on a partial candle: wait (bounded) for the closed one, fetched over REST.
-    available_at = candles_settle(
-        exchange=strategy.exchange,
-        symbol=strategy.symbol,
-        resolution=strategy.resolution,
-        interval_start=execution.interval_start,
-    )
+    available_at = reads.available_at(strategy, interval_start=execution.interval_start)
     if available_at is None:
         execution_finish(
             execution=execution,
@@ -306,13 +384,7 @@ def _run(execution: StrategyExecution, strategy: Strategy) -> list[float] | None
             error=_missing_candle_reason(strategy.exchange),
         )
         return None
-    candles = candles_closed_window(
-        exchange=strategy.exchange,
-        symbol=strategy.symbol,
-        resolution=strategy.resolution,
-        close_time=execution.interval_end,
-        limit=strategy.lookback,
-    )
+    candles = reads.window(strategy, close_time=execution.interval_end)
     last = candles[-1]
     execution.close_price = Decimal(str(last[4]))
     execution.data_available_at = available_at
@@ -432,6 +504,65 @@ def execution_run(
 ) -> RunOutcome:
     """Run a strategy once for the candle that opened at ``interval_start``."""
     strategy = Strategy.objects.get(pk=strategy_id)
+    return _execution_run(
+        strategy=strategy,
+        interval_start=interval_start,
+        trigger=trigger,
+        scheduled_at=scheduled_at,
+        inline_fanout=inline_fanout,
+        reads=CloseReads.for_strategies([strategy]),
+    )
+
+
+def executions_run(
+    *,
+    strategy_ids: list[int],
+    interval_start: datetime,
+    trigger: str = Trigger.BEAT,
+    scheduled_at: datetime | None = None,
+) -> list[RunOutcome]:
+    """Run several strategies once each for the candle that opened at ``interval_start``.
+
+    Each is an execution of its own, as :func:`execution_run` makes it (its lock, its row and
+    its fence); what they share is read once: the strategies, and each market's candles. A
+    failure of one is raised only after the others ran (a retry finds those done)."""
+    strategies = Strategy.objects.in_bulk(strategy_ids)
+    reads = CloseReads.for_strategies(strategies.values())
+    outcomes: list[RunOutcome] = []
+    first_error: Exception | None = None
+    for strategy_id in strategy_ids:
+        strategy = strategies.get(strategy_id)
+        if strategy is None:
+            outcomes.append(RunOutcome("inactive", detail="the strategy no longer exists"))
+            continue
+        try:
+            outcome = _execution_run(
+                strategy=strategy,
+                interval_start=interval_start,
+                trigger=trigger,
+                scheduled_at=scheduled_at,
+                inline_fanout=False,
+                reads=reads,
+            )
+        except Exception as exc:  # the batch's other strategies still run
+            logger.exception("execution of strategy %s failed", strategy_id)
+            first_error = first_error or exc
+            continue
+        outcomes.append(outcome)
+    if first_error is not None:
+        raise first_error
+    return outcomes
+
+
+def _execution_run(
+    *,
+    strategy: Strategy,
+    interval_start: datetime,
+    trigger: str,
+    scheduled_at: datetime | None,
+    inline_fanout: bool,
+    reads: CloseReads,
+) -> RunOutcome:
     if round_to_interval_boundary(interval_start, strategy.resolution) != interval_start:
         raise ValueError(f"{interval_start.isoformat()} is not a {strategy.resolution} boundary")
     interval_end = interval_start + resolution_to_timedelta(strategy.resolution)
@@ -455,6 +586,7 @@ def execution_run(
             scheduled_at=scheduled_at,
             stale=gate,
             inline_fanout=inline_fanout,
+            reads=reads,
         )
 
 
@@ -466,6 +598,7 @@ def _run_locked(
     scheduled_at: datetime | None,
     stale: RunOutcome | None,
     inline_fanout: bool,
+    reads: CloseReads,
 ) -> RunOutcome:
     execution, created = _claim_row(
         strategy=strategy, interval_start=interval_start, trigger=trigger, scheduled_at=scheduled_at
@@ -475,7 +608,9 @@ def _run_locked(
         if not created and not (execution.status == Status.RUNNING and _take_over(execution)):
             return _duplicate(execution, strategy, trigger=trigger, inline_fanout=inline_fanout)
         try:
-            return _run_claimed(execution, strategy, stale=stale, inline_fanout=inline_fanout)
+            return _run_claimed(
+                execution, strategy, stale=stale, inline_fanout=inline_fanout, reads=reads
+            )
         except ExecutionTakenOver as exc:
             # The taker records, fans out and follows the record: this worker must do none of it.
             logger.warning("%s", exc)
@@ -498,6 +633,7 @@ def _run_claimed(
     *,
     stale: RunOutcome | None,
     inline_fanout: bool,
+    reads: CloseReads,
 ) -> RunOutcome:
     if stale is not None:
         execution_finish(
@@ -506,7 +642,7 @@ def _run_claimed(
         return RunOutcome("ran", execution.pk, stale.detail)
     candle = None
     try:
-        candle = _run(execution, strategy)
+        candle = _run(execution, strategy, reads)
     except ExecutionTakenOver:
         raise
     except Exception as exc:  # record every failure on the execution, never leave it running
@@ -564,10 +700,10 @@ def _close_dispatch(
     unique constraint).
     """
     from execution.streaming.services import streamer_alive
-    from execution.tasks import execute_strategy
+    from execution.tasks import execute_strategies, execute_strategy
 
     interval_start = close_time - resolution_to_timedelta(resolution)
-    strategy_ids = _registered(resolution=resolution, exchange=exchange, symbol=symbol)
+    markets = _registered(resolution=resolution, exchange=exchange, symbol=symbol)
     event_emit(
         EventType.CANDLE_CLOSE,
         exchange=exchange,
@@ -578,24 +714,38 @@ def _close_dispatch(
         trigger=trigger,
     )
     grace = settings.STREAM_BEAT_GRACE_S if trigger == Trigger.BEAT and streamer_alive() else 0
-    for strategy_id in strategy_ids:
-        execute_strategy.apply_async(
-            kwargs={
-                "strategy_id": strategy_id,
-                "interval_start": interval_start.isoformat(),
-                "trigger": trigger,
-                "scheduled_at": close_time.isoformat(),
-            },
-            countdown=grace or None,
-        )
-    return strategy_ids
+    common = {
+        "interval_start": interval_start.isoformat(),
+        "trigger": trigger,
+        "scheduled_at": close_time.isoformat(),
+    }
+    queued: list[int] = []
+    for strategy_ids in markets:
+        for chunk in _execution_chunks(strategy_ids):
+            if len(chunk) == 1:
+                kwargs: dict[str, Any] = {"strategy_id": chunk[0], **common}
+                execute_strategy.apply_async(kwargs=kwargs, countdown=grace or None)
+            else:
+                kwargs = {"strategy_ids": chunk, **common}
+                execute_strategies.apply_async(kwargs=kwargs, countdown=grace or None)
+        queued += strategy_ids
+    return sorted(queued)
 
 
-def _registered(*, resolution: str, exchange: str | None, symbol: str | None) -> list[int]:
+def _execution_chunks(strategy_ids: list[int]) -> list[list[int]]:
+    """One market's strategies cut into about EXECUTION_TARGET_TASKS batches of at most
+    EXECUTION_CHUNK_MAX: a batch shares its task and its candle reads."""
+    wanted = -(-len(strategy_ids) // max(1, settings.EXECUTION_TARGET_TASKS))
+    size = max(1, min(wanted, settings.EXECUTION_CHUNK_MAX))
+    return [strategy_ids[i : i + size] for i in range(0, len(strategy_ids), size)]
+
+
+def _registered(*, resolution: str, exchange: str | None, symbol: str | None) -> list[list[int]]:
+    """The registered strategy ids of the close, market by market."""
     if exchange is None or symbol is None:
-        return registry_strategy_ids_for_resolution(resolution=resolution)
+        return list(registry_strategy_ids_by_market(resolution=resolution).values())
     key = market_key(exchange=exchange, symbol=symbol, resolution=resolution)
-    return sorted(registry_strategy_ids(key=key))
+    return [sorted(registry_strategy_ids(key=key))]
 
 
 def interval_start_for_close(*, close_time: datetime, resolution: str) -> datetime:

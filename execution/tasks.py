@@ -7,7 +7,7 @@ from datetime import datetime
 from celery import shared_task
 
 from core.retry import RETRY
-from execution.services import candle_close_dispatch, execution_run
+from execution.services import candle_close_dispatch, execution_run, executions_run
 
 
 def _parse(value: str | None) -> datetime | None:
@@ -34,3 +34,22 @@ def execute_strategy(
         scheduled_at=_parse(scheduled_at),
     )
     return outcome.outcome
+
+
+@shared_task(**RETRY)
+def execute_strategies(
+    strategy_ids: list[int],
+    interval_start: str,
+    trigger: str = "beat",
+    scheduled_at: str | None = None,
+) -> list[str]:
+    """A batch of one market's strategies on one close: each its own execution."""
+    start = _parse(interval_start)
+    assert start is not None
+    outcomes = executions_run(
+        strategy_ids=strategy_ids,
+        interval_start=start,
+        trigger=trigger,
+        scheduled_at=_parse(scheduled_at),
+    )
+    return [outcome.outcome for outcome in outcomes]

@@ -55,11 +55,14 @@ def registry_active_resolutions() -> set[str]:
     return {resolution_of(key) for key in registry_market_keys()}
 
 
-def registry_strategy_ids_for_resolution(*, resolution: str) -> list[int]:
-    keys = [k for k in registry_market_keys() if resolution_of(k) == resolution]
-    if not keys:
-        return []
-    return sorted(int(m) for m in get_redis().sunion(keys))
+def registry_strategy_ids_by_market(*, resolution: str) -> dict[str, list[int]]:
+    """The strategy ids of every market of ``resolution``, per market key (one round trip)."""
+    keys = sorted(k for k in registry_market_keys() if resolution_of(k) == resolution)
+    pipe = get_redis().pipeline(transaction=False)
+    for key in keys:
+        pipe.smembers(key)
+    members = pipe.execute() if keys else []
+    return {key: sorted(int(m) for m in ids) for key, ids in zip(keys, members, strict=True) if ids}
 
 
 def registry_replace(*, entries: Iterable[tuple[int, str]]) -> None:

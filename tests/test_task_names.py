@@ -19,6 +19,7 @@ from trades.tasks import fanout_orders
 HELD_NAMES = {
     "execution.tasks.candle_close": "execution.tasks.candle_close",
     "execution.tasks.execute_strategy": "execution.tasks.execute_strategy",
+    "execution.tasks.execute_strategies": "execution.tasks.execute_strategies",
     "execution.tasks.fanout_orders": "trades.tasks.fanout_orders",
     "trades.tasks.orders_sync_open": "trades.tasks.orders_sync_open",
     "trades.tasks.orders_cancel_stale": "trades.tasks.orders_cancel_stale",

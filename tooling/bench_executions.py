@@ -2,9 +2,9 @@
 
 Every strategy has one paper subscriber (so it is in the registry) and runs the same 200-candle
 moving-average code. The close is dispatched through the production path
-(``candle_close_dispatch`` for the market: one ``execute_strategy`` task per strategy) to a
-worker of its own queue; the clock starts just before the dispatch and stops at the last
-execution's ``finished_at``.
+(``candle_close_dispatch`` for the market: ``execute_strategies`` tasks, batches of the
+market's strategies) to a worker of its own queue; the clock starts just before the dispatch
+and stops at the last execution's ``finished_at``.
 
 The sandbox's share is worked out in the same run: after the close, this process runs the same
 code on the same candles in the sandbox (warm zygote, the worker's isolation mode) and

@@ -157,6 +157,12 @@ STRATEGY_DRY_RUN_WAIT_S = env.float("STRATEGY_DRY_RUN_WAIT_S", default=10.0)
 STRATEGY_DRY_RUN_QUEUE = env.str("STRATEGY_DRY_RUN_QUEUE", default="") or None
 # Beat and stream triggers older than this are stale: the execution is skipped, not run late.
 EXECUTION_MAX_DRIFT_S = env.float("EXECUTION_MAX_DRIFT_S", default=120.0)
+# A close's strategies are queued in batches of one market (``execute_strategies``): a batch
+# pays the task and the market's candle reads once. About EXECUTION_TARGET_TASKS batches per
+# market and close (more than the pool processes, so they all stay busy and a slow strategy
+# holds up few others), at most EXECUTION_CHUNK_MAX strategies each; 1 queues one per strategy.
+EXECUTION_TARGET_TASKS = env.int("EXECUTION_TARGET_TASKS", default=8)
+EXECUTION_CHUNK_MAX = env.int("EXECUTION_CHUNK_MAX", default=25)
 # Each beat run covers the closes since the previous run (a late message loses none), up to this.
 BEAT_CATCHUP_MAX_CLOSES = env.int("BEAT_CATCHUP_MAX_CLOSES", default=12)
 
