@@ -6,8 +6,9 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Iterable
-from contextlib import AbstractContextManager, nullcontext
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -525,25 +526,26 @@ def executions_run(
 
     Each is an execution of its own, as :func:`execution_run` makes it (its lock, its row and
     its fence); what they share is read once: the strategies, and each market's candles. A
-    failure of one is raised only after the others ran (a retry finds those done)."""
+    failure of one is raised only after the others ran (a retry finds those done). A strategy
+    that runs longer than EXECUTION_HANDOFF_S hands the batch's rest to a task of its own, so
+    one slow or spinning strategy holds up no other tenant's execution for longer than that.
+    Returns the outcomes of the strategies this call ran."""
     strategies = Strategy.objects.in_bulk(strategy_ids)
     reads = CloseReads.for_strategies(strategies.values())
+    common = {"interval_start": interval_start, "trigger": trigger, "scheduled_at": scheduled_at}
+    rest = _BatchRest(strategy_ids, **common)
     outcomes: list[RunOutcome] = []
     first_error: Exception | None = None
-    for strategy_id in strategy_ids:
+    while (strategy_id := rest.next()) is not None:
         strategy = strategies.get(strategy_id)
         if strategy is None:
             outcomes.append(RunOutcome("inactive", detail="the strategy no longer exists"))
             continue
         try:
-            outcome = _execution_run(
-                strategy=strategy,
-                interval_start=interval_start,
-                trigger=trigger,
-                scheduled_at=scheduled_at,
-                inline_fanout=False,
-                reads=reads,
-            )
+            with rest.handed_off_after(settings.EXECUTION_HANDOFF_S):
+                outcome = _execution_run(
+                    strategy=strategy, inline_fanout=False, reads=reads, **common
+                )
         except Exception as exc:  # the batch's other strategies still run
             logger.exception("execution of strategy %s failed", strategy_id)
             first_error = first_error or exc
@@ -552,6 +554,50 @@ def executions_run(
     if first_error is not None:
         raise first_error
     return outcomes
+
+
+class _BatchRest:
+    """The strategies of a batch not started yet, and their hand-off to a task of their own."""
+
+    def __init__(
+        self,
+        strategy_ids: list[int],
+        *,
+        interval_start: datetime,
+        trigger: str,
+        scheduled_at: datetime | None,
+    ) -> None:
+        self._ids = list(strategy_ids)
+        self._lock = threading.Lock()
+        self._kwargs = {
+            "interval_start": interval_start.isoformat(),
+            "trigger": trigger,
+            "scheduled_at": scheduled_at.isoformat() if scheduled_at else None,
+        }
+
+    def next(self) -> int | None:
+        with self._lock:
+            return self._ids.pop(0) if self._ids else None
+
+    @contextmanager
+    def handed_off_after(self, seconds: float) -> Iterator[None]:
+        """While one strategy runs: once it has taken ``seconds``, the rest is queued."""
+        timer = threading.Timer(seconds, self.hand_off)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def hand_off(self) -> None:
+        from execution.tasks import execute_strategies
+
+        with self._lock:
+            rest, self._ids = self._ids, []
+        if rest:  # a strategy handed off twice (a redelivery) is fenced like any duplicate
+            logger.info("a slow strategy hands %d of its batch to another task", len(rest))
+            execute_strategies.apply_async(kwargs={"strategy_ids": rest, **self._kwargs})
 
 
 def _execution_run(

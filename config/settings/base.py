@@ -163,6 +163,9 @@ EXECUTION_MAX_DRIFT_S = env.float("EXECUTION_MAX_DRIFT_S", default=120.0)
 # holds up few others), at most EXECUTION_CHUNK_MAX strategies each; 1 queues one per strategy.
 EXECUTION_TARGET_TASKS = env.int("EXECUTION_TARGET_TASKS", default=8)
 EXECUTION_CHUNK_MAX = env.int("EXECUTION_CHUNK_MAX", default=25)
+# A strategy of a batch that runs longer than this hands the batch's rest to a task of its own
+# (another pool process takes it): a slow tenant holds up the others for this long at most.
+EXECUTION_HANDOFF_S = env.float("EXECUTION_HANDOFF_S", default=1.0)
 # Each beat run covers the closes since the previous run (a late message loses none), up to this.
 BEAT_CATCHUP_MAX_CLOSES = env.int("BEAT_CATCHUP_MAX_CLOSES", default=12)
 

@@ -26,6 +26,13 @@ STEP = timedelta(minutes=5)
 OTHER = "BTC/USDT"
 
 
+@pytest.fixture(autouse=True)
+def no_hand_off(settings):
+    """A batch stays whole unless a test says otherwise: a first sandbox start on a loaded
+    machine can take longer than the hand-off time."""
+    settings.EXECUTION_HANDOFF_S = 60.0
+
+
 @pytest.fixture
 def markets():
     for symbol, price in (("ETH/BTC", 0.05), (OTHER, 0.06)):
@@ -128,3 +135,42 @@ def test_a_close_queues_each_markets_strategies_in_batches(markets, settings):
         ("execution.tasks.execute_strategy", (second,)),
     ]
     assert not Trade.objects.exists()
+
+
+SPINNING = """
+LOOKBACK = 5
+
+def generate_signal(candles, settings):
+    while True:
+        pass
+"""
+
+
+def test_a_slow_strategy_hands_the_rest_of_its_batch_to_a_task_of_their_own(markets, settings):
+    # given a batch whose first strategy spins until its timeout, two more behind it, a short
+    # hand-off time and no worker to take tasks
+    settings.EXECUTION_HANDOFF_S = 0.3
+    other_pools_stop()
+    slow = StrategyFactory(code=SPINNING, timeout_s=2.0)
+    behind = [StrategyFactory(), StrategyFactory()]
+    for strategy in (slow, *behind):
+        subscribe(strategy)
+    queue = app.conf.task_default_queue
+
+    # when the batch runs
+    try:
+        outcomes = executions_run(
+            strategy_ids=[slow.pk, *(s.pk for s in behind)],
+            interval_start=START + STEP * 10,
+            trigger="replay",
+        )
+        tasks = _queued(queue)
+    finally:
+        with app.connection_for_write() as broker:
+            broker.default_channel.queue_purge(queue)
+
+    # then it ran the slow one alone (failed at its timeout) and queued the others together
+    assert [o.outcome for o in outcomes] == ["ran"]
+    assert StrategyExecution.objects.get(strategy=slow).status == "failed"
+    assert tasks == [("execution.tasks.execute_strategies", tuple(s.pk for s in behind))]
+    assert not StrategyExecution.objects.filter(strategy__in=behind).exists()
