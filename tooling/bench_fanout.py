@@ -7,7 +7,8 @@ from this process by one async ccxt instance at concurrency 50, against the same
 Timeline of one fan-out, all read back from the database:
 signal = the execution's ``finished_at`` (the signal is recorded, the fan-out is dispatched);
 each subscriber's delay = its order's ``acknowledged_at`` (the exchange's answer, or the paper
-fill) minus the signal; the last trade recorded = the latest ``Trade.updated_at``.
+fill) minus the signal; the last trade recorded = the latest ``Trade.updated_at`` of the trades
+it opened or closed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import ccxt.async_support as ccxt_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Max, Min
+from django.db.models import Max, Min, Q
 
 from core.time_utils import datetime_to_ms
 from execution.services import _fanout_chunk_size
@@ -247,7 +248,8 @@ def bench_figures(execution_id: int) -> Figures:
     acks = sorted(ack for ack, _ in rows)
     size = _fanout_chunk_size(len(rows))
     chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
-    trades = Trade.objects.filter(execution_id=execution_id)
+    # An entry's trades carry the execution; a close's carry it as their exit execution.
+    trades = Trade.objects.filter(Q(execution_id=execution_id) | Q(exit_execution_id=execution_id))
     recorded = trades.aggregate(last=Max("updated_at"))["last"] or signal
     first = orders.aggregate(first=Min("acknowledged_at"))["first"] or signal
     return Figures(
