@@ -70,6 +70,9 @@ class Figures:
     first_s: float  # signal → first order acknowledged
     p50_s: float
     p99_s: float
+    # The execution itself, before the signal: the candle-close check (stops, the holders'
+    # positions valued at the close, their equity and drawdown), then the strategy.
+    execution_s: float = 0.0
     # Each fan-out task's first trade intent written (about when it started), first and last
     # order acknowledged (its subscribers in id order, cut as the dispatch cuts them): batches
     # side by side on the pool processes overlap, batches one after the other do not.
@@ -85,6 +88,7 @@ class Figures:
             f"(last trade recorded {self.recorded_s:.3f} s); per-subscriber delay "
             f"p50 {self.p50_s:.3f} s, p99 {self.p99_s:.3f} s; first order {self.first_s:.3f} s; "
             f"dispatch {self.dispatch_s:.3f} s; {self.per_second:.0f} orders/s; "
+            f"execution before the signal {self.execution_s:.3f} s; "
             f"{self.orders} orders, {self.failed} not filled"
         )
 
@@ -261,6 +265,7 @@ def bench_figures(execution_id: int) -> Figures:
         first_s=(first - signal).total_seconds(),
         p50_s=statistics.median(acks) if acks else 0.0,
         p99_s=acks[min(len(acks) - 1, int(len(acks) * 0.99))] if acks else 0.0,
+        execution_s=(execution.duration_ms or 0.0) / 1000,
         batches=[
             (min(c for _, c in chunk), min(a for a, _ in chunk), max(a for a, _ in chunk))
             for chunk in chunks

@@ -30,7 +30,9 @@ def test_an_exit_signals_last_trade_recorded_is_read_from_the_trades_it_closed()
     # when the exit execution's figures are read
     figures = bench_figures(exit_execution.pk)
 
-    # then the last trade recorded is the closed trade's, not the signal itself
+    # then the last trade recorded is the closed trade's, not the signal itself; the
+    # execution's own time (the close's valuation, then the strategy) is read from its row
     assert figures.orders == 1
+    assert figures.execution_s == pytest.approx(exit_execution.duration_ms / 1000)
     assert figures.total_s == pytest.approx(1.0)
     assert figures.recorded_s == pytest.approx(1.5)
