@@ -7,7 +7,8 @@ from this process by one async ccxt instance at concurrency 50, against the same
 Timeline of one fan-out, all read back from the database:
 signal = the execution's ``finished_at`` (the signal is recorded, the fan-out is dispatched);
 each subscriber's delay = its order's ``acknowledged_at`` (the exchange's answer, or the paper
-fill) minus the signal; the last trade recorded = the latest ``Trade.updated_at``.
+fill) minus the signal; the last trade recorded = the latest ``Trade.updated_at`` of the trades
+it opened or closed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import ccxt.async_support as ccxt_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Max, Min
+from django.db.models import Max, Min, Q
 
 from core.time_utils import datetime_to_ms
 from execution.services import _fanout_chunk_size
@@ -69,6 +70,9 @@ class Figures:
     first_s: float  # signal → first order acknowledged
     p50_s: float
     p99_s: float
+    # The execution itself, before the signal: the candle-close check (stops, the holders'
+    # positions valued at the close, their equity and drawdown), then the strategy.
+    execution_s: float = 0.0
     # Each fan-out task's first trade intent written (about when it started), first and last
     # order acknowledged (its subscribers in id order, cut as the dispatch cuts them): batches
     # side by side on the pool processes overlap, batches one after the other do not.
@@ -84,6 +88,7 @@ class Figures:
             f"(last trade recorded {self.recorded_s:.3f} s); per-subscriber delay "
             f"p50 {self.p50_s:.3f} s, p99 {self.p99_s:.3f} s; first order {self.first_s:.3f} s; "
             f"dispatch {self.dispatch_s:.3f} s; {self.per_second:.0f} orders/s; "
+            f"execution before the signal {self.execution_s:.3f} s; "
             f"{self.orders} orders, {self.failed} not filled"
         )
 
@@ -247,7 +252,8 @@ def bench_figures(execution_id: int) -> Figures:
     acks = sorted(ack for ack, _ in rows)
     size = _fanout_chunk_size(len(rows))
     chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
-    trades = Trade.objects.filter(execution_id=execution_id)
+    # An entry's trades carry the execution; a close's carry it as their exit execution.
+    trades = Trade.objects.filter(Q(execution_id=execution_id) | Q(exit_execution_id=execution_id))
     recorded = trades.aggregate(last=Max("updated_at"))["last"] or signal
     first = orders.aggregate(first=Min("acknowledged_at"))["first"] or signal
     return Figures(
@@ -259,6 +265,7 @@ def bench_figures(execution_id: int) -> Figures:
         first_s=(first - signal).total_seconds(),
         p50_s=statistics.median(acks) if acks else 0.0,
         p99_s=acks[min(len(acks) - 1, int(len(acks) * 0.99))] if acks else 0.0,
+        execution_s=(execution.duration_ms or 0.0) / 1000,
         batches=[
             (min(c for _, c in chunk), min(a for a, _ in chunk), max(a for a, _ in chunk))
             for chunk in chunks

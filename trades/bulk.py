@@ -56,17 +56,32 @@ def _values(objs: Sequence[models.Model], fields: Sequence[models.Field], add: b
     return rows
 
 
-def bulk_write(objs: Sequence[models.Model], fields: Sequence[str]) -> int:
-    """UPDATE ``fields`` of every object (one model) from its attributes; returns the rows."""
+def bulk_write(
+    objs: Sequence[models.Model], fields: Sequence[str], *, key: str | None = None
+) -> int:
+    """UPDATE ``fields`` of every object (one model) from its attributes; returns the rows.
+
+    ``key``: a unique field the rows are matched on instead of the primary key (objects
+    built from what the caller knows, their primary keys never read)."""
     if not objs:
         return 0
+    model = type(objs[0])
+    meta = model._meta
+    pk = _field(meta, key) if key else meta.pk
+    assert pk is not None and (key is None or pk.unique)
     if not _fast():
-        return type(objs[0])._default_manager.bulk_update(objs, list(fields))
-    meta = type(objs[0])._meta
+        if key is None:
+            return model._default_manager.bulk_update(objs, list(fields))
+        for obj in objs:
+            model._default_manager.filter(**{pk.attname: getattr(obj, pk.attname)}).update(
+                **{name: getattr(obj, _field(meta, name).attname) for name in fields}
+            )
+        return len(objs)
     concrete = [_field(meta, name) for name in fields]
-    pk = meta.pk
-    assert pk is not None
-    rows = [[*row, obj.pk] for row, obj in zip(_values(objs, concrete, False), objs, strict=True)]
+    rows = [
+        [*row, getattr(obj, pk.attname)]
+        for row, obj in zip(_values(objs, concrete, False), objs, strict=True)
+    ]
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
     assignments = ", ".join(
@@ -153,6 +168,31 @@ def bulk_insert(
     else:
         sql += " DO NOTHING"
     _execute_values(sql, _values(objs, fields, True))
+
+
+def bulk_insert_values(
+    model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """INSERT plain rows (values of ``fields``, in that order): no model instance is built,
+    for rows that are only written (the other columns take their database defaults)."""
+    if not rows:
+        return
+    meta = model._meta
+    concrete = [_field(meta, name) for name in fields]
+    if not _fast():
+        model._default_manager.bulk_create(
+            [model(**{f.attname: v for f, v in zip(concrete, row, strict=True)}) for row in rows]
+        )
+        return
+    adapters = [_adapter(f) for f in concrete]
+    if any(adapters):
+        rows = [
+            [adapt(v) if adapt else v for adapt, v in zip(adapters, row, strict=True)]
+            for row in rows
+        ]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(_col(f)) for f in concrete)
+    _execute_values(f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES %s", list(rows))
 
 
 def bulk_insert_new(objs: Sequence[M], *, key: str) -> list[M]:

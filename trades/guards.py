@@ -31,12 +31,12 @@ from django.db.models.functions import Coalesce, Greatest, RowNumber
 from notifications.models import NotificationEvent
 from notifications.services import Notice, notifications_record
 from strategies.models import Strategy
-from subscriptions.models import MONEY, EquityPoint, StrategySubscription
+from subscriptions.models import MONEY, StrategySubscription
 from subscriptions.services import subscription_pause
 from trades.brokers import OrderRequest
 from trades.bulk import bulk_insert
 from trades.models import ProtectionTrip, Trade
-from trades.positions import MONEY_STEP
+from trades.positions import MONEY_STEP, Point
 
 Protection = ProtectionTrip.Protection
 Action = ProtectionTrip.Action
@@ -323,7 +323,7 @@ def _notice(
 
 
 # --- maximum drawdown -------------------------------------------------------------------------
-def drawdown_check(*, points: Iterable[EquityPoint]) -> dict[int, datetime]:
+def drawdown_check(*, points: Iterable[Point]) -> dict[int, datetime]:
     """Raise the peaks of the guarded subscriptions with these new equity points, and trip
     those now as far below their peak as their maximum drawdown allows.
 
@@ -331,7 +331,7 @@ def drawdown_check(*, points: Iterable[EquityPoint]) -> dict[int, datetime]:
     raised is one UPDATE for all. Returns the subscriptions tripped whose follower asked for
     their positions to be closed, with the time of the point that tripped them.
     """
-    latest: dict[int, EquityPoint] = {}
+    latest: dict[int, Point] = {}
     highest: dict[int, Decimal] = {}
     for point in points:
         latest[point.subscription_id] = point  # in the order they were written
@@ -378,9 +378,7 @@ def _peaks_raise(peaks: dict[int, Decimal]) -> None:
     Sub.objects.filter(pk__in=list(peaks)).update(equity_peak=raised)
 
 
-def _drawdown_trip(
-    pk: int, point: EquityPoint, peak: Decimal, drawdown: Decimal, limit: Decimal
-) -> bool:
+def _drawdown_trip(pk: int, point: Point, peak: Decimal, drawdown: Decimal, limit: Decimal) -> bool:
     """Pause, record and notify, once (a subscription no longer active is left alone).
     Returns whether its positions are to be closed."""
     with transaction.atomic():

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from django.db.models import F, OuterRef, Subquery, Sum
+from django.db.models import F, OuterRef, QuerySet, Subquery, Sum
+from django.utils import timezone
 
 from subscriptions.models import EquityPoint, StrategySubscription
-from trades.bulk import bulk_insert
+from trades.bulk import bulk_insert, bulk_insert_values, bulk_write
 from trades.models import Position, Trade
 
 ZERO = Decimal("0")
@@ -34,12 +36,7 @@ def positions_refresh(
     ids = sorted(set(subscription_ids))
     if not ids:
         return []
-    open_legs: dict[int, list[tuple[str, Decimal, Decimal, Decimal]]] = defaultdict(list)
-    for sub_id, side, qty, price, fee in Trade.objects.filter(
-        subscription_id__in=ids, status=Trade.Status.OPEN, entry_price__isnull=False
-    ).values_list("subscription_id", "side", "quantity", "entry_price", "entry_fee"):
-        if price is not None:
-            open_legs[sub_id].append((side, qty, price, fee))
+    open_legs = _open_legs(Trade.objects.filter(subscription_id__in=ids))
     closed: dict[int, tuple[Decimal, Decimal]] = {
         sub_id: (pnl or ZERO, fees or ZERO)
         for sub_id, pnl, fees in Trade.objects.filter(
@@ -81,6 +78,76 @@ def positions_refresh(
         ],
     )
     return rows
+
+
+Legs = dict[int, list[tuple[str, Decimal, Decimal, Decimal]]]
+
+
+def _open_legs(trades: QuerySet[Trade]) -> Legs:
+    """Each subscription's open trades as (side, quantity, entry price, entry fee)."""
+    legs: Legs = defaultdict(list)
+    for sub_id, side, qty, price, fee in trades.filter(
+        status=Trade.Status.OPEN, entry_price__isnull=False
+    ).values_list("subscription_id", "side", "quantity", "entry_price", "entry_fee"):
+        if price is not None:
+            legs[sub_id].append((side, qty, price, fee))
+    return legs
+
+
+def positions_mark(*, strategy_id: int, symbol: str, mark_price: Decimal) -> list[Position]:
+    """Value the open positions of a strategy's holders at ``mark_price`` (a candle close);
+    returns their rows.
+
+    Only the open part moves at a close: the open trades are read (one query), the realized
+    part is taken from the stored positions, and the mark and unrealized PnL written back in
+    one UPDATE. A stored position that does not match its open trades (a batch that recorded
+    its fills and died before refreshing them) is recomputed in full by ``positions_refresh``,
+    as every position used to be at every close: the closed trades' sums that it reads grow
+    with each subscription's history.
+    """
+    legs = _open_legs(Trade.objects.filter(subscription__strategy_id=strategy_id))
+    if not legs:
+        return []
+    stored = {
+        row[0]: row[1:]
+        for row in Position.objects.filter(subscription_id__in=list(legs)).values_list(
+            "subscription_id",
+            "side",
+            "quantity",
+            "average_entry_price",
+            "open_fees",
+            "realized_pnl",
+            "fees_paid",
+        )
+    }
+    now = timezone.now()
+    marked: list[Position] = []
+    stale: list[int] = []
+    for sub_id, open_legs in legs.items():
+        if sub_id not in stored:
+            stale.append(sub_id)
+            continue
+        side, quantity, average, open_fees, realized, fees_paid = stored[sub_id]
+        row = _position(
+            sub_id,
+            symbol=symbol,
+            legs=open_legs,
+            closed=(realized, fees_paid - open_fees),
+            mark=mark_price,
+        )
+        if (row.side, row.quantity, row.average_entry_price, row.open_fees) != (
+            side,
+            quantity,
+            average,
+            open_fees,
+        ):
+            stale.append(sub_id)
+            continue
+        row.updated_at = now
+        marked.append(row)
+    # The rows' primary keys are not read: the UPDATE matches on the subscription.
+    bulk_write(marked, ["mark_price", "unrealized_pnl", "updated_at"], key="subscription")
+    return marked + positions_refresh(subscription_ids=stale, symbol=symbol, mark_price=mark_price)
 
 
 def _mark(
@@ -138,6 +205,48 @@ DAILY_CHUNK = 1000
 LastPoint = tuple[Decimal, Decimal, datetime]
 
 
+@dataclass(slots=True)
+class Point:
+    """An equity point as written (an ``EquityPoint`` row without the model's machinery: a
+    fan-out batch writes one per fill, and building model instances cost more than the
+    INSERT)."""
+
+    subscription_id: int
+    time: datetime
+    kind: str
+    equity: Decimal
+    capital: Decimal
+    realized: Decimal
+    unrealized: Decimal
+    fees: Decimal
+
+    def row(self) -> tuple[object, ...]:
+        return (
+            self.subscription_id,
+            self.time,
+            self.kind,
+            self.equity,
+            self.capital,
+            self.realized,
+            self.unrealized,
+            self.fees,
+            {},
+        )
+
+
+POINT_FIELDS = (
+    "subscription",
+    "time",
+    "kind",
+    "equity",
+    "capital",
+    "realized",
+    "unrealized",
+    "fees",
+    "detail",
+)
+
+
 def equity_points_record(
     *,
     positions: Sequence[Position],
@@ -145,7 +254,7 @@ def equity_points_record(
     times: Mapping[int, datetime],
     only_changed: bool = True,
     capitals: Mapping[int, Decimal] | None = None,
-) -> list[EquityPoint]:
+) -> list[Point]:
     """Store each position's equity at ``times[subscription]``, in one INSERT for all.
 
     With ``only_changed``, a subscription whose equity and capital are those of its last point
@@ -169,7 +278,7 @@ def equity_points_record(
         kept = _keep(point, state[sub_id]) if only_changed else point
         if kept is not None:
             points.append(kept)
-    bulk_insert(points)
+    bulk_insert_values(EquityPoint, POINT_FIELDS, [p.row() for p in points])
     return points
 
 
@@ -199,7 +308,7 @@ def _equity_state(ids: Sequence[int]) -> dict[int, LastPoint | None]:
     }
 
 
-def _keep(point: EquityPoint, last: LastPoint | None) -> EquityPoint | None:
+def _keep(point: Point, last: LastPoint | None) -> Point | None:
     if last is None:
         return point
     equity, capital, time = last
@@ -217,9 +326,9 @@ def _point(
     capital: Decimal,
     kind: str,
     time: datetime,
-) -> EquityPoint:
+) -> Point:
     equity = capital + position.realized_pnl + position.unrealized_pnl
-    return EquityPoint(
+    return Point(
         subscription_id=position.subscription_id,
         time=time,
         kind=kind,
@@ -236,7 +345,7 @@ def equity_points_fills(
     positions: Sequence[Position],
     filled: Mapping[int, tuple[datetime, Decimal]],
     capitals: Mapping[int, Decimal] | None = None,
-) -> list[EquityPoint]:
+) -> list[Point]:
     """Points for the subscriptions whose trades filled (subscription -> (fill time, price))."""
     rows = [p for p in positions if p.subscription_id in filled]
     times = {sub_id: at for sub_id, (at, _) in filled.items()}

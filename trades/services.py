@@ -6,10 +6,12 @@ machinery that makes them exactly-once); only the broker call differs.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -50,7 +52,7 @@ from trades.orders import (
     positions_settle,
     request_from_intent,
 )
-from trades.positions import equity_points_record, positions_refresh
+from trades.positions import equity_points_record, positions_mark
 from trades.protect import (
     ProtectiveFill,
     protective_fill,
@@ -579,8 +581,27 @@ def fanout_process(*, execution_id: int, subscription_ids: list[int]) -> FanoutO
     """Carry one execution's signal to these subscribers, in one batch."""
     execution = StrategyExecution.objects.select_related("strategy").get(pk=execution_id)
     ids = {"strategy_id": execution.strategy_id, "interval_start": execution.interval_start}
-    with log_context(execution_id=execution_id, **ids):
+    with log_context(execution_id=execution_id, **ids), collector_paused():
         return _fanout_batch(execution, subscription_ids)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Run a batch without the cyclic garbage collector, and let it run once after.
+
+    A batch keeps thousands of rows alive until it ends, so the collections it triggers find
+    nothing to free, and each full one walks every object of the process (Django's, Celery's,
+    ccxt's): measured, 0.2-0.5 s of a 1,000-subscriber paper batch. What the batch leaves
+    behind is freed by reference counting, or by the next collection once it is on again.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _fanout_batch(execution: StrategyExecution, subscription_ids: list[int]) -> FanoutOutcome:
@@ -704,6 +725,18 @@ def trades_check_stops(
         )
         .select_related("subscription__credential")
     )
+    with collector_paused():
+        return _check_stops(execution, open_trades, open_price=open_price, high=high, low=low)
+
+
+def _check_stops(
+    execution: StrategyExecution,
+    open_trades: Iterable[Trade],
+    *,
+    open_price: Decimal,
+    high: Decimal,
+    low: Decimal,
+) -> int:
     hits: dict[int, ProtectiveFill] = {}
     by_id = {}
     for trade in open_trades:
@@ -737,20 +770,15 @@ def _mark_positions(execution: StrategyExecution, tally: Tally) -> None:
     check it against their maximum drawdown."""
     if execution.close_price is None:
         return
-    holders = set(
-        Trade.objects.filter(
-            subscription__strategy_id=execution.strategy_id, status=Trade.Status.OPEN
-        ).values_list("subscription_id", flat=True)
-    )
-    rows = positions_refresh(
-        subscription_ids=holders,
+    rows = positions_mark(
+        strategy_id=execution.strategy_id,
         symbol=execution.strategy.symbol,
         mark_price=execution.close_price,
     )
     points = equity_points_record(
         positions=rows,
         kind=EquityPoint.Kind.CLOSE,
-        times=dict.fromkeys(holders, execution.interval_end),
+        times={row.subscription_id: execution.interval_end for row in rows},
     )
     tally.tripped.update(drawdown_check(points=points))
 

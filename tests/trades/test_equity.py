@@ -318,3 +318,26 @@ def test_more_of_an_open_entry_filling_later_writes_a_fill_point():
     assert len(points) == before + 1
     assert points[-1].kind == "fill" and points[-1].equity == Decimal("1000") - fee
     assert Position.objects.get(subscription=sub).quantity == full
+
+
+@pytest.mark.django_db
+def test_a_close_values_holders_from_their_open_trades_and_stored_realized_part():
+    # given a holder whose position was stored, and one whose stored position no longer
+    # matches its open trades (its fill was recorded, the refresh after it never ran)
+    strategy = StrategyFactory()
+    kept, stale = subscribe(strategy, capital="1000"), subscribe(strategy, capital="1000")
+    _signal(strategy, 0, "0.05", "LONG", [kept, stale])
+    Position.objects.filter(subscription=stale).update(
+        side=Position.Side.FLAT, quantity=0, average_entry_price=None, open_fees=0
+    )
+    # when a candle closes at 0.06
+    _close(strategy, 1, "0.06")
+    # then both are valued at the close from their trades: the stale one is recomputed whole
+    for sub in (kept, stale):
+        trade = Trade.objects.get(subscription=sub)
+        position = Position.objects.get(subscription=sub)
+        gain = (Decimal("0.06") - trade.entry_price) * trade.quantity - trade.entry_fee
+        assert position.side == Position.Side.LONG and position.quantity == trade.quantity
+        assert position.mark_price == Decimal("0.06") and position.unrealized_pnl == gain
+        assert _points(sub)[-1].kind == "close"
+        assert _points(sub)[-1].equity == Decimal("1000") + gain
