@@ -532,8 +532,9 @@ def executions_run(
     Returns the outcomes of the strategies this call ran."""
     strategies = Strategy.objects.in_bulk(strategy_ids)
     reads = CloseReads.for_strategies(strategies.values())
-    common = {"interval_start": interval_start, "trigger": trigger, "scheduled_at": scheduled_at}
-    rest = _BatchRest(strategy_ids, **common)
+    rest = _BatchRest(
+        strategy_ids, interval_start=interval_start, trigger=trigger, scheduled_at=scheduled_at
+    )
     outcomes: list[RunOutcome] = []
     first_error: Exception | None = None
     while (strategy_id := rest.next()) is not None:
@@ -544,7 +545,12 @@ def executions_run(
         try:
             with rest.handed_off_after(settings.EXECUTION_HANDOFF_S):
                 outcome = _execution_run(
-                    strategy=strategy, inline_fanout=False, reads=reads, **common
+                    strategy=strategy,
+                    interval_start=interval_start,
+                    trigger=trigger,
+                    scheduled_at=scheduled_at,
+                    inline_fanout=False,
+                    reads=reads,
                 )
         except Exception as exc:  # the batch's other strategies still run
             logger.exception("execution of strategy %s failed", strategy_id)
