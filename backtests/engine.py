@@ -50,10 +50,10 @@ class Bar:
     The close is read at every candle; open, high and low only where a stop or target rests,
     so they are converted when asked (most closes of a backtest hold no position)."""
 
-    __slots__ = ("_row", "close", "close_time")
+    __slots__ = ("close", "close_time", "row")
 
     def __init__(self, row: list[float], close_time: datetime) -> None:
-        self._row = row
+        self.row = row  # the stored floats: open, high and low are read from them when asked
         self.close_time = close_time
         self.close = _price(row[4])
 
@@ -63,15 +63,15 @@ class Bar:
 
     @property
     def open(self) -> Decimal:
-        return _price(self._row[1])
+        return _price(self.row[1])
 
     @property
     def high(self) -> Decimal:
-        return _price(self._row[2])
+        return _price(self.row[2])
 
     @property
     def low(self) -> Decimal:
-        return _price(self._row[3])
+        return _price(self.row[3])
 
 
 def _price(value: float) -> Decimal:
@@ -86,6 +86,21 @@ class Account:
         self.sizing, self.broker, self.series = sizing, broker, series
         self.position: SimTrade | None = None
         self.realized = ZERO
+        # capital + realized, the equity while flat (most closes): summed once per trade.
+        self._settled = sizing.capital + ZERO
+        # The position's stop and target as floats, widened by LEVEL_MARGIN: a candle
+        # whose range stays strictly inside them cannot reach either (see check_stops).
+        self._inside: tuple[float, float] | None = None
+
+    def resume(self, *, position: SimTrade | None, realized: Decimal) -> None:
+        """Carry on from a stored state: this position open, this PnL realized."""
+        self.position, self.realized = position, realized
+        self._settled = self.sizing.capital + realized
+        self._inside = (
+            None
+            if position is None
+            else _inside_levels(position.side, position.stop_loss, position.take_profit)
+        )
 
     # --- at each close, in the pipeline's order ---------------------------------------------
     def check_stops(self, bar: Bar) -> None:
@@ -93,6 +108,8 @@ class Account:
         trade = self.position
         if trade is None or (trade.stop_loss is None and trade.take_profit is None):
             return
+        if self._inside is not None and _strictly_inside(bar.row, self._inside):
+            return  # the exact check below would find nothing: spare its Decimals
         hit = protective_fill(
             side=trade.side,
             stop_loss=trade.stop_loss,
@@ -123,7 +140,9 @@ class Account:
         """Equity at the close: capital, realized PnL, and the open position valued there."""
         self.series.times.append(bar.close_time)
         self.series.closes.append(bar.close)
-        self.series.equity.append(self.sizing.capital + self.realized + self._unrealized(bar))
+        # (capital + realized) + unrealized: the same sum, in the same order, as ever.
+        equity = self._settled if self.position is None else self._settled + self._unrealized(bar)
+        self.series.equity.append(equity)
 
     # --- the rules ------------------------------------------------------------------------
     def _holds(self, side: str) -> bool:
@@ -162,6 +181,7 @@ class Account:
             metadata=signal.metadata,
         )
         self.series.trades.append(self.position)
+        self._inside = _inside_levels(side, signal.stop_loss, signal.take_profit)
 
     def _close(self, price: Decimal, time: datetime, reason: str) -> None:
         trade = self.position
@@ -180,7 +200,8 @@ class Account:
             fees=trade.entry_fee + fill.fee,
         ).quantize(MONEY_STEP)
         self.realized += trade.pnl
-        self.position = None
+        self._settled = self.sizing.capital + self.realized
+        self.position, self._inside = None, None
 
     def _unrealized(self, bar: Bar) -> Decimal:
         trade = self.position
@@ -197,6 +218,29 @@ class Account:
 
     def _skip(self, bar: Bar, signal: str, reason: str) -> None:
         self.series.skips.append(Skip(time=bar.close_time, signal=signal, reason=reason))
+
+
+# Far above the error of a float next to the Decimal it was read from or converts to (about
+# 1e-16 relative), far below any real distance between a price and a level.
+LEVEL_MARGIN = 1e-9
+INF = float("inf")
+
+
+def _inside_levels(
+    side: str, stop_loss: Decimal | None, take_profit: Decimal | None
+) -> tuple[float, float] | None:
+    """(lowest, highest) float prices a candle may trade, open included, without reaching
+    the stop or the target: each level moved LEVEL_MARGIN towards the entry."""
+    below, above = (stop_loss, take_profit) if side == "long" else (take_profit, stop_loss)
+    low = -INF if below is None else float(below) + abs(float(below)) * LEVEL_MARGIN
+    high = INF if above is None else float(above) - abs(float(above)) * LEVEL_MARGIN
+    return (low, high) if low < high else None
+
+
+def _strictly_inside(row: list[float], inside: tuple[float, float]) -> bool:
+    """The candle's open, high and low all strictly between the widened levels."""
+    low, high = inside
+    return low < min(row[1], row[3]) and max(row[1], row[2]) < high
 
 
 def _request(side: Any, quantity: Decimal, price: Decimal, time: datetime) -> OrderRequest:

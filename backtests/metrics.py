@@ -84,7 +84,10 @@ def drawdown_series(equity: list[Decimal]) -> list[Decimal]:
     for value in equity:
         peak = value if peak is None or value > peak else peak
         # A curve that never rose above zero has no peak to fall from.
-        drawdowns.append((peak - value) / peak * HUNDRED if peak > 0 else ZERO)
+        if value is peak:  # at a new peak, or flat on it (the same equity object): 0
+            drawdowns.append(ZERO)
+        else:
+            drawdowns.append((peak - value) / peak * HUNDRED if peak > 0 else ZERO)
     return drawdowns
 
 
@@ -172,7 +175,12 @@ def _longest_underwater_s(*, times: list[datetime], drawdowns: list[Decimal]) ->
 
 def _candle_returns(equity: list[Decimal]) -> list[float]:
     # Why: after a ruin (equity at or below zero) a simple return means nothing.
-    return [float(after / before - ONE) for before, after in pairwise(equity) if before > 0]
+    # A flat account repeats the same equity object: its return is 0 without a division.
+    return [
+        0.0 if after is before else float(after / before - ONE)
+        for before, after in pairwise(equity)
+        if before > 0
+    ]
 
 
 def _sharpe(returns: list[float], *, scale: float) -> float | None:

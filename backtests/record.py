@@ -104,8 +104,10 @@ def _account(record: StrategyRecord, strategy: Strategy) -> Account:
     broker = PaperBroker(fee_bps=settings.PAPER_FEE_BPS, slippage_bps=settings.PAPER_SLIPPAGE_BPS)
     sizing = Sizing(CAPITAL, RISK_PER_TRADE, LEVERAGE)
     account = Account(sizing=sizing, broker=broker, series=series)
-    account.position = trade_from_json(record.position) if record.position else None
-    account.realized = record.realized
+    account.resume(
+        position=trade_from_json(record.position) if record.position else None,
+        realized=record.realized,
+    )
     return account
 
 

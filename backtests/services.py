@@ -8,10 +8,11 @@ trade or an order of the platform.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -38,6 +39,7 @@ from strategies.sandbox import (
     StepResult,
     StrategySession,
     inspect_code,
+    prepare_sandbox,
     run_signals,
     strategy_session,
 )
@@ -233,6 +235,7 @@ Progress = Callable[[int, int], None]
 @dataclass
 class _Run:
     backtest: Backtest
+    session: StrategySession
     warm: list[list[float]]
     rows: list[list[float]]
     step_ms: int
@@ -240,8 +243,15 @@ class _Run:
     account: Account
     warnings: list[str] = field(default_factory=list)
     isolation: str = ""
-    logs: str = ""
+    logs: str = ""  # what generate_signals printed (vectorised)
     lookahead: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sandbox_logs(self) -> str:
+        """What the strategy printed: per candle, in the session (its logs are collected as
+        it closes); vectorised, in the generate_signals call (the check's session only
+        repeats generate_signal)."""
+        return self.session.logs if self.backtest.method == Method.PER_CANDLE else self.logs
 
 
 def backtest_run(*, backtest_id: int, on_progress: Progress | None = None) -> Backtest:
@@ -252,8 +262,9 @@ def backtest_run(*, backtest_id: int, on_progress: Progress | None = None) -> Ba
     started = time.monotonic()
     run: _Run | None = None
     try:
-        run = _prepare(backtest)
-        _simulate(run, on_progress)
+        with _sandbox_ahead(backtest) as session:
+            run = _prepare(backtest, session)
+            _simulate(run, on_progress)
         _record(run, started)
     except BacktestFailed as exc:
         _fail(backtest, str(exc), started, run)
@@ -284,7 +295,24 @@ def _code(backtest: Backtest) -> str:
     return backtest.strategy.code
 
 
-def _prepare(backtest: Backtest) -> _Run:
+@contextlib.contextmanager
+def _sandbox_ahead(backtest: Backtest) -> Iterator[StrategySession]:
+    """The run's sandbox, set up while its candles load: the session (per candle: the
+    strategy's; vectorised: the look-ahead check's), started with no candles (the warm-up
+    goes with the first step, the same window), and for generate_signals' single call a
+    prepared sandbox of the zygote the session started. A session that could not start
+    says so at its first step."""
+    options = _sandbox_options(backtest)
+    with strategy_session(history=[], lookback=backtest.lookback, **options) as session:
+        if backtest.method == Method.VECTORISED:
+            prepare_sandbox(
+                require_isolation=options["require_isolation"],
+                isolation_mode=options["isolation_mode"],
+            )
+        yield session
+
+
+def _prepare(backtest: Backtest, session: StrategySession) -> _Run:
     market = {"exchange": backtest.exchange, "symbol": backtest.symbol}
     market["resolution"] = backtest.resolution
     step = resolution_to_timedelta(backtest.resolution)
@@ -297,7 +325,8 @@ def _prepare(backtest: Backtest) -> _Run:
         if backtest.lookback > 1
         else []
     )
-    run = _Run(backtest, warm, rows, int(step.total_seconds() * 1000), *_account(backtest))
+    step_ms = int(step.total_seconds() * 1000)
+    run = _Run(backtest, session, warm, rows, step_ms, *_account(backtest))
     _warm_up_from_period(run)
     # The traded candles: what progress counts to (the period's warm-up ones are not traded).
     backtest.candles_total = len(run.rows)
@@ -339,24 +368,16 @@ def _simulate(run: _Run, on_progress: Progress | None) -> None:
     if run.backtest.method == Method.VECTORISED:
         _simulate_vectorised(run, on_progress)
         return
-    options = _sandbox_options(run.backtest)
-    session = None
-    try:
-        with strategy_session(
-            history=run.warm, lookback=run.backtest.lookback, **options
-        ) as session:
-            run.isolation = session.isolation
-            _replay(run, _stepper(run, session), on_progress)
-    finally:
-        if session is not None:  # its logs are collected as it closes, with the block
-            run.logs = session.logs
+    run.isolation = run.session.isolation
+    _replay(run, _stepper(run, run.session), on_progress)
 
 
 def _stepper(run: _Run, session: StrategySession) -> Callable[[int, list[float]], Any]:
     """generate_signal's answer at each close. The next close is sent as soon as this one is
     answered, so the strategy computes it while this process values the account: the child
-    still gets each close only after it answered the one before."""
-    pending: list[StepResult | None] = [session.send([run.rows[0]])] if run.rows else []
+    still gets each close only after it answered the one before. The first step carries the
+    warm-up (the session started before the candles were loaded)."""
+    pending: list[StepResult | None] = [session.send([*run.warm, run.rows[0]])] if run.rows else []
 
     def signal_at(index: int, row: list[float]) -> Any:
         result = pending[0] or session.receive()
@@ -414,29 +435,26 @@ def _progress(backtest: Backtest, done: int, on_progress: Progress | None) -> No
 def _simulate_vectorised(run: _Run, on_progress: Progress | None) -> None:
     """``generate_signals`` once over warm-up and period, then checked against
     ``generate_signal`` on history cut at a sample of candles (look-ahead bias). The check's
-    session starts while generate_signals runs, and its steps are taken between candles of
+    session started while the candles loaded, and its steps are taken between candles of
     the replay, so the strategy computes them while this process runs the account."""
     rows = run.warm + run.rows
-    with strategy_session(
-        history=[], lookback=run.backtest.lookback, **_sandbox_options(run.backtest)
-    ) as session:
-        signals = _vectorised_signals(run, rows)
-        check = LookaheadCheck(
-            session=session,
-            rows=rows,
-            signals=signals,
-            first=len(run.warm),
-            lookback=run.backtest.lookback,
-        )
-        every = max(len(run.rows) // (check.steps + 1), 1)
+    signals = _vectorised_signals(run, rows)
+    check = LookaheadCheck(
+        session=run.session,
+        rows=rows,
+        signals=signals,
+        first=len(run.warm),
+        lookback=run.backtest.lookback,
+    )
+    every = max(len(run.rows) // (check.steps + 1), 1)
 
-        def signal_at(index: int, _row: list[float]) -> Any:
-            if index % every == 0:
-                check.advance()
-            return signals[index]
+    def signal_at(index: int, _row: list[float]) -> Any:
+        if index % every == 0:
+            check.advance()
+        return signals[index]
 
-        _replay(run, signal_at, on_progress)
-        run.lookahead = check.finish()
+    _replay(run, signal_at, on_progress)
+    run.lookahead = check.finish()
     if run.lookahead.get("error"):
         raise BacktestFailed(str(run.lookahead["error"]))
     if run.lookahead["disagreements"]:
@@ -494,7 +512,7 @@ def _finish(backtest: Backtest, status: str, error: str, started: float, run: _R
     if run is not None:
         backtest.candles_done = len(run.series.times)
         backtest.sandbox_isolation = run.isolation
-        backtest.logs = storable_text(run.logs, django_settings.BACKTEST_MAX_LOG_CHARS)
+        backtest.logs = storable_text(run.sandbox_logs, django_settings.BACKTEST_MAX_LOG_CHARS)
     backtest.save()
 
 

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import BigIntegerField, FloatField
+from django.db.models.functions import Cast, Extract
 
 from core.clock import market_now
 from core.time_utils import (
@@ -130,18 +132,33 @@ def candles_between(
     """Candles that opened at or after ``start`` and closed by ``end``, oldest first, at most
     ``limit`` (a caller asks for one more than it accepts to tell a period that is too long)."""
     last_open = end - resolution_to_timedelta(resolution)
-    rows = (
-        Candle.objects.filter(
-            exchange=exchange,
-            symbol=symbol,
-            resolution=resolution,
-            open_time__gte=start,
-            open_time__lte=last_open,
-        )
-        .order_by("open_time")
-        .values_list("open_time", "open", "high", "low", "close", "volume")[:limit]
-    )
-    return _ohlcv(rows)
+    rows = Candle.objects.filter(
+        exchange=exchange,
+        symbol=symbol,
+        resolution=resolution,
+        open_time__gte=start,
+        open_time__lte=last_open,
+    ).order_by("open_time")
+    if connection.vendor == "postgresql":
+        return _pg_ohlcv(rows.values_list(*_PG_OHLCV)[:limit])
+    return _ohlcv(rows.values_list("open_time", "open", "high", "low", "close", "volume")[:limit])
+
+
+def _pg_ohlcv(rows: Any) -> list[list[float]]:
+    """A long period's rows as floats straight from PostgreSQL, fetched at once: half the
+    time of parsing each timestamp and Decimal and of Django's row iteration. The same
+    floats: numeric -> float8 rounds the exact decimal to the nearest double, as
+    float(Decimal) does; candles open on whole milliseconds."""
+    sql, params = rows.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [list(row) for row in cursor.fetchall()]
+
+
+_PG_OHLCV = (
+    Cast(Extract("open_time", "epoch") * 1000, BigIntegerField()),
+    *(Cast(name, FloatField()) for name in ("open", "high", "low", "close", "volume")),
+)
 
 
 def _ohlcv(

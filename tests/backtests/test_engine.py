@@ -197,3 +197,48 @@ def test_a_position_that_rounds_to_zero_is_skipped():
     # then no trade, and the reason is the platform's
     assert series.trades == []
     assert series.skips[0].reason == "position size rounds to zero"
+
+
+@pytest.mark.parametrize(
+    ("side", "levels", "candle", "reason"),
+    [
+        ("LONG", (0.0955, 0.1201), (0.1, 0.11, 0.0955, 0.1), "stop loss"),  # low on the stop
+        ("LONG", (0.0955, 0.1201), (0.1, 0.1201, 0.099, 0.1), "take profit"),  # high on target
+        ("LONG", (0.0955, 0.1201), (0.1201, 0.1201, 0.1, 0.1), "take profit"),  # opens on it
+        ("SHORT", (0.1201, 0.0955), (0.1, 0.1201, 0.099, 0.1), "stop loss"),
+        ("SHORT", (0.1201, 0.0955), (0.1, 0.11, 0.0955, 0.1), "take profit"),
+        ("LONG", (0.0955, 0.1201), (0.0954999, 0.1, 0.0955001, 0.1), "stop loss"),  # bad row
+    ],
+)
+def test_a_level_reached_exactly_is_hit_whatever_the_float_digits(side, levels, candle, reason):
+    # given a position with levels that floats do not hold exactly
+    account, series = _account(fee_bps="0", slippage_bps="0")
+    stop, target = levels
+    raw = {"signal": side, "stopLoss": stop, "takeProfit": target}
+    _close(account, _bar(0, 0.1, 0.1, 0.1, 0.1), raw)
+    _close(account, _bar(1, 0.1, 0.1001, 0.0999, 0.1))  # a candle well inside: nothing
+
+    # when a candle reaches one level exactly (or opens past it)
+    _close(account, _bar(2, *candle))
+
+    # then the level fills, as paper trading's exact check says
+    assert series.trades[0].exit_reason == reason
+    assert account.position is None
+
+
+def test_a_resumed_account_values_and_stops_its_stored_position():
+    # given the state of an account that holds a long from 100, stop 95, 5 realized
+    account, series = _account(fee_bps="0", slippage_bps="0")
+    _close(account, _bar(0, 100, 100, 100, 100), {"signal": "LONG", "stopLoss": 95})
+    stored = series.trades[0]
+    resumed, resumed_series = _account(fee_bps="0", slippage_bps="0")
+
+    # when another account carries on from it, over a close and then a candle to the stop
+    resumed.resume(position=stored, realized=Decimal("5"))
+    _close(resumed, _bar(1, 100, 101, 99, 100))
+    _close(resumed, _bar(2, 98, 99, 94, 96))
+
+    # then equity counts the realized PnL and the stop fills
+    assert resumed_series.equity[0] == Decimal("1005")
+    assert stored.exit_reason == "stop loss" and stored.exit_price == Decimal("95")
+    assert resumed_series.equity[-1] == Decimal("1005") + stored.pnl
