@@ -94,8 +94,10 @@ def test_a_batch_keeps_each_executions_fence_and_lock(markets):
     assert StrategyExecution.objects.get(strategy=fresh).status == "success"
 
 
-def _queued(queue: str) -> list[tuple[str, tuple[int, ...]]]:
-    """The executions waiting on the broker: each task's name and the strategies it runs."""
+def _queued(queue: str, strategies) -> list[tuple[str, tuple[int, ...]]]:
+    """The executions of ``strategies`` waiting on the broker: each task's name and the
+    strategies it runs (a message of another test's process may wait there too)."""
+    ours = {strategy.pk for strategy in strategies}
     with app.connection_for_read() as broker:
         raw = broker.default_channel.client.lrange(queue, 0, -1)
     tasks = []
@@ -104,7 +106,8 @@ def _queued(queue: str) -> list[tuple[str, tuple[int, ...]]]:
             continue  # what subscribing queued
         _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
         ids = kwargs.get("strategy_ids") or [kwargs["strategy_id"]]
-        tasks.append((message["headers"]["task"], tuple(ids)))
+        if ours.intersection(ids):
+            tasks.append((message["headers"]["task"], tuple(ids)))
     return sorted(tasks)
 
 
@@ -122,7 +125,7 @@ def test_a_close_queues_each_markets_strategies_in_batches(markets, settings):
     # when the close is dispatched (beat's way: every market of the resolution)
     try:
         queued = candle_close_dispatch(resolution="5m", close_time=START + STEP * 11)
-        tasks = _queued(queue)
+        tasks = _queued(queue, strategies)
     finally:
         with app.connection_for_write() as broker:
             broker.default_channel.queue_purge(queue)
@@ -164,7 +167,7 @@ def test_a_slow_strategy_hands_the_rest_of_its_batch_to_a_task_of_their_own(mark
             interval_start=START + STEP * 10,
             trigger="replay",
         )
-        tasks = _queued(queue)
+        tasks = _queued(queue, [slow, *behind])
     finally:
         with app.connection_for_write() as broker:
             broker.default_channel.queue_purge(queue)
