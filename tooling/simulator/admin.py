@@ -83,7 +83,8 @@ class Admin:
 
     async def requests(self, request: web.Request) -> web.Response:
         window = int(request.query.get("window_ms", "1000"))
-        return web.json_response(self.sim.request_rates(window_ms=window))
+        since = int(request.query.get("since", "0"))
+        return web.json_response(self.sim.request_rates(window_ms=window, since=since))
 
     async def faults(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -54,10 +54,9 @@ class SimulatorClient:
         response.raise_for_status()
         return response.json()
 
-    def request_rates(self, window_ms: int = 1000) -> dict[str, Any]:
-        return self.http.get(
-            f"{self.url}/sim/requests", params={"window_ms": window_ms}, timeout=10
-        ).json()
+    def request_rates(self, window_ms: int = 1000, since: int = 0) -> dict[str, Any]:
+        params = {"window_ms": window_ms, "since": since}
+        return self.http.get(f"{self.url}/sim/requests", params=params, timeout=10).json()
 
     def orders(self) -> list[dict[str, Any]]:
         return self.http.get(f"{self.url}/sim/orders", timeout=10).json()

@@ -173,15 +173,17 @@ class Simulator:
             raise SimError(418, -1003, "Way too many requests; IP banned until later.")
         return kind
 
-    def request_rates(self, *, window_ms: int = 1000) -> dict[str, float]:
-        """The most signed requests seen in any ``window_ms``: overall and for the busiest key."""
-        times = [t for t, _ in self.requests]
+    def request_rates(self, *, window_ms: int = 1000, since: int = 0) -> dict[str, float]:
+        """The most signed requests seen in any ``window_ms``: overall and for the busiest key;
+        ``since``: the requests after the first ``since`` ones only (``requests`` counts all)."""
+        seen = list(self.requests)[since:]
+        times = [t for t, _ in seen]
         by_key: dict[str, list[int]] = {}
-        for t, key in self.requests:
+        for t, key in seen:
             by_key.setdefault(key, []).append(t)
         per_key = max((_peak(ts, window_ms) for ts in by_key.values()), default=0)
         return {
-            "requests": len(times),
+            "requests": len(self.requests),
             "keys": len(by_key),
             "peak_per_window": _peak(times, window_ms),
             "peak_per_key_per_window": per_key,
