@@ -67,6 +67,11 @@ class LookaheadCheck:
         else:
             self._pending = i
 
+    def advance_if_answered(self) -> None:
+        """``advance()`` when it would not wait: the caller goes on working otherwise."""
+        if self._pending is None or self._session.answered():
+            self.advance()
+
     def finish(self) -> dict[str, Any]:
         """Every remaining sampled candle checked -> the verdict."""
         while self._pending is not None or (not self._error and self._next < len(self._sample)):

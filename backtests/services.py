@@ -53,6 +53,9 @@ Status = Backtest.Status
 Method = Backtest.Method
 MAX_BPS = Decimal("1000")  # 10 % a side: beyond any real fee or slippage
 PROGRESS_EVERY_S = 1.0
+# Candles of a vectorised replay between looks for the look-ahead check's answer: a poll
+# costs about a microsecond, the strategy's step about a hundred candles of the replay.
+CHECK_POLL_EVERY = 8
 MAX_STORED_SKIPS = 1000
 
 
@@ -244,6 +247,7 @@ class _Run:
     warnings: list[str] = field(default_factory=list)
     isolation: str = ""
     logs: str = ""  # what generate_signals printed (vectorised)
+    check: LookaheadCheck | None = None  # vectorised: the look-ahead check, under way
     lookahead: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -265,7 +269,9 @@ def backtest_run(*, backtest_id: int, on_progress: Progress | None = None) -> Ba
         with _sandbox_ahead(backtest) as session:
             run = _prepare(backtest, session)
             _simulate(run, on_progress)
-        _record(run, started)
+            summary = _summary(run)  # the look-ahead check's steps go on meanwhile
+            _check_verdict(run)
+        _record(run, summary, started)
     except BacktestFailed as exc:
         _fail(backtest, str(exc), started, run)
     except Exception as exc:  # never leave a backtest running: record why it stopped
@@ -435,8 +441,9 @@ def _progress(backtest: Backtest, done: int, on_progress: Progress | None) -> No
 def _simulate_vectorised(run: _Run, on_progress: Progress | None) -> None:
     """``generate_signals`` once over warm-up and period, then checked against
     ``generate_signal`` on history cut at a sample of candles (look-ahead bias). The check's
-    session started while the candles loaded, and its steps are taken between candles of
-    the replay, so the strategy computes them while this process runs the account."""
+    session started while the candles loaded; its steps are taken as their answers come in,
+    between candles of the replay and parts of the summary, so the strategy computes them
+    while this process works."""
     rows = run.warm + run.rows
     signals = _vectorised_signals(run, rows)
     check = LookaheadCheck(
@@ -446,18 +453,30 @@ def _simulate_vectorised(run: _Run, on_progress: Progress | None) -> None:
         first=len(run.warm),
         lookback=run.backtest.lookback,
     )
-    every = max(len(run.rows) // (check.steps + 1), 1)
+    run.check = check
 
     def signal_at(index: int, _row: list[float]) -> Any:
-        if index % every == 0:
-            check.advance()
+        if index % CHECK_POLL_EVERY == 0:
+            check.advance_if_answered()
         return signals[index]
 
     _replay(run, signal_at, on_progress)
-    run.lookahead = check.finish()
+
+
+def _check_progress(run: _Run) -> None:
+    if run.check is not None:
+        run.check.advance_if_answered()
+
+
+def _check_verdict(run: _Run) -> None:
+    """The check to its end. One that could not finish fails the backtest; disagreements
+    are its warning."""
+    if run.check is None:
+        return
+    run.lookahead, run.check = run.check.finish(), None
     if run.lookahead.get("error"):
         raise BacktestFailed(str(run.lookahead["error"]))
-    if run.lookahead["disagreements"]:
+    if run.lookahead.get("disagreements"):
         run.warnings.append(
             f"look-ahead bias: generate_signals disagrees with generate_signal on history cut "
             f"at the candle for {len(run.lookahead['disagreements'])} of "
@@ -478,28 +497,47 @@ def _vectorised_signals(run: _Run, rows: list[list[float]]) -> list[Any]:
 
 
 # --- recording -------------------------------------------------------------------------------
-def _record(run: _Run, started: float) -> None:
+@dataclass(frozen=True)
+class _Summary:
+    """What is written of a run, computed before anything is."""
+
+    metrics: dict[str, Any]
+    series: dict[str, list[Any]]
+    trades: list[BacktestTrade]
+    gaps: list[dict[str, Any]]
+
+
+def _summary(run: _Run) -> _Summary:
+    series = run.series
+    metrics = backtest_metrics(series=series)
+    _check_progress(run)
+    stored = _series_json(series)
+    _check_progress(run)
+    return _Summary(
+        metrics=metrics,
+        series=stored,
+        trades=[_trade_row(run.backtest, trade) for trade in series.trades],
+        gaps=_gaps(run.warm[-1:] + run.rows, run.step_ms),
+    )
+
+
+def _record(run: _Run, summary: _Summary, started: float) -> None:
     """The whole result in one transaction, with status done: never shown half-written."""
-    backtest, series = run.backtest, run.series
-    backtest.gaps = _gaps(run.warm[-1:] + run.rows, run.step_ms)
-    if backtest.gaps:
-        missing = sum(gap["missing"] for gap in backtest.gaps)
+    backtest = run.backtest
+    if summary.gaps:
+        missing = sum(gap["missing"] for gap in summary.gaps)
         run.warnings.append(
-            f"gaps: {missing} candles are missing in {len(backtest.gaps)} places; "
+            f"gaps: {missing} candles are missing in {len(summary.gaps)} places; "
             "no signal was taken at those closes (live, they are skipped too)"
         )
-    metrics = backtest_metrics(series=series)
-    metrics["skipped_signals"] = len(series.skips)
+    metrics = {**summary.metrics, "skipped_signals": len(run.series.skips)}
     metrics["warnings"] = run.warnings
     with transaction.atomic():
-        BacktestTrade.objects.bulk_create(
-            [_trade_row(backtest, trade) for trade in series.trades], batch_size=1000
-        )
-        backtest.metrics = metrics
-        backtest.series = _series_json(series)
+        BacktestTrade.objects.bulk_create(summary.trades, batch_size=1000)
+        backtest.metrics, backtest.series, backtest.gaps = metrics, summary.series, summary.gaps
         backtest.skips = [
             {"time": s.time.isoformat(), "signal": s.signal, "reason": s.reason}
-            for s in series.skips[:MAX_STORED_SKIPS]
+            for s in run.series.skips[:MAX_STORED_SKIPS]
         ]
         backtest.lookahead = run.lookahead
         _finish(backtest, Status.DONE, "", started, run)

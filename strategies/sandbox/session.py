@@ -87,6 +87,8 @@ class _Backend(Protocol):
 
     def receive(self) -> StepResult: ...
 
+    def answered(self) -> bool: ...
+
     def close(self, abort: bool) -> tuple[str, float]: ...
 
 
@@ -150,6 +152,13 @@ class StrategySession:
         result = self._backend.receive()
         self.steps += 1
         return result if result.ok else self._end(result)
+
+    def answered(self) -> bool:
+        """Whether ``receive`` would return at once: the answer (or the end) is in, or
+        nothing is awaited."""
+        if self._backend is None or self._closed or self.error or not self._sent:
+            return True
+        return self._backend.answered()
 
     def close(self, *, abort: bool = False) -> None:
         """End the session (``abort``: kill the executor rather than let it finish)."""
@@ -378,6 +387,9 @@ class _ZygoteBackend:
         ok, value, error, _dropped = parse_result(raw)
         return StepResult(ok, value, error)
 
+    def answered(self) -> bool:
+        return self._channel.readable()
+
     def close(self, abort: bool) -> tuple[str, float]:
         if self._outcome is None:
             self._kill() if abort else self._finish()
@@ -480,15 +492,29 @@ class _DataChannel:
                 raise EOFError("the session's executor closed the connection")
             self._buffer += chunk
 
+    def readable(self) -> bool:
+        """A whole frame is buffered, or the socket has data or its end to read."""
+        return self._take_ready() or bool(self._poll.poll(0))
+
+    def _take_ready(self) -> bool:
+        size = self._frame_size()
+        return size is not None and len(self._buffer) >= _FRAME_HEADER.size + size
+
+    def _frame_size(self) -> int | None:
+        """The buffered frame's size, once its header is in."""
+        if len(self._buffer) < _FRAME_HEADER.size:
+            return None
+        return int(_FRAME_HEADER.unpack_from(self._buffer)[0])
+
     def _wait(self, poller: select.poll, deadline: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0 or not poller.poll(math.ceil(remaining * 1000)):
             raise TimeoutError
 
     def _take(self, limit: int) -> bytes | None:
-        if len(self._buffer) < _FRAME_HEADER.size:
+        size = self._frame_size()
+        if size is None:
             return None
-        (size,) = _FRAME_HEADER.unpack_from(self._buffer)
         if size > limit:
             raise ValueError(f"frame of {size} bytes")
         end = _FRAME_HEADER.size + size
@@ -549,6 +575,9 @@ class _ColdBackend:
         self._keep_logs(result.logs)
         self._cpu_ms += result.cpu_ms
         return StepResult(result.ok, result.value, result.error, result.sandbox_failure)
+
+    def answered(self) -> bool:
+        return True  # the step runs in receive(): there is nothing to wait for before it
 
     def close(self, abort: bool) -> tuple[str, float]:
         logs = "".join(self._logs)

@@ -155,6 +155,33 @@ def test_a_step_in_two_halves_answers_the_same_and_keeps_to_its_order(any_mode: 
         assert halves.receive() == StepResult(True, whole.step([CANDLES[33]]).value, "")
 
 
+SLOW_ON_THE_LAST = """
+import time
+LOOKBACK = 5
+def generate_signal(candles, settings):
+    if candles["close"].iloc[-1] > 40:
+        time.sleep(2)  # far longer than the assertion after the send takes, under any load
+    return None
+"""
+
+
+def test_answered_tells_whether_a_receive_would_wait(mode: str) -> None:
+    # given a session whose strategy answers the first candle at once and sleeps on the next
+    with strategy_session(
+        code=SLOW_ON_THE_LAST, settings={}, history=CANDLES[:30], isolation_mode=mode
+    ) as session:
+        # then with nothing sent, nothing is awaited
+        assert session.answered()
+        # when a quick step is sent, its answer comes in soon
+        assert session.send([CANDLES[30]]) is None
+        assert _eventually(session.answered)
+        assert session.receive().ok
+        # and while the slow one computes, a receive would wait
+        assert session.send([CANDLES[40]]) is None
+        assert not session.answered()
+        assert session.receive().ok and session.answered()
+
+
 def test_the_warm_up_history_fills_the_first_window() -> None:
     # given a LOOKBACK of 50 and 80 candles of history
     code = "LOOKBACK = 50\n" + WINDOW.replace("LOOKBACK = 20\n", "")
