@@ -147,22 +147,27 @@ def test_a_spare_dies_with_its_zygote(mode: str) -> None:
     assert _eventually(lambda: _descendants(os.getpid()) <= others), _descendants(os.getpid())
 
 
+# Only the spin is meant to meet its time limit: the others get enough wall time to reach
+# their own limit on a loaded machine (with both cores busy, the memory case once met a 1 s
+# limit before it had filled 256 MiB), so each case tests the limit it names.
 @pytest.mark.parametrize(
-    ("body", "error"),
+    ("body", "error", "timeout_s"),
     [
-        ("os.fork()", "exception: PermissionError: [Errno 1] Operation not permitted"),
-        ("os.kill(os.getppid(), signal.SIGKILL)", "exception: PermissionError"),
-        ("os.kill(1, signal.SIGKILL)", "exception: PermissionError"),
-        ("socket.socket()", "exception: PermissionError"),
-        ("x = [b'x' * 10**7 for _ in range(1000)]", "memory limit exceeded (256 MiB)"),
-        ("while True:\n        pass", "timeout after 1.0 s"),
+        ("os.fork()", "exception: PermissionError: [Errno 1] Operation not permitted", 10.0),
+        ("os.kill(os.getppid(), signal.SIGKILL)", "exception: PermissionError", 10.0),
+        ("os.kill(1, signal.SIGKILL)", "exception: PermissionError", 10.0),
+        ("socket.socket()", "exception: PermissionError", 10.0),
+        ("x = [b'x' * 10**7 for _ in range(1000)]", "memory limit exceeded (256 MiB)", 10.0),
+        ("while True:\n        pass", "timeout after 1.0 s", 1.0),
     ],
 )
-def test_a_prepared_sandbox_confines_its_execution(mode: str, body: str, error: str) -> None:
+def test_a_prepared_sandbox_confines_its_execution(
+    mode: str, body: str, error: str, timeout_s: float
+) -> None:
     assert run(TRIVIAL, mode).ok
     code = f"import os, signal, socket\ndef generate_signal(c, s):\n    {body}\n"
 
-    result = prepared_run(code, mode, memory_mb=256, timeout_s=1.0)
+    result = prepared_run(code, mode, memory_mb=256, timeout_s=timeout_s)
 
     assert not result.ok
     assert result.error.startswith(error), result.error
