@@ -149,11 +149,12 @@ def bench_start(
 
 
 def bench_restart(run: BenchRun, *, settle_s: float) -> None:
-    """Replace the worker by a new one, as a deploy does, with its pools warmed at start
-    (EXCHANGE_POOL_WARM); the next signal comes ``settle_s`` after it is listening."""
+    """Replace the worker by a new one, as a deploy does (Procfile, compose), with its pools
+    and sandboxes warmed at start (EXCHANGE_POOL_WARM, STRATEGY_SANDBOX_WARM); the next signal
+    comes ``settle_s`` after it is listening."""
     assert run.worker is not None
     run.worker.stop()
-    env = {**run.worker.env, "EXCHANGE_POOL_WARM": "1"}
+    env = {**run.worker.env, "EXCHANGE_POOL_WARM": "1", "STRATEGY_SANDBOX_WARM": "1"}
     run.worker = QueueWorker(
         queue=BENCH_QUEUE, env=env, log_dir=_log_dir(), concurrency=run.worker.concurrency
     ).start()

@@ -403,10 +403,10 @@ def test_a_starting_worker_builds_the_clients_of_its_active_live_subscriptions(s
     subscription_pause(subscription=paused)
 
     # when the process warms its exchange pool, as each worker process does when it starts
-    built = live_pool_warm()
+    warmup = live_pool_warm()
 
     # then the active subscriber's client is built (keys and markets), the paused one's is not
-    assert built == 1
+    assert warmup.clients == 1
     hub = get_hub()
     assert hub.is_pooled(active.pk, credential_ref(active).fingerprint)
     assert not hub.is_pooled(paused.credential.pk, credential_ref(paused.credential).fingerprint)
