@@ -155,11 +155,26 @@ def bench_restart(run: BenchRun, *, settle_s: float) -> None:
     assert run.worker is not None
     run.worker.stop()
     env = {**run.worker.env, "EXCHANGE_POOL_WARM": "1", "STRATEGY_SANDBOX_WARM": "1"}
+    # At INFO, as the Procfile's worker: its log says what each process's warm-up did.
     run.worker = QueueWorker(
-        queue=BENCH_QUEUE, env=env, log_dir=_log_dir(), concurrency=run.worker.concurrency
+        queue=BENCH_QUEUE,
+        env=env,
+        log_dir=_log_dir(),
+        concurrency=run.worker.concurrency,
+        loglevel="INFO",
     ).start()
     run.worker.wait_ready()
     time.sleep(settle_s)
+
+
+def bench_warmups(run: BenchRun) -> list[str]:
+    """The worker's warm-up lines (one per pool process and warm-up), as it logged them."""
+    assert run.worker is not None
+    return [
+        line.split(" config.celery_app ", 1)[-1]
+        for line in run.worker.log_text().splitlines()
+        if " config.celery_app " in line and "warm" in line
+    ]
 
 
 def _load_market() -> list[datetime]:

@@ -54,7 +54,7 @@ from trades.brokers.hub import (
     get_hub,
     hub_run,
 )
-from trades.ratelimit import Bucket, bucket_for_exchange
+from trades.ratelimit import bucket_for_exchange
 
 logger = logging.getLogger(__name__)
 
@@ -163,9 +163,9 @@ def _concurrency() -> int:
 
 
 async def _open_connections(hub: Hub, *, exchange_id: str, sandbox: bool, count: int) -> int:
-    """``count`` connections to an exchange, each opened by one unsigned public request sent
-    at once through its keyless client (on the hub's session, which keeps them open for the
-    orders); returns the requests answered."""
+    """Up to ``count`` connections to an exchange, each opened by one unsigned public request
+    through its keyless client (on the hub's session, which keeps them open for the orders);
+    returns the requests answered."""
     try:
         template = await hub.template(exchange_id, sandbox)
     except Exception:
@@ -174,19 +174,37 @@ async def _open_connections(hub: Hub, *, exchange_id: str, sandbox: bool, count:
     if not template.has.get("fetchTime"):
         logger.info("no connections warmed for %s: no cheap public request", exchange_id)
         return 0
-    bucket = bucket_for_exchange(exchange_id=exchange_id, rate=settings.EXCHANGE_RATE_PER_EXCHANGE)
-    answered = await asyncio.gather(*(_warm_request(hub, template, bucket) for _ in range(count)))
-    failed = answered.count(False)
-    if failed:
-        logger.warning("%d of %d warm-up requests to %s failed", failed, count, exchange_id)
+    granted = await _warm_tokens(hub, exchange_id=exchange_id, count=count)
+    # All at once: a request finding no idle connection opens one; sent one after the other,
+    # they would all go out on the first.
+    answered = await asyncio.gather(*(_warm_request(template) for _ in range(granted)))
+    if granted < count or False in answered:
+        logger.info(
+            "%d of %d connections to %s warmed (%d without a rate-limit token)",
+            answered.count(True),
+            count,
+            exchange_id,
+            count - granted,
+        )
     return answered.count(True)
 
 
-async def _warm_request(hub: Hub, template: Exchange, bucket: Bucket) -> bool:
-    # A request like any other to the exchange: it takes its token from the exchange's bucket
-    # (it signs with no key, so no credential's), and none is sent without one.
+async def _warm_tokens(hub: Hub, *, exchange_id: str, count: int) -> int:
+    """The tokens the exchange's bucket grants now, up to ``count``, in one round trip.
+
+    A warm-up request is a request like any other to the exchange: none goes out without its
+    token. It signs with no key, so it takes none of a credential's. The tokens are not waited
+    for: tokens taken over time and then spent at once would burst above the rate."""
+    bucket = bucket_for_exchange(exchange_id=exchange_id, rate=settings.EXCHANGE_RATE_PER_EXCHANGE)
     try:
-        await hub.limiter.acquire(bucket)
+        return (await hub.limiter.take_many([[bucket]] * count)).count(True)
+    except Exception:  # the limiter's Redis: nothing is sent without a token
+        logger.warning("no rate-limit tokens for the warm-up of %s", exchange_id, exc_info=True)
+        return 0
+
+
+async def _warm_request(template: Exchange) -> bool:
+    try:
         await template.fetch_time()
     except Exception as exc:
         logger.debug("warm-up request to %s failed: %s", template.id, _describe(exc))

@@ -14,6 +14,7 @@ from tooling.bench_fanout import (
     bench_signal,
     bench_start,
     bench_stop,
+    bench_warmups,
 )
 from tooling.live_processes import free_port
 
@@ -78,6 +79,8 @@ class Command(BaseCommand):
                     f"first signal after a worker restart ({o['restart_settle_s']:g} s after it "
                     f"listens, pools and sandboxes warmed at start): {after.line()}"
                 )
+                for line in bench_warmups(run):
+                    self.stdout.write(f"  restarted worker: {line}")
             if mode == "live":
                 floor = bench_floor(run, orders=n)
                 self.stdout.write(
