@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import threading
 import time
 import uuid
@@ -19,6 +21,7 @@ from cryptography.fernet import Fernet
 from django.conf import settings as django_settings
 from django.utils import timezone
 
+from config.celery_app import _warm
 from execution.services import execution_run
 from subscriptions.models import BrokerCredential
 from subscriptions.services import credential_create, subscription_pause
@@ -489,3 +492,16 @@ def test_a_credential_that_cannot_be_used_does_not_stop_the_warm_up(
     assert get_hub().is_pooled(
         credential_of(usable).pk, credential_ref(credential_of(usable)).fingerprint
     )
+
+
+def test_a_starting_worker_process_logs_what_its_pool_warm_up_did(sim, market, fresh_hub, caplog):
+    # given an active live subscriber
+    live_trader(sim, StrategyFactory(settings={"signal": "LONG"}))
+
+    # when a pool process's warm-up thread runs, as worker_process_init starts it
+    with caplog.at_level(logging.INFO, logger="config.celery_app"):
+        _warm()
+
+    # then its line says how long it took, the clients built and the connections opened
+    [line] = [r.getMessage() for r in caplog.records if r.name == "config.celery_app"]
+    assert re.fullmatch(r"exchange pool warmed in \d+\.\d\d s: 1 clients, 1 connections", line)
