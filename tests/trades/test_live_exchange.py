@@ -449,6 +449,24 @@ def test_a_starting_worker_opens_the_connections_its_batches_use(sim, market, se
     assert sim.stats()["connections"] == 2
 
 
+def test_warmed_connections_idle_longer_than_the_keepalive_are_opened_again(
+    sim, market, settings, fresh_hub
+):
+    # given a process that keeps idle connections 0.2 s, warmed for one active subscriber
+    settings.EXCHANGE_KEEPALIVE_S = 0.2
+    trader = live_trader(sim, StrategyFactory(settings={"signal": "LONG"}))
+    assert live_pool_warm().connections == 1
+    opened = sim.stats()["connections"]
+
+    # when its order comes later than that
+    time.sleep(0.5)
+    [result] = live_place_many([(credential_ref(credential_of(trader)), _request("late-1"))])
+
+    # then it went out on a connection of its own: the warmed one had been closed
+    assert result.status == OrderStatus.FILLED
+    assert sim.stats()["connections"] == opened + 1
+
+
 def test_the_warm_up_takes_the_exchanges_rate_limit_tokens_and_never_exceeds_them(
     sim, market, settings, fresh_hub
 ):
