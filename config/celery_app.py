@@ -39,8 +39,9 @@ def _metrics_process_dead(pid: int | None = None, **_: object) -> None:
     metrics_process_dead(pid=pid or os.getpid())
 
 
-# Each pool process warms its exchange clients in the background, so the first signal after a
-# start or deploy finds them built; tasks run meanwhile (a client not yet built is built then).
+# Each pool process warms its exchange clients and connections in the background, so the first
+# signal after a start or deploy finds them ready; tasks run meanwhile (a client not yet built
+# is built then, a connection not yet open is opened then).
 @worker_process_init.connect
 def _warm_exchange_pool(**_: object) -> None:
     from django.conf import settings
@@ -51,15 +52,55 @@ def _warm_exchange_pool(**_: object) -> None:
 
 def _warm() -> None:
     import logging
+    import time
 
     from django.db import connections
 
     from trades.brokers.live import live_pool_warm
 
     logger = logging.getLogger(__name__)
+    started = time.monotonic()
     try:
-        logger.info("exchange pool warmed: %d clients", live_pool_warm())
+        warmup = live_pool_warm()
+        logger.info(
+            "exchange pool warmed in %.2f s: %d clients, %d connections",
+            time.monotonic() - started,
+            warmup.clients,
+            warmup.connections,
+        )
     except Exception:  # an optimisation: the fan-out builds what is missing
         logger.warning("could not warm the exchange pool", exc_info=True)
     finally:
         connections.close_all()  # this thread's own connections
+
+
+# Likewise the sandbox: its zygote and a prepared spare, which the first execution of a process
+# would otherwise start itself (most of a second before its strategy runs).
+@worker_process_init.connect
+def _warm_strategy_sandbox(**_: object) -> None:
+    from django.conf import settings
+
+    if settings.STRATEGY_SANDBOX_WARM:
+        threading.Thread(target=_warm_sandbox, name="sandbox-warm", daemon=True).start()
+
+
+def _warm_sandbox() -> None:
+    import logging
+    import time
+
+    from django.conf import settings
+
+    from strategies.sandbox import sandbox_warm
+
+    logger = logging.getLogger(__name__)
+    started = time.monotonic()
+    try:
+        mode = sandbox_warm(
+            require_isolation=settings.STRATEGY_SANDBOX_REQUIRE_ISOLATION,
+            isolation_mode=settings.STRATEGY_SANDBOX_ISOLATION,
+        )
+        logger.info(
+            "strategy sandbox warmed in %.2f s: %s", time.monotonic() - started, mode or "nothing"
+        )
+    except Exception:  # an optimisation: the first execution starts what is missing
+        logger.warning("could not warm the strategy sandbox", exc_info=True)

@@ -149,16 +149,32 @@ def bench_start(
 
 
 def bench_restart(run: BenchRun, *, settle_s: float) -> None:
-    """Replace the worker by a new one, as a deploy does, with its pools warmed at start
-    (EXCHANGE_POOL_WARM); the next signal comes ``settle_s`` after it is listening."""
+    """Replace the worker by a new one, as a deploy does (Procfile, compose), with its pools
+    and sandboxes warmed at start (EXCHANGE_POOL_WARM, STRATEGY_SANDBOX_WARM); the next signal
+    comes ``settle_s`` after it is listening."""
     assert run.worker is not None
     run.worker.stop()
-    env = {**run.worker.env, "EXCHANGE_POOL_WARM": "1"}
+    env = {**run.worker.env, "EXCHANGE_POOL_WARM": "1", "STRATEGY_SANDBOX_WARM": "1"}
+    # At INFO, as the Procfile's worker: its log says what each process's warm-up did.
     run.worker = QueueWorker(
-        queue=BENCH_QUEUE, env=env, log_dir=_log_dir(), concurrency=run.worker.concurrency
+        queue=BENCH_QUEUE,
+        env=env,
+        log_dir=_log_dir(),
+        concurrency=run.worker.concurrency,
+        loglevel="INFO",
     ).start()
     run.worker.wait_ready()
     time.sleep(settle_s)
+
+
+def bench_warmups(run: BenchRun) -> list[str]:
+    """The worker's warm-up lines (one per pool process and warm-up), as it logged them."""
+    assert run.worker is not None
+    return [
+        line.split(" config.celery_app ", 1)[-1]
+        for line in run.worker.log_text().splitlines()
+        if " config.celery_app " in line and "warm" in line
+    ]
 
 
 def _load_market() -> list[datetime]:

@@ -16,10 +16,16 @@ class QueueWorker(WorkerProcess):
     there so that another running worker (e.g. ``make run``'s) never takes them."""
 
     def __init__(
-        self, *, queue: str, env: dict[str, str], log_dir: Path, concurrency: int = 2
+        self,
+        *,
+        queue: str,
+        env: dict[str, str],
+        log_dir: Path,
+        concurrency: int = 2,
+        loglevel: str = "WARNING",
     ) -> None:
         super().__init__(
-            env=env, log_dir=log_dir, concurrency=concurrency, queues=[queue], loglevel="WARNING"
+            env=env, log_dir=log_dir, concurrency=concurrency, queues=[queue], loglevel=loglevel
         )
         self.queue = queue
 

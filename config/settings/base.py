@@ -148,6 +148,10 @@ STRATEGY_DEFAULT_LOOKBACK = 100
 STRATEGY_SANDBOX_REQUIRE_ISOLATION = env.bool("STRATEGY_SANDBOX_REQUIRE_ISOLATION", default=False)
 # auto (bubblewrap when usable, else rlimit + Landlock + seccomp), bwrap, rlimit, or cold.
 STRATEGY_SANDBOX_ISOLATION = env.str("STRATEGY_SANDBOX_ISOLATION", default="auto")
+# A worker's pool processes start their sandbox zygote and its prepared spare when they start,
+# in the background, so the first close after a start or deploy does not wait for them (most
+# of a second). On for the fan-out worker, which runs the executions (Procfile, compose).
+STRATEGY_SANDBOX_WARM = env.bool("STRATEGY_SANDBOX_WARM", default=False)
 # Deploys and code changes dry-run the code on a worker, never in the web process: for at most
 # STRATEGY_DRY_RUN_TIMEOUT_S (and never more than half the execution timeout); the request
 # waits STRATEGY_DRY_RUN_WAIT_S at most for the verdict, then answers 503. A dedicated
@@ -320,12 +324,22 @@ EXCHANGE_RETRY_BACKOFF_S = env.float("EXCHANGE_RETRY_BACKOFF_S", default=0.25)
 # Per-credential ccxt instances kept alive per worker process (least recently used evicted).
 EXCHANGE_POOL_MAX_INSTANCES = env.int("EXCHANGE_POOL_MAX_INSTANCES", default=5000)
 # A fan-out worker's processes build the clients of the active live subscriptions' credentials
-# when they start, in the background, so the first signal after a deploy does not pay for
-# them. On for the fan-out worker only (Procfile, compose): other workers never need them.
+# when they start, in the background, and open the HTTP connections a batch uses (per exchange
+# up to EXCHANGE_CONCURRENCY, one unsigned public request each, rate-limited like any request),
+# so the first signal after a deploy pays for neither. On for the fan-out worker only
+# (Procfile, compose): other workers never need them.
 EXCHANGE_POOL_WARM = env.bool("EXCHANGE_POOL_WARM", default=False)
 # Orders in flight at once per worker process, across all credentials.
 EXCHANGE_CONCURRENCY = env.int("EXCHANGE_CONCURRENCY", default=200)
 EXCHANGE_MARKETS_TTL_S = env.int("EXCHANGE_MARKETS_TTL_S", default=3600)
+# Seconds an idle HTTP connection to an exchange is kept for the next request (aiohttp's
+# keepalive_timeout; 15 is aiohttp's default). A connection closed meanwhile is opened again by
+# the next order (a TCP and TLS handshake: tens to hundreds of milliseconds to a remote
+# exchange). Raising it above the gap between closes (e.g. 75 for 1m candles) keeps a worker's
+# connections, the warm-up's among them, from one close to the next; keep it below the idle
+# timeout of the exchange and of any NAT or proxy on the way, which drop idle connections on
+# their side (an order sent on such a connection fails as a network error: looked up, resent).
+EXCHANGE_KEEPALIVE_S = env.float("EXCHANGE_KEEPALIVE_S", default=15.0)
 # Requests per second, shared by every worker process through Redis (ccxt's own limiter is
 # per instance, so it is switched off).
 EXCHANGE_RATE_PER_CREDENTIAL = env.float("EXCHANGE_RATE_PER_CREDENTIAL", default=10.0)

@@ -3,6 +3,7 @@
 Parent-side API (importable without Django configured)::
 
     prepare_sandbox()  # an execution is coming: set its sandbox up meanwhile
+    sandbox_warm()  # a worker process starts: its zygote and a prepared spare, ahead
     run_strategy(code=..., candles=..., settings=...) -> SandboxResult
     dry_run(code=..., candles=..., settings=...) -> SandboxResult
     run_signals(code=..., candles=..., settings=...) -> SandboxResult  # generate_signals
@@ -13,7 +14,7 @@ Parent-side API (importable without Django configured)::
 
 from .codecheck import inspect_code
 from .result import CodeCheck, SandboxResult, StepResult
-from .runner import dry_run, prepare_sandbox, run_signals, run_strategy
+from .runner import dry_run, prepare_sandbox, run_signals, run_strategy, sandbox_warm
 from .session import StrategySession, strategy_session
 
 __all__ = [
@@ -26,5 +27,6 @@ __all__ = [
     "prepare_sandbox",
     "run_signals",
     "run_strategy",
+    "sandbox_warm",
     "strategy_session",
 ]

@@ -90,6 +90,33 @@ def prepare_sandbox(
             zygote.prepare()
 
 
+def sandbox_warm(
+    *, require_isolation: bool | None = None, isolation_mode: str | None = None
+) -> str:
+    """Start this process's zygote (run_strategy's options) and have it prepare a spare, as
+    the first execution would: for a worker process that just started (STRATEGY_SANDBOX_WARM),
+    so its first close does not wait for them. Returns the mode warmed, '' for none (cold
+    processes, isolation refused, no zygote could start: the first execution then finds out
+    as it would have). Never raises; the zygote it starts is the one executions use."""
+    mode, require_isolation, refusal = resolve_mode(require_isolation, isolation_mode)
+    if refusal or mode == "cold":
+        return ""
+    try:
+        zygote = get_zygote(mode)
+    except ZygoteError as exc:
+        # Falls back as an execution would (bubblewrap marked unusable, rlimit instead).
+        fallback = _zygote_unavailable(mode, require_isolation, str(exc))
+        if isinstance(fallback, RawOutcome) or fallback == "cold":
+            return ""
+        return sandbox_warm(require_isolation=require_isolation, isolation_mode=fallback)
+    try:
+        zygote.prepare()
+    except ZygoteError:
+        discard_zygote(zygote)  # gone already: the first execution starts another
+        return ""
+    return mode
+
+
 def run_signals(
     *,
     code: str,

@@ -17,6 +17,7 @@ from strategies.sandbox import (
     isolation,
     prepare_sandbox,
     run_strategy,
+    sandbox_warm,
     zygote_client,
 )
 
@@ -145,6 +146,39 @@ def test_a_spare_dies_with_its_zygote(mode: str) -> None:
     zygote_client.shutdown()
 
     assert _eventually(lambda: _descendants(os.getpid()) <= others), _descendants(os.getpid())
+
+
+def test_warming_a_process_starts_its_zygote_and_leaves_a_prepared_sandbox(mode: str) -> None:
+    # given a process without a zygote, as a worker's pool process that just started
+    others = _descendants(os.getpid())
+
+    # when it warms its sandbox (STRATEGY_SANDBOX_WARM)
+    warmed = sandbox_warm(isolation_mode=mode)
+
+    # then its zygote runs, and a spare beside it: the first execution uses it, leaving the
+    # zygote alone (at least the spare's supervisor and executor fewer processes)
+    assert warmed == mode
+    assert zygote_client.live_zygote(mode) is not None
+    assert _eventually(lambda: len(_descendants(os.getpid()) - others) >= 3)
+    time.sleep(0.5)  # a spare is ready by now
+    ready = _descendants(os.getpid()) - others
+    result = run(TRIVIAL, mode)
+    assert result.ok, result.error
+    assert _eventually(lambda: len(ready - (_descendants(os.getpid()) - others)) >= 2)
+
+
+@pytest.mark.parametrize("isolation_mode", ["cold", "no-such-mode"])
+def test_warming_without_a_zygote_to_start_does_nothing(isolation_mode: str) -> None:
+    # given a process whose executions would run in cold processes, or are refused
+    others = _descendants(os.getpid())
+
+    # when it warms its sandbox
+    warmed = sandbox_warm(isolation_mode=isolation_mode)
+
+    # then nothing was started, and it said so without raising
+    assert warmed == ""
+    time.sleep(0.2)
+    assert _descendants(os.getpid()) <= others
 
 
 # Only the spin is meant to meet its time limit: the others get enough wall time to reach

@@ -8,7 +8,8 @@ import pytest
 
 from tests.api.helpers import make_order, make_trade
 from tests.factories import StrategyFactory, subscribe
-from tooling.bench_fanout import bench_figures
+from tooling.bench_fanout import BenchRun, bench_figures, bench_warmups
+from tooling.live_processes import QueueWorker
 from trades.models import Order, Trade
 from trades.purposes import OrderPurpose
 
@@ -36,3 +37,23 @@ def test_an_exit_signals_last_trade_recorded_is_read_from_the_trades_it_closed()
     assert figures.execution_s == pytest.approx(exit_execution.duration_ms / 1000)
     assert figures.total_s == pytest.approx(1.0)
     assert figures.recorded_s == pytest.approx(1.5)
+
+
+def test_the_restarted_workers_warm_up_lines_are_read_from_its_log(tmp_path):
+    # given a worker whose log has its pool processes' warm-up lines among others
+    worker = QueueWorker(queue="bench", env={}, log_dir=tmp_path)
+    worker.log_path.write_text(
+        "2026-12-04 02:14:10,101 INFO config.celery_app strategy sandbox warmed in 0.42 s: bwrap\n"
+        "2026-12-04 02:14:10,200 INFO celery.apps.worker w1@vm ready.\n"
+        "2026-12-04 02:14:14,300 INFO config.celery_app exchange pool warmed in 4.10 s: "
+        "1000 clients, 200 connections\n"
+    )
+
+    # when the bench reads them
+    lines = bench_warmups(BenchRun(mode="live", subscribers=1000, tag="t", worker=worker))
+
+    # then it has the warm-up lines, as logged, and nothing else
+    assert lines == [
+        "strategy sandbox warmed in 0.42 s: bwrap",
+        "exchange pool warmed in 4.10 s: 1000 clients, 200 connections",
+    ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import threading
 import time
 import uuid
@@ -13,18 +15,22 @@ from typing import Any
 
 import ccxt
 import pytest
+import redis
 import redis.asyncio as aioredis
+from cryptography.fernet import Fernet
 from django.conf import settings as django_settings
 from django.utils import timezone
 
+from config.celery_app import _warm
 from execution.services import execution_run
+from subscriptions.models import BrokerCredential
 from subscriptions.services import credential_create, subscription_pause
 from tests.factories import StrategyFactory, UserFactory
 from tests.trades.conftest import STEP
-from tests.trades.live import live_trader
+from tests.trades.live import credential_of, live_trader
 from tests.trades.test_live_orders import run_close
 from trades.brokers.base import OrderRequest, OrderStatus
-from trades.brokers.hub import CredentialRef, Hub, get_hub, hub_run
+from trades.brokers.hub import CredentialRef, Hub, get_hub, hub_reset, hub_run
 from trades.brokers.live import (
     _configure,
     _prepare,
@@ -33,7 +39,7 @@ from trades.brokers.live import (
     live_pool_warm,
 )
 from trades.models import Order, Trade
-from trades.ratelimit import AsyncRateLimiter, Bucket
+from trades.ratelimit import AsyncRateLimiter, Bucket, bucket_for_exchange
 from trades.services import orders_cancel_stale, orders_sync_open
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -403,11 +409,117 @@ def test_a_starting_worker_builds_the_clients_of_its_active_live_subscriptions(s
     subscription_pause(subscription=paused)
 
     # when the process warms its exchange pool, as each worker process does when it starts
-    built = live_pool_warm()
+    warmup = live_pool_warm()
 
     # then the active subscriber's client is built (keys and markets), the paused one's is not
-    assert built == 1
+    assert warmup.clients == 1
     hub = get_hub()
     assert hub.is_pooled(active.pk, credential_ref(active).fingerprint)
     assert not hub.is_pooled(paused.credential.pk, credential_ref(paused.credential).fingerprint)
     assert hub_run(lambda h: h.instance(credential_ref(active))).markets
+
+
+@pytest.fixture
+def fresh_hub():
+    """This process's hub as a worker process that just started has it: no session yet, no
+    connection open, nothing pooled."""
+    hub_reset()
+    yield
+    hub_reset()
+
+
+def test_a_starting_worker_opens_the_connections_its_batches_use(sim, market, settings, fresh_hub):
+    # given three active live subscribers, and at most two orders in flight per process
+    settings.EXCHANGE_CONCURRENCY = 2
+    strategy = StrategyFactory(settings={"signal": "LONG"})
+    traders = [live_trader(sim, strategy) for _ in range(3)]
+
+    # when the process warms its exchange pool
+    warmup = live_pool_warm()
+
+    # then it built the three clients and opened two connections, one unsigned request each
+    assert (warmup.clients, warmup.connections) == (3, 2)
+    stats = sim.stats()
+    assert stats["time"] == 2 and stats["connections"] == 2
+    assert sim.request_rates()["requests"] == 0  # nothing signed: no key was used
+    # and the next batch's orders go out on those connections: none is opened for them
+    refs = [credential_ref(credential_of(t)) for t in traders]
+    results = live_place_many([(r, _request(f"warm-{r.id}")) for r in refs])
+    assert [r.status for r in results] == [OrderStatus.FILLED] * 3
+    assert sim.stats()["connections"] == 2
+
+
+def test_warmed_connections_idle_longer_than_the_keepalive_are_opened_again(
+    sim, market, settings, fresh_hub
+):
+    # given a process that keeps idle connections 0.2 s, warmed for one active subscriber
+    settings.EXCHANGE_KEEPALIVE_S = 0.2
+    trader = live_trader(sim, StrategyFactory(settings={"signal": "LONG"}))
+    assert live_pool_warm().connections == 1
+    opened = sim.stats()["connections"]
+
+    # when its order comes later than that
+    time.sleep(0.5)
+    [result] = live_place_many([(credential_ref(credential_of(trader)), _request("late-1"))])
+
+    # then it went out on a connection of its own: the warmed one had been closed
+    assert result.status == OrderStatus.FILLED
+    assert sim.stats()["connections"] == opened + 1
+
+
+def test_the_warm_up_takes_the_exchanges_rate_limit_tokens_and_never_exceeds_them(
+    sim, market, settings, fresh_hub
+):
+    # given three active live subscribers, and an exchange's bucket that holds two tokens now
+    settings.EXCHANGE_RATE_PER_EXCHANGE = 2.0
+    strategy = StrategyFactory(settings={"signal": "LONG"})
+    for _ in range(3):
+        live_trader(sim, strategy)
+
+    # when the process warms its exchange pool
+    warmup = live_pool_warm()
+
+    # then two requests went out, each with its token (the bucket is empty), the third did not
+    assert (warmup.clients, warmup.connections) == (3, 2)
+    assert sim.stats()["time"] == 2
+    bucket = bucket_for_exchange(exchange_id="binance", rate=2.0)
+    tokens = redis.Redis.from_url(django_settings.REDIS_APP_URL).hget(bucket.key, "tokens")
+    assert tokens is not None and float(tokens) < 1
+
+
+def test_a_credential_that_cannot_be_used_does_not_stop_the_warm_up(
+    sim, market, settings, fresh_hub
+):
+    # given three active live subscribers: one's keys cannot be decrypted, one is marked as a
+    # sandbox credential on an exchange without a sandbox here, one is fine
+    strategy = StrategyFactory(settings={"signal": "LONG"})
+    undecryptable, unsupported, usable = (live_trader(sim, strategy) for _ in range(3))
+    foreign = Fernet(Fernet.generate_key()).encrypt(b"secret").decode()
+    BrokerCredential.objects.filter(pk=credential_of(undecryptable).pk).update(
+        secret_encrypted=foreign
+    )
+    BrokerCredential.objects.filter(pk=credential_of(unsupported).pk).update(
+        exchange="kraken", is_sandbox=True
+    )
+
+    # when the process warms its exchange pool
+    warmup = live_pool_warm()
+
+    # then the usable one's client is built and its exchange's connection opened
+    assert (warmup.clients, warmup.connections) == (1, 1)
+    assert get_hub().is_pooled(
+        credential_of(usable).pk, credential_ref(credential_of(usable)).fingerprint
+    )
+
+
+def test_a_starting_worker_process_logs_what_its_pool_warm_up_did(sim, market, fresh_hub, caplog):
+    # given an active live subscriber
+    live_trader(sim, StrategyFactory(settings={"signal": "LONG"}))
+
+    # when a pool process's warm-up thread runs, as worker_process_init starts it
+    with caplog.at_level(logging.INFO, logger="config.celery_app"):
+        _warm()
+
+    # then its line says how long it took, the clients built and the connections opened
+    [line] = [r.getMessage() for r in caplog.records if r.name == "config.celery_app"]
+    assert re.fullmatch(r"exchange pool warmed in \d+\.\d\d s: 1 clients, 1 connections", line)

@@ -3,8 +3,9 @@
 ``POST /sim/accounts`` (one or a list of ``{api_key, secret, balances, can_trade}``),
 ``POST /sim/faults`` (rates, ``hold_s``, ``latency_ms``, ``next: {kind: count}``, ``keys``),
 ``POST /sim/clock`` (``{now_ms}``; null for "newest candle"), ``POST /sim/refresh``,
-``POST /sim/reset``, ``GET /sim/orders``, ``GET /sim/stats``, ``GET /sim/requests`` (peak
-signed requests per second, overall and per key).
+``POST /sim/reset``, ``GET /sim/orders``, ``GET /sim/stats`` (counters, and ``connections``:
+the client connections the exchange API was asked on), ``GET /sim/requests`` (peak signed
+requests per second, overall and per key).
 
 Behind the platform's back, as the account's owner would: ``POST /sim/accounts/edit``
 (``{api_key, balances?: {asset: amount}, restrictions?: {...}, revoked?: bool}``: set balances,
@@ -157,7 +158,13 @@ class Admin:
         )
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response({**self.sim.stats, "orders": len(self.sim.exchange.orders)})
+        return web.json_response(
+            {
+                **self.sim.stats,
+                "orders": len(self.sim.exchange.orders),
+                "connections": len(self.sim.peers),
+            }
+        )
 
 
 def install(simulator: Simulator, app: web.Application) -> None:

@@ -31,6 +31,7 @@ class BinanceRest:
         return web.json_response({})
 
     async def time(self, request: web.Request) -> web.Response:
+        self.sim.stats["time"] += 1
         return web.json_response({"serverTime": now_ms()})
 
     async def exchange_info(self, request: web.Request) -> web.Response:

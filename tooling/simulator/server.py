@@ -93,6 +93,9 @@ class Simulator:
         self.rate_limit_hits = 0
         # (ms, api key) of every signed request, newest last: how fast clients really asked.
         self.requests: deque[tuple[int, str]] = deque(maxlen=REQUEST_LOG)
+        # The client ends (host, port) of every connection the exchange API was asked on: a
+        # client that reuses its connections (keep-alive, a warmed pool) adds none.
+        self.peers: set[tuple[str, int]] = set()
 
     def _new_exchange(self) -> Exchange:
         return Exchange(markets=[], price_source=self._price)
@@ -131,6 +134,7 @@ class Simulator:
         self.stats.clear()
         self.rate_limit_hits = 0
         self.requests.clear()
+        self.peers.clear()
         self.feed.reset()
 
     # --- request plumbing ----------------------------------------------------------------
@@ -198,7 +202,7 @@ class Simulator:
     def app(self, extensions: Iterable[Extension] = ()) -> web.Application:
         from tooling.simulator import admin, rest
 
-        app = web.Application(middlewares=[_errors_middleware])
+        app = web.Application(middlewares=[_errors_middleware, _peers_middleware])
         app["simulator"] = self
         rest.install(self, app)
         admin.install(self, app)
@@ -237,6 +241,15 @@ async def _errors_middleware(request: web.Request, handler):  # type: ignore[no-
         return await handler(request)
     except SimError as exc:
         return error_response(exc)
+
+
+@web.middleware
+async def _peers_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    if not request.path.startswith("/sim/"):  # the admin API's own client is not counted
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if peer:
+            request.app["simulator"].peers.add((str(peer[0]), int(peer[1])))
+    return await handler(request)
 
 
 def run(

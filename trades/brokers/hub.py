@@ -143,7 +143,13 @@ class Hub:
         if self.session is None or self.session.closed:
             self.ssl_context = ssl.create_default_context(cafile=certifi.where())
             connector = aiohttp.TCPConnector(
-                ssl=self.ssl_context, limit=0, ttl_dns_cache=300, enable_cleanup_closed=True
+                ssl=self.ssl_context,
+                limit=0,
+                ttl_dns_cache=300,
+                enable_cleanup_closed=True,
+                # How long an idle connection is kept for the next request (the next close's
+                # orders, the warm-up's connections): see EXCHANGE_KEEPALIVE_S.
+                keepalive_timeout=settings.EXCHANGE_KEEPALIVE_S,
             )
             self.session = aiohttp.ClientSession(connector=connector, trust_env=False)
         return self.session
@@ -347,6 +353,16 @@ def get_hub() -> Hub:
         if _hub is None or _hub.pid != os.getpid():
             _hub = Hub()
         return _hub
+
+
+def hub_reset() -> None:
+    """Stop this process's hub (its session, connections and pool); the next ``get_hub``
+    builds a new one, as a freshly started worker process has."""
+    global _hub
+    with _hub_lock:
+        hub, _hub = _hub, None
+    if hub is not None and hub.pid == os.getpid():
+        hub.stop()
 
 
 def hub_run(factory: Callable[[Hub], Awaitable[T]], timeout: float | None = None) -> T:

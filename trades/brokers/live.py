@@ -25,7 +25,9 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
@@ -52,6 +54,7 @@ from trades.brokers.hub import (
     get_hub,
     hub_run,
 )
+from trades.ratelimit import bucket_for_exchange
 
 logger = logging.getLogger(__name__)
 
@@ -100,29 +103,113 @@ def credential_ref(credential: BrokerCredential) -> CredentialRef:
     )
 
 
-def live_pool_warm() -> int:
-    """Build this process's clients for the credentials of active live subscriptions (their
-    exchange's markets too), as their first orders would; returns the clients built.
+@dataclass(frozen=True)
+class PoolWarmup:
+    """What ``live_pool_warm`` did in this process."""
 
-    A worker that just started would otherwise build them all on its first signal: about 4 s
-    at 1,000 subscribers. A credential that cannot be used is left to the fan-out's guard."""
+    clients: int  # credentials' clients built (keys and markets)
+    connections: int  # warm-up requests answered: the HTTP connections opened for batches
+
+
+def live_pool_warm() -> PoolWarmup:
+    """Build this process's clients for the credentials of active live subscriptions (their
+    exchange's markets too), as their first orders would, then open the HTTP connections
+    their batches will use.
+
+    A worker that just started would otherwise build them all on its first signal (about 4 s
+    at 1,000 subscribers), and open a connection per order in flight on it (a TCP and TLS
+    handshake each). A credential that cannot be used is left to the fan-out's guard."""
     limit = max(1, settings.EXCHANGE_POOL_MAX_INSTANCES)
     credentials = credential_list_live(statuses=(StrategySubscription.Status.ACTIVE,))[:limit]
     refs = [ref for ref in map(credential_ref, credentials) if ref.keys is not None]
 
-    async def build(hub: Hub) -> int:
-        built = 0
-        for ref in refs:
-            try:
-                await hub.instance(ref)
-                built += 1
-            except Exception:  # the first order on it will say what is wrong
-                logger.warning("could not build the client of credential %s", ref.id)
-        return built
+    async def warm(hub: Hub) -> PoolWarmup:
+        built = await _build_clients(hub, refs)
+        return PoolWarmup(clients=sum(built.values()), connections=await _open_all(hub, built))
 
-    built = hub_run(build)
+    warmup = hub_run(warm)
     get_hub().freeze_pool()
+    return warmup
+
+
+async def _build_clients(hub: Hub, refs: Sequence[CredentialRef]) -> Counter[tuple[str, bool]]:
+    """Each credential's client -> the clients built per (exchange, sandbox)."""
+    built: Counter[tuple[str, bool]] = Counter()
+    for ref in refs:
+        try:
+            await hub.instance(ref)
+            built[(ref.exchange, ref.is_sandbox)] += 1
+        except Exception:  # the first order on it will say what is wrong
+            logger.warning("could not build the client of credential %s", ref.id)
     return built
+
+
+async def _open_all(hub: Hub, built: Counter[tuple[str, bool]]) -> int:
+    # A batch has at most EXCHANGE_CONCURRENCY orders in flight in this process, one connection
+    # each, and never more than the clients it sends through.
+    opened = await asyncio.gather(
+        *(
+            _open_connections(
+                hub, exchange_id=exchange_id, sandbox=sandbox, count=min(clients, _concurrency())
+            )
+            for (exchange_id, sandbox), clients in built.items()
+        )
+    )
+    return sum(opened)
+
+
+def _concurrency() -> int:
+    return max(1, settings.EXCHANGE_CONCURRENCY)
+
+
+async def _open_connections(hub: Hub, *, exchange_id: str, sandbox: bool, count: int) -> int:
+    """Up to ``count`` connections to an exchange, each opened by one unsigned public request
+    through its keyless client (on the hub's session, which keeps them open for the orders);
+    returns the requests answered."""
+    try:
+        template = await hub.template(exchange_id, sandbox)
+    except Exception:
+        logger.warning("could not warm the connections to %s", exchange_id, exc_info=True)
+        return 0
+    if not template.has.get("fetchTime"):
+        logger.info("no connections warmed for %s: no cheap public request", exchange_id)
+        return 0
+    granted = await _warm_tokens(hub, exchange_id=exchange_id, count=count)
+    # All at once: a request finding no idle connection opens one; sent one after the other,
+    # they would all go out on the first.
+    answered = await asyncio.gather(*(_warm_request(template) for _ in range(granted)))
+    if granted < count or False in answered:
+        logger.info(
+            "%d of %d connections to %s warmed (%d without a rate-limit token)",
+            answered.count(True),
+            count,
+            exchange_id,
+            count - granted,
+        )
+    return answered.count(True)
+
+
+async def _warm_tokens(hub: Hub, *, exchange_id: str, count: int) -> int:
+    """The tokens the exchange's bucket grants now, up to ``count``, in one round trip.
+
+    A warm-up request is a request like any other to the exchange: none goes out without its
+    token. It signs with no key, so it takes none of a credential's. The tokens are not waited
+    for: tokens taken over time and then spent at once would burst above the rate."""
+    bucket = bucket_for_exchange(exchange_id=exchange_id, rate=settings.EXCHANGE_RATE_PER_EXCHANGE)
+    try:
+        return (await hub.limiter.take_many([[bucket]] * count)).count(True)
+    except Exception:  # the limiter's Redis: nothing is sent without a token
+        logger.warning("no rate-limit tokens for the warm-up of %s", exchange_id, exc_info=True)
+        return 0
+
+
+async def _warm_request(template: Exchange) -> bool:
+    try:
+        await template.fetch_time()
+    except Exception as exc:
+        logger.debug("warm-up request to %s failed: %s", template.id, _describe(exc))
+        return False
+    return True
 
 
 def _decrypt_keys(credential: BrokerCredential) -> Keys:

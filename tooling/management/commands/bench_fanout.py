@@ -14,6 +14,7 @@ from tooling.bench_fanout import (
     bench_signal,
     bench_start,
     bench_stop,
+    bench_warmups,
 )
 from tooling.live_processes import free_port
 
@@ -41,8 +42,8 @@ class Command(BaseCommand):
             "--restart-settle-s",
             type=float,
             default=10.0,
-            help="then restart the worker as a deploy does (pools warmed at start) and send "
-            "the next signal this many seconds after it listens; negative: no restart",
+            help="then restart the worker as a deploy does (pools and sandboxes warmed at start) "
+            "and send the next signal this many seconds after it listens; negative: no restart",
         )
 
     def handle(self, *args: object, **o: Any) -> None:
@@ -76,8 +77,10 @@ class Command(BaseCommand):
                 after = bench_figures(bench_signal(run, kind="EXIT_LONG", close=run.closes[9]))
                 self.stdout.write(
                     f"first signal after a worker restart ({o['restart_settle_s']:g} s after it "
-                    f"listens, pools warmed at start): {after.line()}"
+                    f"listens, pools and sandboxes warmed at start): {after.line()}"
                 )
+                for line in bench_warmups(run):
+                    self.stdout.write(f"  restarted worker: {line}")
             if mode == "live":
                 floor = bench_floor(run, orders=n)
                 self.stdout.write(
