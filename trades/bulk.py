@@ -25,7 +25,8 @@ from django.db.models import F
 M = TypeVar("M", bound=models.Model)
 
 
-def _fast() -> bool:
+def bulk_fast() -> bool:
+    """Whether these helpers write through ``execute_values`` (PostgreSQL), not the ORM."""
     return connection.vendor == "postgresql"
 
 
@@ -140,7 +141,7 @@ def bulk_write(
     meta = model._meta
     pk = _field(meta, key) if key else meta.pk
     assert pk is not None and (key is None or pk.unique)
-    if not _fast():
+    if not bulk_fast():
         if key is None:
             return model._default_manager.bulk_update(objs, list(fields))
         for obj in objs:
@@ -180,7 +181,7 @@ def bulk_add(
         return 0
     meta = model._meta
     concrete = [_field(meta, name) for name in fields]
-    if not _fast():
+    if not bulk_fast():
         for pk, values in rows.items():
             model._default_manager.filter(pk=pk).update(
                 **{f.name: F(f.name) + v for f, v in zip(concrete, values, strict=True)}
@@ -215,7 +216,7 @@ def bulk_insert(
     if not objs:
         return
     model = type(objs[0])
-    if not _fast():
+    if not bulk_fast():
         if update:
             model._default_manager.bulk_create(
                 objs, update_conflicts=True, unique_fields=conflict, update_fields=update
@@ -249,7 +250,7 @@ def bulk_insert_values(
         return
     meta = model._meta
     concrete = [_field(meta, name) for name in fields]
-    if not _fast():
+    if not bulk_fast():
         model._default_manager.bulk_create(
             [model(**{f.attname: v for f, v in zip(concrete, row, strict=True)}) for row in rows]
         )
@@ -265,7 +266,7 @@ def bulk_insert_new(objs: Sequence[M], *, key: str) -> list[M]:
     """
     if not objs:
         return []
-    if not _fast():
+    if not bulk_fast():
         bulk_insert(objs)
         return []
     meta = type(objs[0])._meta

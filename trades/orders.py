@@ -20,6 +20,14 @@ Exactly-once rests on the database:
 A batch costs a fixed number of queries whatever its size: per-subscriber work in Python,
 reads and writes in bulk, and for live orders one round trip to this process's exchange hub,
 where the orders go out concurrently. Paper and live differ only in ``orders_send``.
+
+A paper entry whose trade does not exist yet skips the intent, claim, send and record round
+trips (``paper_fills``, on PostgreSQL): its fill is decided in process, by the paper broker as
+``orders_send`` would, before anything is written, and the trade goes in already open with
+its order already filled, in one transaction. The fences hold: the trade's INSERT is the one
+per (execution, subscription), and a trade found there already (a redelivery, a batch
+retried) is left to the steps above, which claim its intent if it is still pending and send
+it once. A crash before the commit leaves nothing; after it, everything.
 """
 
 from __future__ import annotations
@@ -55,8 +63,8 @@ from trades.brokers.live import (
     live_lookup_many,
     live_place_many,
 )
-from trades.bulk import bulk_add, bulk_insert_new, bulk_write
-from trades.guards import drawdown_check
+from trades.bulk import bulk_add, bulk_insert_new, bulk_insert_values, bulk_write
+from trades.guards import Tripped, drawdown_check, trips_record
 from trades.models import Order, Trade
 from trades.notices import close_notice, fill_notice, rejection_notice
 from trades.positions import equity_points_fills, positions_refresh
@@ -634,3 +642,135 @@ def orders_reclaim(legs: Sequence[Leg]) -> list[Leg]:
     for leg in out:
         leg.result = results[leg.order.pk]
     return out
+
+
+# --- paper entries in one step ----------------------------------------------------------------
+@dataclass
+class PaperEntry:
+    """One paper subscriber's entry as decided before anything is written: its trade (not
+    saved yet, its status the outcome), and for a fill the order sent and the paper fill."""
+
+    subscription: StrategySubscription
+    trade: Trade
+    request: OrderRequest | None = None
+    result: OrderResult | None = None
+    tripped: Tripped | None = None  # the follower's protection that held it back
+
+
+PAPER_ORDER_FIELDS = (
+    "subscription",
+    "execution",
+    "trade",
+    "purpose",
+    "client_order_id",
+    "symbol",
+    "side",
+    "type",
+    "amount",
+    "price",
+    "reduce_only",
+    "status",
+    "filled",
+    "average_price",
+    "fee",
+    "fee_currency",
+    "exchange_order_id",
+    "error",
+    "attempts",
+    "send_token",
+    "sent_at",
+    "acknowledged_at",
+    "created_at",
+    "updated_at",
+    "closed_at",
+)
+
+
+def paper_fill_apply(entry: PaperEntry, now: datetime) -> None:
+    """Put a paper fill on its trade, as ``orders_record`` records a filled entry."""
+    assert entry.result is not None and entry.result.filled
+    _apply_to_entry(entry.trade, entry.result, now)
+
+
+def paper_fills(
+    execution: StrategyExecution, entries: Sequence[PaperEntry], tally: Tally
+) -> tuple[set[int], Fills]:
+    """Write these paper entries (trades filled, skipped or failed) with their filled orders,
+    protections' trips, notices and events, in one transaction: one INSERT per table.
+
+    Only trades that did not exist are written; the subscriptions whose trade was found (a
+    redelivery) are left out of the answer, for the intent path. Returns the subscriptions
+    written, and those whose trades opened (their fill's time and price)."""
+    if not entries:
+        return set(), {}
+    now = timezone.now()
+    for entry in entries:
+        if entry.result is not None:
+            paper_fill_apply(entry, now)
+        entry.trade.updated_at = now
+    with transaction.atomic():
+        inserted = bulk_insert_new([e.trade for e in entries], key="client_order_id")
+        written = {t.subscription_id for t in inserted}
+        fresh = [e for e in entries if e.subscription.pk in written]
+        fills = [e for e in fresh if e.result is not None]
+        bulk_insert_values(Order, PAPER_ORDER_FIELDS, [_paper_order_row(e, now) for e in fills])
+        trips_record(
+            trips=[(e.subscription, e.trade, e.tripped) for e in fresh if e.tripped is not None]
+        )
+        legs = [_paper_leg(execution, e) for e in fills]
+        notifications_record(notices=[fill_notice(leg) for leg in legs])
+        events_emit(events=[_filled_event(leg) for leg in legs])
+    tally.opened += len(fills)
+    tally.failed += sum(1 for e in fresh if e.trade.status == Trade.Status.FAILED)
+    ORDERS.labels(exchange="paper", status=Order.Status.FILLED).inc(len(fills))
+    filled: Fills = {}
+    for entry in fills:
+        _note_fill(filled, entry.trade, exit=False)
+    return written, filled
+
+
+def _paper_order_row(entry: PaperEntry, now: datetime) -> tuple[object, ...]:
+    """The entry's order as ``orders_record`` leaves a filled one: sent once, answered."""
+    trade, request, result = entry.trade, entry.request, entry.result
+    assert request is not None and result is not None
+    return (
+        trade.subscription_id,
+        trade.execution_id,
+        trade.pk,
+        str(OrderPurpose.entry()),
+        request.client_order_id,
+        request.symbol,
+        request.side,
+        request.type,
+        result.amount if result.amount is not None else request.quantity,
+        request.price,
+        request.reduce_only,
+        Order.Status.FILLED,
+        result.quantity,
+        result.average_price,
+        result.fee,
+        result.fee_currency,
+        result.exchange_order_id,
+        result.reason,
+        1,
+        "",
+        now,
+        result.acknowledged_at,
+        now,
+        now,
+        now,
+    )
+
+
+def _paper_leg(execution: StrategyExecution, entry: PaperEntry) -> Leg:
+    """A leg for the notice and the event (they read the trade and the subscription)."""
+    assert entry.request is not None
+    order = Order(
+        subscription_id=entry.trade.subscription_id,
+        execution=execution,
+        trade=entry.trade,
+        purpose=OrderPurpose.entry(),
+        client_order_id=entry.request.client_order_id,
+        status=Order.Status.FILLED,
+    )
+    return Leg(entry.subscription, entry.trade, order, entry.request, entry.result)

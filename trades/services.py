@@ -33,12 +33,13 @@ from subscriptions.models import EquityPoint, StrategySubscription
 from trades.brokers import OrderRequest, OrderResult, OrderStatus, paper_broker
 from trades.brokers.base import CredentialFailure
 from trades.brokers.live import live_last_price
-from trades.bulk import bulk_insert_new, bulk_write
+from trades.bulk import bulk_fast, bulk_insert_new, bulk_write
 from trades.guards import EntryGuards, Tripped, drawdown_check, entry_guards_load, trips_record
 from trades.models import Order, Position, Trade
 from trades.orders import (
     Fills,
     Leg,
+    PaperEntry,
     Tally,
     leg_for,
     legs_cancel,
@@ -49,6 +50,7 @@ from trades.orders import (
     orders_record,
     orders_send,
     orders_settle,
+    paper_fills,
     positions_settle,
     request_from_intent,
 )
@@ -94,26 +96,24 @@ class _EntryContext:
     fresh_only: bool  # apply the signal's max age and the price band
 
 
-def _entry_intents(ctx: _EntryContext, subs: Sequence[StrategySubscription]) -> dict[int, Trade]:
-    side = ENTRY_SIDE[ctx.signal.type]
-    inserted = bulk_insert_new(
-        [
-            Trade(
-                subscription=sub,
-                execution=ctx.execution,
-                symbol=ctx.execution.strategy.symbol,
-                side=side,
-                stop_loss=ctx.signal.stop_loss,
-                take_profit=ctx.signal.take_profit,
-                client_order_id=OrderPurpose.entry().client_order_id(
-                    execution_id=ctx.execution.pk, subscription_id=sub.pk
-                ),
-                metadata={"signal": ctx.signal.metadata} if ctx.signal.metadata else {},
-            )
-            for sub in subs
-        ],
-        key="client_order_id",
+def _entry_trade(ctx: _EntryContext, sub: StrategySubscription) -> Trade:
+    """The entry's trade as its intent is written: pending, nothing sent."""
+    return Trade(
+        subscription=sub,
+        execution=ctx.execution,
+        symbol=ctx.execution.strategy.symbol,
+        side=ENTRY_SIDE[ctx.signal.type],
+        stop_loss=ctx.signal.stop_loss,
+        take_profit=ctx.signal.take_profit,
+        client_order_id=OrderPurpose.entry().client_order_id(
+            execution_id=ctx.execution.pk, subscription_id=sub.pk
+        ),
+        metadata={"signal": ctx.signal.metadata} if ctx.signal.metadata else {},
     )
+
+
+def _entry_intents(ctx: _EntryContext, subs: Sequence[StrategySubscription]) -> dict[int, Trade]:
+    inserted = bulk_insert_new([_entry_trade(ctx, sub) for sub in subs], key="client_order_id")
     trades = {t.subscription_id: t for t in inserted}
     # A redelivery finds the intents written already: those are read.
     rest = [s for s in subs if s.pk not in trades]
@@ -274,6 +274,10 @@ def _enter(ctx: _EntryContext, subs: Sequence[StrategySubscription], tally: Tall
         subscription__in=subs, status=Trade.Status.OPEN, side=OPPOSITE[side]
     ).select_related("subscription__credential")
     _exit(ctx.execution, list(opposite), reason=REVERSED, tally=tally)
+    if bulk_fast():
+        subs = _paper_enter(ctx, subs, tally)
+        if not subs:
+            return
     trades = _entry_intents(ctx, subs)
     pending = [s for s in subs if trades[s.pk].status == Trade.Status.PENDING]
     if not pending:
@@ -317,6 +321,52 @@ def _enter(ctx: _EntryContext, subs: Sequence[StrategySubscription], tally: Tall
         )
     orders_settle(legs, tally, symbol=ctx.execution.strategy.symbol)
     protective_place(trade_ids=[leg.trade.pk for leg in legs], tally=tally)
+
+
+def _paper_enter(
+    ctx: _EntryContext, subs: Sequence[StrategySubscription], tally: Tally
+) -> list[StrategySubscription]:
+    """Enter the paper subscribers whose trades are not written yet in one step: each entry
+    decided and filled in process (the same checks and the same paper broker as the intent
+    path), then written already filled (``paper_fills``). Returns the subscribers left for the
+    intent path: live ones, those whose trade existed (a redelivery), and a paper order the
+    broker did not fill (refused: recorded as the intent path records a refusal)."""
+    paper = [s for s in subs if s.mode != StrategySubscription.Mode.LIVE]
+    if not paper:
+        return list(subs)
+    side = ENTRY_SIDE[ctx.signal.type]
+    holding = set(
+        Trade.objects.filter(subscription__in=paper, status=Trade.Status.OPEN, side=side)
+        .exclude(execution=ctx.execution)
+        .values_list("subscription_id", flat=True)
+    )
+    batch = _entry_batch(ctx, paper, holding)
+    broker = paper_broker()
+    entries: list[PaperEntry] = []
+    for sub in paper:
+        entry = PaperEntry(sub, _entry_trade(ctx, sub))
+        try:
+            reason, request, entry.tripped = _entry_prepared(ctx, sub, entry.trade, batch)
+        except Exception as exc:  # one subscriber's bad data stops nobody else
+            entry.trade.status = Trade.Status.FAILED
+            entry.trade.error = f"{type(exc).__name__}: {exc}"
+            entries.append(entry)
+            continue
+        if reason:
+            entry.trade.status, entry.trade.error = Trade.Status.SKIPPED, reason
+        else:
+            assert request is not None
+            result = broker.place_market_order(request)
+            if not result.filled:
+                continue  # rare (a quantity refused): the intent path records it
+            entry.request, entry.result = request, result
+        entries.append(entry)
+    written, filled = paper_fills(ctx.execution, entries, tally)
+    opened = {e.subscription.pk: e.subscription for e in entries if e.subscription.pk in filled}
+    positions_settle(
+        subscriptions=opened, symbol=ctx.execution.strategy.symbol, filled=filled, tally=tally
+    )
+    return [s for s in subs if s.pk not in written]
 
 
 def _entry_batch(
