@@ -66,7 +66,7 @@ from trades.brokers.live import (
 from trades.bulk import bulk_add, bulk_insert_new, bulk_insert_values, bulk_write
 from trades.guards import Tripped, drawdown_check, trips_record
 from trades.models import Order, Trade
-from trades.notices import close_notice, fill_notice, rejection_notice
+from trades.notices import close_notice, entry_fill_notice, fill_notice, rejection_notice
 from trades.positions import equity_points_fills, positions_refresh
 from trades.purposes import OrderPurpose, PurposeKind
 from trades.sizing import realized_pnl
@@ -501,12 +501,16 @@ Announcement = tuple[EventType, dict[str, Any]]
 
 
 def _filled_event(leg: Leg) -> Announcement:
+    return _entry_filled_event(leg.trade)
+
+
+def _entry_filled_event(trade: Trade) -> Announcement:
     return EventType.TRADE_FILLED, {
-        "trade_id": leg.trade.pk,
-        "subscription_id": leg.subscription.pk,
-        "side": leg.trade.side,
-        "quantity": str(leg.trade.quantity),
-        "price": str(leg.trade.entry_price),
+        "trade_id": trade.pk,
+        "subscription_id": trade.subscription_id,
+        "side": trade.side,
+        "quantity": str(trade.quantity),
+        "price": str(trade.entry_price),
     }
 
 
@@ -692,9 +696,7 @@ def paper_fill_apply(entry: PaperEntry, now: datetime) -> None:
     _apply_to_entry(entry.trade, entry.result, now)
 
 
-def paper_fills(
-    execution: StrategyExecution, entries: Sequence[PaperEntry], tally: Tally
-) -> tuple[set[int], Fills]:
+def paper_fills(*, entries: Sequence[PaperEntry], tally: Tally) -> tuple[set[int], Fills]:
     """Write these paper entries (trades filled, skipped or failed) with their filled orders,
     protections' trips, notices and events, in one transaction: one INSERT per table.
 
@@ -717,9 +719,10 @@ def paper_fills(
         trips_record(
             trips=[(e.subscription, e.trade, e.tripped) for e in fresh if e.tripped is not None]
         )
-        legs = [_paper_leg(execution, e) for e in fills]
-        notifications_record(notices=[fill_notice(leg) for leg in legs])
-        events_emit(events=[_filled_event(leg) for leg in legs])
+        notifications_record(
+            notices=[entry_fill_notice(subscription=e.subscription, trade=e.trade) for e in fills]
+        )
+        events_emit(events=[_entry_filled_event(e.trade) for e in fills])
     tally.opened += len(fills)
     tally.failed += sum(1 for e in fresh if e.trade.status == Trade.Status.FAILED)
     ORDERS.labels(exchange="paper", status=Order.Status.FILLED).inc(len(fills))
@@ -760,17 +763,3 @@ def _paper_order_row(entry: PaperEntry, now: datetime) -> tuple[object, ...]:
         now,
         now,
     )
-
-
-def _paper_leg(execution: StrategyExecution, entry: PaperEntry) -> Leg:
-    """A leg for the notice and the event (they read the trade and the subscription)."""
-    assert entry.request is not None
-    order = Order(
-        subscription_id=entry.trade.subscription_id,
-        execution=execution,
-        trade=entry.trade,
-        purpose=OrderPurpose.entry(),
-        client_order_id=entry.request.client_order_id,
-        status=Order.Status.FILLED,
-    )
-    return Leg(entry.subscription, entry.trade, order, entry.request, entry.result)

@@ -361,7 +361,7 @@ def _paper_enter(
                 continue  # rare (a quantity refused): the intent path records it
             entry.request, entry.result = request, result
         entries.append(entry)
-    written, filled = paper_fills(ctx.execution, entries, tally)
+    written, filled = paper_fills(entries=entries, tally=tally)
     opened = {e.subscription.pk: e.subscription for e in entries if e.subscription.pk in filled}
     positions_settle(
         subscriptions=opened, symbol=ctx.execution.strategy.symbol, filled=filled, tally=tally
