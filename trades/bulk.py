@@ -259,6 +259,36 @@ def bulk_insert_values(
     _execute_values(_insert_sql(meta, concrete, columns), columns.rows)
 
 
+def bulk_insert_values_new(
+    model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]], *, key: str
+) -> set[Any]:
+    """INSERT plain rows (as ``bulk_insert_values``), leaving rows that exist alone; returns
+    the ``key`` (a unique field among ``fields``) of the rows inserted."""
+    if not rows:
+        return set()
+    meta = model._meta
+    concrete = [_field(meta, name) for name in fields]
+    unique = _field(meta, key)
+    assert unique.unique and unique in concrete
+    if not bulk_fast():
+        at = concrete.index(unique)
+        known = set(
+            model._default_manager.filter(
+                **{f"{unique.attname}__in": [row[at] for row in rows]}
+            ).values_list(unique.attname, flat=True)
+        )
+        fresh = [row for row in rows if row[at] not in known]
+        bulk_insert_values(model, fields, fresh)
+        return {row[at] for row in fresh}
+    columns = _split(concrete, rows)
+    quote = connection.ops.quote_name
+    sql = (
+        f"{_insert_sql(meta, concrete, columns)} ON CONFLICT DO NOTHING "
+        f"RETURNING {quote(_col(unique))}"
+    )
+    return {k for (k,) in _execute_values(sql, columns.rows, fetch=True)}
+
+
 def bulk_insert_new(objs: Sequence[M], *, key: str) -> list[M]:
     """INSERT the objects, leaving rows that exist alone; returns the objects inserted, their
     primary keys set, so the caller need not read back what it just wrote (``key``: a unique

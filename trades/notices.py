@@ -61,17 +61,27 @@ def entry_fill_notice(*, subscription: StrategySubscription, trade: Trade) -> No
 
 
 def close_notice(leg: Leg) -> Notice:
-    trade = leg.trade
+    return trade_close_notice(
+        subscription=leg.subscription, trade=leg.trade, reason=leg.exit_reason
+    )
+
+
+def trade_close_notice(*, subscription: StrategySubscription, trade: Trade, reason: str) -> Notice:
     payload = {
-        **_trade(leg),
+        **_trade_of(subscription, trade),
         "entry_price": trade.entry_price,
         "exit_price": trade.exit_price,
         "fees": trade.fees,
         "pnl": trade.pnl,
-        "reason": leg.exit_reason,
+        "reason": reason,
         "time": trade.exit_time,
     }
-    return _notice(leg, NotificationEvent.TRADE_CLOSED, f"trade.closed:{trade.pk}", payload)
+    return Notice(
+        user_id=subscription.user_id,
+        event=NotificationEvent.TRADE_CLOSED,
+        key=f"trade.closed:{trade.pk}",
+        payload=payload,
+    )
 
 
 def rejection_notice(leg: Leg) -> Notice:

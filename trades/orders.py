@@ -63,10 +63,22 @@ from trades.brokers.live import (
     live_lookup_many,
     live_place_many,
 )
-from trades.bulk import bulk_add, bulk_insert_new, bulk_insert_values, bulk_write
+from trades.bulk import (
+    bulk_add,
+    bulk_insert_new,
+    bulk_insert_values,
+    bulk_insert_values_new,
+    bulk_write,
+)
 from trades.guards import Tripped, drawdown_check, trips_record
 from trades.models import Order, Trade
-from trades.notices import close_notice, entry_fill_notice, fill_notice, rejection_notice
+from trades.notices import (
+    close_notice,
+    entry_fill_notice,
+    fill_notice,
+    rejection_notice,
+    trade_close_notice,
+)
 from trades.positions import equity_points_fills, positions_refresh
 from trades.purposes import OrderPurpose, PurposeKind
 from trades.sizing import realized_pnl
@@ -515,11 +527,15 @@ def _entry_filled_event(trade: Trade) -> Announcement:
 
 
 def _closed_event(leg: Leg) -> Announcement:
+    return _trade_closed_event(leg.trade, leg.exit_reason)
+
+
+def _trade_closed_event(trade: Trade, reason: str) -> Announcement:
     return EventType.TRADE_CLOSED, {
-        "trade_id": leg.trade.pk,
-        "subscription_id": leg.subscription.pk,
-        "pnl": str(leg.trade.pnl),
-        "reason": leg.exit_reason,
+        "trade_id": trade.pk,
+        "subscription_id": trade.subscription_id,
+        "pnl": str(trade.pnl),
+        "reason": reason,
     }
 
 
@@ -715,7 +731,11 @@ def paper_fills(*, entries: Sequence[PaperEntry], tally: Tally) -> tuple[set[int
         written = {t.subscription_id for t in inserted}
         fresh = [e for e in entries if e.subscription.pk in written]
         fills = [e for e in fresh if e.result is not None]
-        bulk_insert_values(Order, PAPER_ORDER_FIELDS, [_paper_order_row(e, now) for e in fills])
+        bulk_insert_values(
+            Order,
+            PAPER_ORDER_FIELDS,
+            [_paper_entry_row(e, now) for e in fills],
+        )
         trips_record(
             trips=[(e.subscription, e.trade, e.tripped) for e in fresh if e.tripped is not None]
         )
@@ -732,15 +752,33 @@ def paper_fills(*, entries: Sequence[PaperEntry], tally: Tally) -> tuple[set[int
     return written, filled
 
 
-def _paper_order_row(entry: PaperEntry, now: datetime) -> tuple[object, ...]:
-    """The entry's order as ``orders_record`` leaves a filled one: sent once, answered."""
-    trade, request, result = entry.trade, entry.request, entry.result
-    assert request is not None and result is not None
+def _paper_entry_row(entry: PaperEntry, now: datetime) -> tuple[object, ...]:
+    assert entry.request is not None and entry.result is not None
+    return _paper_order_row(
+        execution_id=entry.trade.execution_id,
+        trade=entry.trade,
+        purpose=OrderPurpose.entry(),
+        request=entry.request,
+        result=entry.result,
+        now=now,
+    )
+
+
+def _paper_order_row(
+    *,
+    execution_id: int,
+    trade: Trade,
+    purpose: OrderPurpose,
+    request: OrderRequest,
+    result: OrderResult,
+    now: datetime,
+) -> tuple[object, ...]:
+    """A filled paper order's row as ``orders_record`` leaves one: sent once, answered."""
     return (
         trade.subscription_id,
-        trade.execution_id,
+        execution_id,
         trade.pk,
-        str(OrderPurpose.entry()),
+        str(purpose),
         request.client_order_id,
         request.symbol,
         request.side,
@@ -763,3 +801,76 @@ def _paper_order_row(entry: PaperEntry, now: datetime) -> tuple[object, ...]:
         now,
         now,
     )
+
+
+# --- paper exits in one step ------------------------------------------------------------------
+@dataclass
+class PaperExit:
+    """One paper trade's exit, claimed by its execution, filled in process, not written yet."""
+
+    subscription: StrategySubscription
+    trade: Trade
+    request: OrderRequest
+    result: OrderResult
+    reason: str
+
+
+def paper_exits(
+    *, execution: StrategyExecution, exits: Sequence[PaperExit], tally: Tally
+) -> tuple[set[int], Fills]:
+    """Close these claimed paper trades at their fills in one transaction: each exit's order
+    written already filled, its trade closed, the PnL added to its subscription, notices and
+    events, one statement each.
+
+    An exit is written only while its execution holds the trade's claim (the trades are
+    locked first) and its intent is new; the others are left for the intent path (a
+    redelivery finds its order there). Returns the trades closed, and their fills.
+    """
+    if not exits:
+        return set(), {}
+    now = timezone.now()
+    closed_pnl: dict[int, tuple[Decimal, Decimal]] = defaultdict(lambda: (Decimal(0), Decimal(0)))
+    with transaction.atomic():
+        held = set(
+            Trade.objects.select_for_update()
+            .filter(
+                pk__in=[e.trade.pk for e in exits],
+                status=Trade.Status.OPEN,
+                exit_execution=execution,
+            )
+            .values_list("pk", flat=True)
+        )
+        mine = [e for e in exits if e.trade.pk in held]
+        rows = [
+            _paper_order_row(
+                execution_id=execution.pk,
+                trade=e.trade,
+                purpose=OrderPurpose.exit(e.trade.pk),
+                request=e.request,
+                result=e.result,
+                now=now,
+            )
+            for e in mine
+        ]
+        written = bulk_insert_values_new(Order, PAPER_ORDER_FIELDS, rows, key="client_order_id")
+        done = [e for e in mine if e.request.client_order_id in written]
+        for e in done:
+            closed = _apply_to_exit(e.trade, e.result, e.reason, now)
+            assert closed  # a filled paper order at a price
+            pnl, fees = closed_pnl[e.trade.subscription_id]
+            closed_pnl[e.trade.subscription_id] = (pnl + (e.trade.pnl or 0), fees + e.trade.fees)
+        bulk_write([e.trade for e in done], EXIT_FIELDS)
+        _add_realized(closed_pnl)
+        notifications_record(
+            notices=[
+                trade_close_notice(subscription=e.subscription, trade=e.trade, reason=e.reason)
+                for e in done
+            ]
+        )
+        events_emit(events=[_trade_closed_event(e.trade, e.reason) for e in done])
+    tally.closed += len(done)
+    ORDERS.labels(exchange="paper", status=Order.Status.FILLED).inc(len(done))
+    filled: Fills = {}
+    for e in done:
+        _note_fill(filled, e.trade, exit=True)
+    return {e.trade.pk for e in done}, filled

@@ -40,6 +40,7 @@ from trades.orders import (
     Fills,
     Leg,
     PaperEntry,
+    PaperExit,
     Tally,
     leg_for,
     legs_cancel,
@@ -50,6 +51,7 @@ from trades.orders import (
     orders_record,
     orders_send,
     orders_settle,
+    paper_exits,
     paper_fills,
     positions_settle,
     request_from_intent,
@@ -458,7 +460,13 @@ def _exit(
             reduce_only=True,
         )
         specs.append((trade, purpose, request))
-    bulk_write(claimed, ["exit_client_order_id", "metadata"])
+    if bulk_fast():
+        specs = _paper_exit(
+            execution, specs, waiting=waiting, reason=reason, reasons=reasons, tally=tally
+        )
+        if not specs:
+            return
+    bulk_write([trade for trade, _, _ in specs], ["exit_client_order_id", "metadata"])
     intents = order_intents(execution, specs)
     legs = []
     for trade, purpose, request in specs:
@@ -470,6 +478,39 @@ def _exit(
     go = [leg for leg in legs if leg.trade.pk not in waiting]
     if go:
         orders_settle(go, tally, symbol=claimed[0].symbol)
+
+
+ExitSpec = tuple[Trade, OrderPurpose, OrderRequest]
+
+
+def _paper_exit(
+    execution: StrategyExecution,
+    specs: Sequence[ExitSpec],
+    *,
+    waiting: set[int],
+    reason: str,
+    reasons: dict[int, str] | None,
+    tally: Tally,
+) -> list[ExitSpec]:
+    """Close the claimed paper trades in one step, each filled in process by the paper broker
+    as ``orders_send`` would, then written already filled (``paper_exits``). Returns the
+    exits left for the intent path: live ones, and those whose intent existed (a redelivery)."""
+    broker = paper_broker()
+    exits: list[PaperExit] = []
+    for trade, _, request in specs:
+        sub = trade.subscription
+        if sub.mode == StrategySubscription.Mode.LIVE or trade.pk in waiting:
+            continue
+        result = broker.place_market_order(request)
+        if result.filled and result.average_price is not None:
+            why = (reasons or {}).get(trade.pk, reason)
+            exits.append(PaperExit(sub, trade, request, result, why))
+    if not exits:
+        return list(specs)
+    closed, filled = paper_exits(execution=execution, exits=exits, tally=tally)
+    subs = {e.subscription.pk: e.subscription for e in exits if e.trade.pk in closed}
+    positions_settle(subscriptions=subs, symbol=specs[0][0].symbol, filled=filled, tally=tally)
+    return [spec for spec in specs if spec[0].pk not in closed]
 
 
 EXIT_HELD = "held: protective order state unknown; sent once it is known cancelled"
