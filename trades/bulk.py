@@ -73,12 +73,7 @@ def _split(fields: Sequence[models.Field], rows: Sequence[Sequence[Any]]) -> _Co
     A column is shared when every row holds the same value of the same type. The first
     column is always sent per row: ``VALUES`` needs one, and it keeps one row one row."""
     count = len(fields)
-    same = [
-        i > 0
-        and len(rows) > 1
-        and all(type(r[i]) is type(rows[0][i]) and r[i] == rows[0][i] for r in rows)
-        for i in range(count)
-    ]
+    same = [i > 0 and len(rows) > 1 and _all_same([r[i] for r in rows]) for i in range(count)]
     adapters = [_adapter(f) for f in fields]
     keep = [i for i in range(count) if not same[i]]
     shared = {}
@@ -90,6 +85,12 @@ def _split(fields: Sequence[models.Field], rows: Sequence[Sequence[Any]]) -> _Co
             )
     per_row = [[adapters[i](row[i]) if adapters[i] else row[i] for i in keep] for row in rows]
     return _Columns(per_row=[fields[i] for i in keep], shared=shared, rows=per_row)
+
+
+def _all_same(column: list[Any]) -> bool:
+    """Every value equal to the first, and of its type (``1 == True == Decimal(1)``)."""
+    first = column[0]
+    return column.count(first) == len(column) and set(map(type, column)) == {type(first)}
 
 
 def _literal(value: Any) -> str:

@@ -363,11 +363,14 @@ def _paper_enter(
                 continue  # rare (a quantity refused): the intent path records it
             entry.request, entry.result = request, result
         entries.append(entry)
-    written, filled = paper_fills(entries=entries, tally=tally)
-    opened = {e.subscription.pk: e.subscription for e in entries if e.subscription.pk in filled}
-    positions_settle(
-        subscriptions=opened, symbol=ctx.execution.strategy.symbol, filled=filled, tally=tally
-    )
+    # The positions and equity points in the fills' transaction: one commit (a disk flush)
+    # for the batch instead of three, and no moment where a fill is in without its position.
+    with transaction.atomic():
+        written, filled = paper_fills(entries=entries, tally=tally)
+        opened = {e.subscription.pk: e.subscription for e in entries if e.subscription.pk in filled}
+        positions_settle(
+            subscriptions=opened, symbol=ctx.execution.strategy.symbol, filled=filled, tally=tally
+        )
     return [s for s in subs if s.pk not in written]
 
 
@@ -507,9 +510,10 @@ def _paper_exit(
             exits.append(PaperExit(sub, trade, request, result, why))
     if not exits:
         return list(specs)
-    closed, filled = paper_exits(execution=execution, exits=exits, tally=tally)
-    subs = {e.subscription.pk: e.subscription for e in exits if e.trade.pk in closed}
-    positions_settle(subscriptions=subs, symbol=specs[0][0].symbol, filled=filled, tally=tally)
+    with transaction.atomic():  # one commit with the positions, as for the entries
+        closed, filled = paper_exits(execution=execution, exits=exits, tally=tally)
+        subs = {e.subscription.pk: e.subscription for e in exits if e.trade.pk in closed}
+        positions_settle(subscriptions=subs, symbol=specs[0][0].symbol, filled=filled, tally=tally)
     return [spec for spec in specs if spec[0].pk not in closed]
 
 

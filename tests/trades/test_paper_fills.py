@@ -203,3 +203,74 @@ def _signal_of(execution: StrategyExecution):
     from strategies.signals import Signal
 
     return Signal.from_json(execution.signal or {})
+
+
+@pytest.mark.django_db
+def test_an_exit_run_twice_closes_each_trade_once_with_one_exit_order():
+    # given two paper subscribers holding a long, and an exit signal fanned out once
+    strategy = StrategyFactory()
+    subs = [subscribe(strategy) for _ in range(2)]
+    ids = [s.pk for s in subs]
+    entry = _execution(strategy, 0)
+    fanout_process(execution_id=entry.pk, subscription_ids=ids)
+    exit_execution = _execution(strategy, 1, signal="EXIT_LONG")
+    fanout_process(execution_id=exit_execution.pk, subscription_ids=ids)
+
+    # when the exit batch runs again (a redelivered task)
+    outcome = fanout_process(execution_id=exit_execution.pk, subscription_ids=ids)
+
+    # then each trade closed once, by one filled exit order, its PnL counted once
+    assert outcome.closed == 0
+    for sub in subs:
+        trade = Trade.objects.get(execution=entry, subscription=sub)
+        exits = Order.objects.filter(execution=exit_execution, subscription=sub)
+        assert trade.status == Trade.Status.CLOSED and trade.exit_execution_id == exit_execution.pk
+        assert [o.status for o in exits] == [Order.Status.FILLED]
+        assert exits[0].purpose == OrderPurpose.exit(trade.pk)
+        assert trade.exit_client_order_id == exits[0].client_order_id
+        assert trade.exit_price == exits[0].average_price == CLOSE * Decimal("0.9995")
+        sub.refresh_from_db()
+        assert sub.realized_pnl == trade.pnl and sub.fees_paid == trade.fees
+        closes = Notification.objects.filter(
+            user_id=sub.user_id, event=NotificationEvent.TRADE_CLOSED
+        )
+        assert closes.count() == 1
+        assert Position.objects.get(subscription=sub).side == "flat"
+
+
+@pytest.mark.django_db
+def test_an_exit_intent_a_crash_left_pending_is_claimed_and_filled_once():
+    # given an open paper trade whose exit was claimed and its intent written, then the
+    # batch died before sending it
+    strategy = StrategyFactory()
+    sub = subscribe(strategy)
+    entry = _execution(strategy, 0)
+    fanout_process(execution_id=entry.pk, subscription_ids=[sub.pk])
+    trade = Trade.objects.get(execution=entry, subscription=sub)
+    exit_execution = _execution(strategy, 1, signal="EXIT_LONG")
+    purpose = OrderPurpose.exit(trade.pk)
+    cid = purpose.client_order_id(execution_id=exit_execution.pk, subscription_id=sub.pk)
+    Trade.objects.filter(pk=trade.pk).update(exit_execution=exit_execution)
+    request = OrderRequest(
+        symbol=trade.symbol,
+        side="sell",
+        quantity=trade.quantity,
+        client_order_id=cid,
+        reference_price=CLOSE,
+        reference_time=exit_execution.interval_end,
+        reduce_only=True,
+    )
+    order_intents(exit_execution, [(trade, purpose, request)])
+
+    # when the exit batch is redelivered, twice
+    fanout_process(execution_id=exit_execution.pk, subscription_ids=[sub.pk])
+    fanout_process(execution_id=exit_execution.pk, subscription_ids=[sub.pk])
+
+    # then that intent was claimed once and filled, and it closed the trade
+    order = Order.objects.get(execution=exit_execution, subscription=sub)
+    assert order.pk and order.client_order_id == cid
+    assert order.status == Order.Status.FILLED and order.attempts == 1
+    trade.refresh_from_db()
+    assert trade.status == Trade.Status.CLOSED and trade.exit_price == order.average_price
+    sub.refresh_from_db()
+    assert sub.realized_pnl == trade.pnl
