@@ -76,7 +76,8 @@ class Figures:
     execution_s: float = 0.0
     # signal → the last fan-out batch finished (positions, equity points and all).
     finished_s: float = 0.0
-    # Each fan-out task's first trade intent written (about when it started), first and last
+    # Each fan-out task's first trade written (about when it started; a paper batch writes its
+    # trades once their fills are decided, so after its first acknowledgement), first and last
     # order acknowledged (its subscribers in id order, cut as the dispatch cuts them): batches
     # side by side on the pool processes overlap, batches one after the other do not.
     batches: list[tuple[float, float, float]] = field(default_factory=list)

@@ -838,6 +838,7 @@ def paper_exits(
                 status=Trade.Status.OPEN,
                 exit_execution=execution,
             )
+            .order_by("pk")  # one locking order for every batch: no deadlock between two
             .values_list("pk", flat=True)
         )
         mine = [e for e in exits if e.trade.pk in held]
