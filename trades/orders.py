@@ -745,7 +745,7 @@ def paper_fills(*, entries: Sequence[PaperEntry], tally: Tally) -> tuple[set[int
         events_emit(events=[_entry_filled_event(e.trade) for e in fills])
     tally.opened += len(fills)
     tally.failed += sum(1 for e in fresh if e.trade.status == Trade.Status.FAILED)
-    ORDERS.labels(exchange="paper", status=Order.Status.FILLED).inc(len(fills))
+    _count_paper_orders(len(fills))
     filled: Fills = {}
     for entry in fills:
         _note_fill(filled, entry.trade, exit=False)
@@ -870,8 +870,16 @@ def paper_exits(
         )
         events_emit(events=[_trade_closed_event(e.trade, e.reason) for e in done])
     tally.closed += len(done)
-    ORDERS.labels(exchange="paper", status=Order.Status.FILLED).inc(len(done))
+    _count_paper_orders(len(done))
     filled: Fills = {}
     for e in done:
         _note_fill(filled, e.trade, exit=True)
     return {e.trade.pk for e in done}, filled
+
+
+def _count_paper_orders(count: int) -> None:
+    """Count filled paper orders once committed (the caller's transaction may enclose ours)."""
+    if count:
+        transaction.on_commit(
+            lambda: ORDERS.labels(exchange="paper", status=Order.Status.FILLED).inc(count)
+        )

@@ -369,15 +369,41 @@ def _paper_enter(
                 continue  # rare (a quantity refused): the intent path records it
             entry.request, entry.result = request, result
         entries.append(entry)
-    # The positions and equity points in the fills' transaction: one commit (a disk flush)
-    # for the batch instead of three, and no moment where a fill is in without its position.
-    with transaction.atomic():
-        written, filled = paper_fills(entries=entries, tally=tally)
-        opened = {e.subscription.pk: e.subscription for e in entries if e.subscription.pk in filled}
-        positions_settle(
-            subscriptions=opened, symbol=ctx.execution.strategy.symbol, filled=filled, tally=tally
-        )
+    saved = _tally_copy(tally)
+    try:
+        # The positions and equity points in the fills' transaction: one commit (a disk
+        # flush) for the batch instead of three, and no moment where a fill is in without
+        # its position.
+        with transaction.atomic():
+            written, filled = paper_fills(entries=entries, tally=tally)
+            opened = {
+                e.subscription.pk: e.subscription for e in entries if e.subscription.pk in filled
+            }
+            positions_settle(
+                subscriptions=opened,
+                symbol=ctx.execution.strategy.symbol,
+                filled=filled,
+                tally=tally,
+            )
+    except TRANSIENT:
+        raise  # the task retries; nothing was written
+    except Exception:
+        # A bug: nothing was written. The intent path takes the batch, and should it fail the
+        # same way, it leaves the reason on the trades (``_record_batch_failure``).
+        logger.exception("paper entries in one step failed for execution %s", ctx.execution.pk)
+        _tally_restore(tally, saved)
+        return list(subs)
     return [s for s in subs if s.pk not in written]
+
+
+def _tally_copy(tally: Tally) -> Tally:
+    return Tally(tally.opened, tally.closed, tally.failed, dict(tally.tripped))
+
+
+def _tally_restore(tally: Tally, saved: Tally) -> None:
+    """Undo what a rolled-back step counted."""
+    tally.opened, tally.closed, tally.failed = saved.opened, saved.closed, saved.failed
+    tally.tripped = saved.tripped
 
 
 def _entry_batch(
@@ -516,10 +542,20 @@ def _paper_exit(
             exits.append(PaperExit(sub, trade, request, result, why))
     if not exits:
         return list(specs)
-    with transaction.atomic():  # one commit with the positions, as for the entries
-        closed, filled = paper_exits(execution=execution, exits=exits, tally=tally)
-        subs = {e.subscription.pk: e.subscription for e in exits if e.trade.pk in closed}
-        positions_settle(subscriptions=subs, symbol=specs[0][0].symbol, filled=filled, tally=tally)
+    saved = _tally_copy(tally)
+    try:
+        with transaction.atomic():  # one commit with the positions, as for the entries
+            closed, filled = paper_exits(execution=execution, exits=exits, tally=tally)
+            subs = {e.subscription.pk: e.subscription for e in exits if e.trade.pk in closed}
+            positions_settle(
+                subscriptions=subs, symbol=specs[0][0].symbol, filled=filled, tally=tally
+            )
+    except TRANSIENT:
+        raise
+    except Exception:  # a bug: nothing was written, the intent path takes them (as entries)
+        logger.exception("paper exits in one step failed for execution %s", execution.pk)
+        _tally_restore(tally, saved)
+        return list(specs)
     return [spec for spec in specs if spec[0].pk not in closed]
 
 
