@@ -25,8 +25,12 @@ class Notification(models.Model):
     """One event for one user. ``key`` names the thing that happened (``trade.filled:42``), so a
     retried fan-out or a redelivered task records it once: the unique constraint is the fence."""
 
+    # No index of its own: the unique (user, key) begins with it and serves every lookup.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="notifications",
+        db_index=False,
     )
     event = models.CharField(max_length=32, choices=NotificationEvent.choices)
     key = models.CharField(max_length=120)

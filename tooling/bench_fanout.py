@@ -8,7 +8,8 @@ Timeline of one fan-out, all read back from the database:
 signal = the execution's ``finished_at`` (the signal is recorded, the fan-out is dispatched);
 each subscriber's delay = its order's ``acknowledged_at`` (the exchange's answer, or the paper
 fill) minus the signal; the last trade recorded = the latest ``Trade.updated_at`` of the trades
-it opened or closed.
+it opened or closed; the last batch finished = the execution's ``last_order_at``, which each
+batch writes once it is done (its positions and equity points included).
 """
 
 from __future__ import annotations
@@ -73,7 +74,10 @@ class Figures:
     # The execution itself, before the signal: the candle-close check (stops, the holders'
     # positions valued at the close, their equity and drawdown), then the strategy.
     execution_s: float = 0.0
-    # Each fan-out task's first trade intent written (about when it started), first and last
+    # signal → the last fan-out batch finished (positions, equity points and all).
+    finished_s: float = 0.0
+    # Each fan-out task's first trade written (about when it started; a paper batch writes its
+    # trades once their fills are decided, so after its first acknowledgement), first and last
     # order acknowledged (its subscribers in id order, cut as the dispatch cuts them): batches
     # side by side on the pool processes overlap, batches one after the other do not.
     batches: list[tuple[float, float, float]] = field(default_factory=list)
@@ -85,7 +89,8 @@ class Figures:
     def line(self) -> str:
         return (
             f"signal → last order acknowledged {self.total_s:.3f} s "
-            f"(last trade recorded {self.recorded_s:.3f} s); per-subscriber delay "
+            f"(last trade recorded {self.recorded_s:.3f} s, last batch finished "
+            f"{self.finished_s:.3f} s); per-subscriber delay "
             f"p50 {self.p50_s:.3f} s, p99 {self.p99_s:.3f} s; first order {self.first_s:.3f} s; "
             f"dispatch {self.dispatch_s:.3f} s; {self.per_second:.0f} orders/s; "
             f"execution before the signal {self.execution_s:.3f} s; "
@@ -282,6 +287,7 @@ def bench_figures(execution_id: int) -> Figures:
         p50_s=statistics.median(acks) if acks else 0.0,
         p99_s=acks[min(len(acks) - 1, int(len(acks) * 0.99))] if acks else 0.0,
         execution_s=(execution.duration_ms or 0.0) / 1000,
+        finished_s=((execution.last_order_at or signal) - signal).total_seconds(),
         batches=[
             (min(c for _, c in chunk), min(a for a, _ in chunk), max(a for a, _ in chunk))
             for chunk in chunks

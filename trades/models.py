@@ -29,11 +29,13 @@ class Trade(models.Model):
         FAILED = "failed", "Failed"  # an error on our side, reason in `error`
         CANCELLED = "cancelled", "Cancelled"  # its entry order was cancelled unfilled
 
+    # No index of their own: (subscription, status) and the unique (execution, subscription)
+    # begin with them and serve every lookup by either (trades.migrations.0009).
     subscription = models.ForeignKey(
-        StrategySubscription, on_delete=models.PROTECT, related_name="trades"
+        StrategySubscription, on_delete=models.PROTECT, related_name="trades", db_index=False
     )
     execution = models.ForeignKey(
-        StrategyExecution, on_delete=models.PROTECT, related_name="trades"
+        StrategyExecution, on_delete=models.PROTECT, related_name="trades", db_index=False
     )
     exit_execution = models.ForeignKey(
         StrategyExecution,
@@ -111,8 +113,9 @@ class Order(models.Model):
     subscription = models.ForeignKey(
         StrategySubscription, on_delete=models.PROTECT, related_name="orders"
     )
+    # No index of its own: the unique (execution, subscription, purpose) begins with it.
     execution = models.ForeignKey(
-        StrategyExecution, on_delete=models.PROTECT, related_name="orders"
+        StrategyExecution, on_delete=models.PROTECT, related_name="orders", db_index=False
     )
     trade = models.ForeignKey(Trade, on_delete=models.PROTECT, related_name="orders")
     purpose = OrderPurposeField(max_length=32)  # see trades.purposes
@@ -210,8 +213,12 @@ class ProtectionTrip(models.Model):
         PAUSED = "paused", "Subscription paused"
         PAUSED_AND_CLOSED = "paused_and_closed", "Subscription paused, positions closed"
 
+    # No index of its own: trip_sub_time (subscription, created_at) begins with it.
     subscription = models.ForeignKey(
-        StrategySubscription, on_delete=models.CASCADE, related_name="protection_trips"
+        StrategySubscription,
+        on_delete=models.CASCADE,
+        related_name="protection_trips",
+        db_index=False,
     )
     protection = models.CharField(max_length=20, choices=Protection.choices)
     action = models.CharField(max_length=20, choices=Action.choices)

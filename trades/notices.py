@@ -15,15 +15,20 @@ from notifications.models import NotificationEvent
 from notifications.services import Notice
 
 if TYPE_CHECKING:
+    from subscriptions.models import StrategySubscription
+    from trades.models import Trade
     from trades.orders import Leg
 
 
 def _trade(leg: Leg) -> dict[str, Any]:
-    trade = leg.trade
+    return _trade_of(leg.subscription, leg.trade)
+
+
+def _trade_of(subscription: StrategySubscription, trade: Trade) -> dict[str, Any]:
     return {
-        "subscription_id": leg.subscription.pk,
-        "strategy_id": leg.subscription.strategy_id,
-        "mode": leg.subscription.mode,
+        "subscription_id": subscription.pk,
+        "strategy_id": subscription.strategy_id,
+        "mode": subscription.mode,
         "trade_id": trade.pk,
         "symbol": trade.symbol,
         "side": trade.side,
@@ -37,28 +42,46 @@ def _notice(leg: Leg, event: NotificationEvent, key: str, payload: dict[str, Any
 
 
 def fill_notice(leg: Leg) -> Notice:
-    trade = leg.trade
+    return entry_fill_notice(subscription=leg.subscription, trade=leg.trade)
+
+
+def entry_fill_notice(*, subscription: StrategySubscription, trade: Trade) -> Notice:
     payload = {
-        **_trade(leg),
+        **_trade_of(subscription, trade),
         "price": trade.entry_price,
         "fee": trade.entry_fee,
         "time": trade.entry_time,
     }
-    return _notice(leg, NotificationEvent.TRADE_FILLED, f"trade.filled:{trade.pk}", payload)
+    return Notice(
+        user_id=subscription.user_id,
+        event=NotificationEvent.TRADE_FILLED,
+        key=f"trade.filled:{trade.pk}",
+        payload=payload,
+    )
 
 
 def close_notice(leg: Leg) -> Notice:
-    trade = leg.trade
+    return trade_close_notice(
+        subscription=leg.subscription, trade=leg.trade, reason=leg.exit_reason
+    )
+
+
+def trade_close_notice(*, subscription: StrategySubscription, trade: Trade, reason: str) -> Notice:
     payload = {
-        **_trade(leg),
+        **_trade_of(subscription, trade),
         "entry_price": trade.entry_price,
         "exit_price": trade.exit_price,
         "fees": trade.fees,
         "pnl": trade.pnl,
-        "reason": leg.exit_reason,
+        "reason": reason,
         "time": trade.exit_time,
     }
-    return _notice(leg, NotificationEvent.TRADE_CLOSED, f"trade.closed:{trade.pk}", payload)
+    return Notice(
+        user_id=subscription.user_id,
+        event=NotificationEvent.TRADE_CLOSED,
+        key=f"trade.closed:{trade.pk}",
+        payload=payload,
+    )
 
 
 def rejection_notice(leg: Leg) -> Notice:

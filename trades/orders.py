@@ -20,6 +20,14 @@ Exactly-once rests on the database:
 A batch costs a fixed number of queries whatever its size: per-subscriber work in Python,
 reads and writes in bulk, and for live orders one round trip to this process's exchange hub,
 where the orders go out concurrently. Paper and live differ only in ``orders_send``.
+
+A paper entry whose trade does not exist yet skips the intent, claim, send and record round
+trips (``paper_fills``, on PostgreSQL): its fill is decided in process, by the paper broker as
+``orders_send`` would, before anything is written, and the trade goes in already open with
+its order already filled, in one transaction. The fences hold: the trade's INSERT is the one
+per (execution, subscription), and a trade found there already (a redelivery, a batch
+retried) is left to the steps above, which claim its intent if it is still pending and send
+it once. A crash before the commit leaves nothing; after it, everything.
 """
 
 from __future__ import annotations
@@ -55,10 +63,22 @@ from trades.brokers.live import (
     live_lookup_many,
     live_place_many,
 )
-from trades.bulk import bulk_add, bulk_insert_new, bulk_write
-from trades.guards import drawdown_check
+from trades.bulk import (
+    bulk_add,
+    bulk_insert_new,
+    bulk_insert_values,
+    bulk_insert_values_new,
+    bulk_write,
+)
+from trades.guards import Tripped, drawdown_check, trips_record
 from trades.models import Order, Trade
-from trades.notices import close_notice, fill_notice, rejection_notice
+from trades.notices import (
+    close_notice,
+    entry_fill_notice,
+    fill_notice,
+    rejection_notice,
+    trade_close_notice,
+)
 from trades.positions import equity_points_fills, positions_refresh
 from trades.purposes import OrderPurpose, PurposeKind
 from trades.sizing import realized_pnl
@@ -493,21 +513,29 @@ Announcement = tuple[EventType, dict[str, Any]]
 
 
 def _filled_event(leg: Leg) -> Announcement:
+    return _entry_filled_event(leg.trade)
+
+
+def _entry_filled_event(trade: Trade) -> Announcement:
     return EventType.TRADE_FILLED, {
-        "trade_id": leg.trade.pk,
-        "subscription_id": leg.subscription.pk,
-        "side": leg.trade.side,
-        "quantity": str(leg.trade.quantity),
-        "price": str(leg.trade.entry_price),
+        "trade_id": trade.pk,
+        "subscription_id": trade.subscription_id,
+        "side": trade.side,
+        "quantity": str(trade.quantity),
+        "price": str(trade.entry_price),
     }
 
 
 def _closed_event(leg: Leg) -> Announcement:
+    return _trade_closed_event(leg.trade, leg.exit_reason)
+
+
+def _trade_closed_event(trade: Trade, reason: str) -> Announcement:
     return EventType.TRADE_CLOSED, {
-        "trade_id": leg.trade.pk,
-        "subscription_id": leg.subscription.pk,
-        "pnl": str(leg.trade.pnl),
-        "reason": leg.exit_reason,
+        "trade_id": trade.pk,
+        "subscription_id": trade.subscription_id,
+        "pnl": str(trade.pnl),
+        "reason": reason,
     }
 
 
@@ -634,3 +662,224 @@ def orders_reclaim(legs: Sequence[Leg]) -> list[Leg]:
     for leg in out:
         leg.result = results[leg.order.pk]
     return out
+
+
+# --- paper entries in one step ----------------------------------------------------------------
+@dataclass
+class PaperEntry:
+    """One paper subscriber's entry as decided before anything is written: its trade (not
+    saved yet, its status the outcome), and for a fill the order sent and the paper fill."""
+
+    subscription: StrategySubscription
+    trade: Trade
+    request: OrderRequest | None = None
+    result: OrderResult | None = None
+    tripped: Tripped | None = None  # the follower's protection that held it back
+
+
+PAPER_ORDER_FIELDS = (
+    "subscription",
+    "execution",
+    "trade",
+    "purpose",
+    "client_order_id",
+    "symbol",
+    "side",
+    "type",
+    "amount",
+    "price",
+    "reduce_only",
+    "status",
+    "filled",
+    "average_price",
+    "fee",
+    "fee_currency",
+    "exchange_order_id",
+    "error",
+    "attempts",
+    "send_token",
+    "sent_at",
+    "acknowledged_at",
+    "created_at",
+    "updated_at",
+    "closed_at",
+)
+
+
+def paper_fill_apply(entry: PaperEntry, now: datetime) -> None:
+    """Put a paper fill on its trade, as ``orders_record`` records a filled entry."""
+    assert entry.result is not None and entry.result.filled
+    _apply_to_entry(entry.trade, entry.result, now)
+
+
+def paper_fills(*, entries: Sequence[PaperEntry], tally: Tally) -> tuple[set[int], Fills]:
+    """Write these paper entries (trades filled, skipped or failed) with their filled orders,
+    protections' trips, notices and events, in one transaction: one INSERT per table.
+
+    Only trades that did not exist are written; the subscriptions whose trade was found (a
+    redelivery) are left out of the answer, for the intent path. Returns the subscriptions
+    written, and those whose trades opened (their fill's time and price)."""
+    if not entries:
+        return set(), {}
+    now = timezone.now()
+    for entry in entries:
+        if entry.result is not None:
+            paper_fill_apply(entry, now)
+        entry.trade.updated_at = now
+    with transaction.atomic():
+        inserted = bulk_insert_new([e.trade for e in entries], key="client_order_id")
+        written = {t.subscription_id for t in inserted}
+        fresh = [e for e in entries if e.subscription.pk in written]
+        fills = [e for e in fresh if e.result is not None]
+        bulk_insert_values(
+            Order,
+            PAPER_ORDER_FIELDS,
+            [_paper_entry_row(e, now) for e in fills],
+        )
+        trips_record(
+            trips=[(e.subscription, e.trade, e.tripped) for e in fresh if e.tripped is not None]
+        )
+        notifications_record(
+            notices=[entry_fill_notice(subscription=e.subscription, trade=e.trade) for e in fills]
+        )
+        events_emit(events=[_entry_filled_event(e.trade) for e in fills])
+    tally.opened += len(fills)
+    tally.failed += sum(1 for e in fresh if e.trade.status == Trade.Status.FAILED)
+    _count_paper_orders(len(fills))
+    filled: Fills = {}
+    for entry in fills:
+        _note_fill(filled, entry.trade, exit=False)
+    return written, filled
+
+
+def _paper_entry_row(entry: PaperEntry, now: datetime) -> tuple[object, ...]:
+    assert entry.request is not None and entry.result is not None
+    return _paper_order_row(
+        execution_id=entry.trade.execution_id,
+        trade=entry.trade,
+        purpose=OrderPurpose.entry(),
+        request=entry.request,
+        result=entry.result,
+        now=now,
+    )
+
+
+def _paper_order_row(
+    *,
+    execution_id: int,
+    trade: Trade,
+    purpose: OrderPurpose,
+    request: OrderRequest,
+    result: OrderResult,
+    now: datetime,
+) -> tuple[object, ...]:
+    """A filled paper order's row as ``orders_record`` leaves one: sent once, answered."""
+    return (
+        trade.subscription_id,
+        execution_id,
+        trade.pk,
+        str(purpose),
+        request.client_order_id,
+        request.symbol,
+        request.side,
+        request.type,
+        result.amount if result.amount is not None else request.quantity,
+        request.price,
+        request.reduce_only,
+        Order.Status.FILLED,
+        result.quantity,
+        result.average_price,
+        result.fee,
+        result.fee_currency,
+        result.exchange_order_id,
+        result.reason,
+        1,
+        "",
+        now,
+        result.acknowledged_at,
+        now,
+        now,
+        now,
+    )
+
+
+# --- paper exits in one step ------------------------------------------------------------------
+@dataclass
+class PaperExit:
+    """One paper trade's exit, claimed by its execution, filled in process, not written yet."""
+
+    subscription: StrategySubscription
+    trade: Trade
+    request: OrderRequest
+    result: OrderResult
+    reason: str
+
+
+def paper_exits(
+    *, execution: StrategyExecution, exits: Sequence[PaperExit], tally: Tally
+) -> tuple[set[int], Fills]:
+    """Close these claimed paper trades at their fills in one transaction: each exit's order
+    written already filled, its trade closed, the PnL added to its subscription, notices and
+    events, one statement each.
+
+    An exit is written only while its execution holds the trade's claim (the trades are
+    locked first) and its intent is new; the others are left for the intent path (a
+    redelivery finds its order there). Returns the trades closed, and their fills.
+    """
+    if not exits:
+        return set(), {}
+    now = timezone.now()
+    closed_pnl: dict[int, tuple[Decimal, Decimal]] = defaultdict(lambda: (Decimal(0), Decimal(0)))
+    with transaction.atomic():
+        held = set(
+            Trade.objects.select_for_update()
+            .filter(
+                pk__in=[e.trade.pk for e in exits],
+                status=Trade.Status.OPEN,
+                exit_execution=execution,
+            )
+            .order_by("pk")  # one locking order for every batch: no deadlock between two
+            .values_list("pk", flat=True)
+        )
+        mine = [e for e in exits if e.trade.pk in held]
+        rows = [
+            _paper_order_row(
+                execution_id=execution.pk,
+                trade=e.trade,
+                purpose=OrderPurpose.exit(e.trade.pk),
+                request=e.request,
+                result=e.result,
+                now=now,
+            )
+            for e in mine
+        ]
+        written = bulk_insert_values_new(Order, PAPER_ORDER_FIELDS, rows, key="client_order_id")
+        done = [e for e in mine if e.request.client_order_id in written]
+        for e in done:
+            closed = _apply_to_exit(e.trade, e.result, e.reason, now)
+            assert closed  # a filled paper order at a price
+            pnl, fees = closed_pnl[e.trade.subscription_id]
+            closed_pnl[e.trade.subscription_id] = (pnl + (e.trade.pnl or 0), fees + e.trade.fees)
+        bulk_write([e.trade for e in done], EXIT_FIELDS)
+        _add_realized(closed_pnl)
+        notifications_record(
+            notices=[
+                trade_close_notice(subscription=e.subscription, trade=e.trade, reason=e.reason)
+                for e in done
+            ]
+        )
+        events_emit(events=[_trade_closed_event(e.trade, e.reason) for e in done])
+    tally.closed += len(done)
+    _count_paper_orders(len(done))
+    filled: Fills = {}
+    for e in done:
+        _note_fill(filled, e.trade, exit=True)
+    return {e.trade.pk for e in done}, filled
+
+
+def _count_paper_orders(count: int) -> None:
+    """Count filled paper orders once committed (the caller's transaction may enclose ours)."""
+    if count:
+        transaction.on_commit(
+            lambda: ORDERS.labels(exchange="paper", status=Order.Status.FILLED).inc(count)
+        )

@@ -33,12 +33,14 @@ from subscriptions.models import EquityPoint, StrategySubscription
 from trades.brokers import OrderRequest, OrderResult, OrderStatus, paper_broker
 from trades.brokers.base import CredentialFailure
 from trades.brokers.live import live_last_price
-from trades.bulk import bulk_insert_new, bulk_write
+from trades.bulk import bulk_fast, bulk_insert_new, bulk_write
 from trades.guards import EntryGuards, Tripped, drawdown_check, entry_guards_load, trips_record
 from trades.models import Order, Position, Trade
 from trades.orders import (
     Fills,
     Leg,
+    PaperEntry,
+    PaperExit,
     Tally,
     leg_for,
     legs_cancel,
@@ -49,6 +51,8 @@ from trades.orders import (
     orders_record,
     orders_send,
     orders_settle,
+    paper_exits,
+    paper_fills,
     positions_settle,
     request_from_intent,
 )
@@ -94,26 +98,24 @@ class _EntryContext:
     fresh_only: bool  # apply the signal's max age and the price band
 
 
-def _entry_intents(ctx: _EntryContext, subs: Sequence[StrategySubscription]) -> dict[int, Trade]:
-    side = ENTRY_SIDE[ctx.signal.type]
-    inserted = bulk_insert_new(
-        [
-            Trade(
-                subscription=sub,
-                execution=ctx.execution,
-                symbol=ctx.execution.strategy.symbol,
-                side=side,
-                stop_loss=ctx.signal.stop_loss,
-                take_profit=ctx.signal.take_profit,
-                client_order_id=OrderPurpose.entry().client_order_id(
-                    execution_id=ctx.execution.pk, subscription_id=sub.pk
-                ),
-                metadata={"signal": ctx.signal.metadata} if ctx.signal.metadata else {},
-            )
-            for sub in subs
-        ],
-        key="client_order_id",
+def _entry_trade(ctx: _EntryContext, sub: StrategySubscription) -> Trade:
+    """The entry's trade as its intent is written: pending, nothing sent."""
+    return Trade(
+        subscription=sub,
+        execution=ctx.execution,
+        symbol=ctx.execution.strategy.symbol,
+        side=ENTRY_SIDE[ctx.signal.type],
+        stop_loss=ctx.signal.stop_loss,
+        take_profit=ctx.signal.take_profit,
+        client_order_id=OrderPurpose.entry().client_order_id(
+            execution_id=ctx.execution.pk, subscription_id=sub.pk
+        ),
+        metadata={"signal": ctx.signal.metadata} if ctx.signal.metadata else {},
     )
+
+
+def _entry_intents(ctx: _EntryContext, subs: Sequence[StrategySubscription]) -> dict[int, Trade]:
+    inserted = bulk_insert_new([_entry_trade(ctx, sub) for sub in subs], key="client_order_id")
     trades = {t.subscription_id: t for t in inserted}
     # A redelivery finds the intents written already: those are read.
     rest = [s for s in subs if s.pk not in trades]
@@ -149,6 +151,12 @@ def _entry_request(ctx: _EntryContext, sub: StrategySubscription, trade: Trade) 
 
 
 Venue = tuple[str, bool]  # (exchange, sandbox)
+
+
+def _ids(subs: Iterable[StrategySubscription]) -> list[int]:
+    """Primary keys for an ``__in`` lookup: model instances cost the ORM a normalization each,
+    a measurable part of a 1,000-subscriber batch's queries."""
+    return [s.pk for s in subs]
 
 
 @dataclass(frozen=True)
@@ -271,15 +279,19 @@ def _enter(ctx: _EntryContext, subs: Sequence[StrategySubscription], tally: Tall
         return
     side = ENTRY_SIDE[ctx.signal.type]
     opposite = Trade.objects.filter(
-        subscription__in=subs, status=Trade.Status.OPEN, side=OPPOSITE[side]
+        subscription_id__in=_ids(subs), status=Trade.Status.OPEN, side=OPPOSITE[side]
     ).select_related("subscription__credential")
     _exit(ctx.execution, list(opposite), reason=REVERSED, tally=tally)
+    if bulk_fast():
+        subs = _paper_enter(ctx, subs, tally)
+        if not subs:
+            return
     trades = _entry_intents(ctx, subs)
     pending = [s for s in subs if trades[s.pk].status == Trade.Status.PENDING]
     if not pending:
         return
     holding = set(
-        Trade.objects.filter(subscription__in=pending, status=Trade.Status.OPEN, side=side)
+        Trade.objects.filter(subscription_id__in=_ids(pending), status=Trade.Status.OPEN, side=side)
         .exclude(execution=ctx.execution)
         .values_list("subscription_id", flat=True)
     )
@@ -317,6 +329,81 @@ def _enter(ctx: _EntryContext, subs: Sequence[StrategySubscription], tally: Tall
         )
     orders_settle(legs, tally, symbol=ctx.execution.strategy.symbol)
     protective_place(trade_ids=[leg.trade.pk for leg in legs], tally=tally)
+
+
+def _paper_enter(
+    ctx: _EntryContext, subs: Sequence[StrategySubscription], tally: Tally
+) -> list[StrategySubscription]:
+    """Enter the paper subscribers whose trades are not written yet in one step: each entry
+    decided and filled in process (the same checks and the same paper broker as the intent
+    path), then written already filled (``paper_fills``). Returns the subscribers left for the
+    intent path: live ones, those whose trade existed (a redelivery), and a paper order the
+    broker did not fill (refused: recorded as the intent path records a refusal)."""
+    paper = [s for s in subs if s.mode != StrategySubscription.Mode.LIVE]
+    if not paper:
+        return list(subs)
+    side = ENTRY_SIDE[ctx.signal.type]
+    holding = set(
+        Trade.objects.filter(subscription_id__in=_ids(paper), status=Trade.Status.OPEN, side=side)
+        .exclude(execution=ctx.execution)
+        .values_list("subscription_id", flat=True)
+    )
+    batch = _entry_batch(ctx, paper, holding)
+    broker = paper_broker()
+    entries: list[PaperEntry] = []
+    for sub in paper:
+        entry = PaperEntry(sub, _entry_trade(ctx, sub))
+        try:
+            reason, request, entry.tripped = _entry_prepared(ctx, sub, entry.trade, batch)
+        except Exception as exc:  # one subscriber's bad data stops nobody else
+            entry.trade.status = Trade.Status.FAILED
+            entry.trade.error = f"{type(exc).__name__}: {exc}"
+            entries.append(entry)
+            continue
+        if reason:
+            entry.trade.status, entry.trade.error = Trade.Status.SKIPPED, reason
+        else:
+            assert request is not None
+            result = broker.place_market_order(request)
+            if not result.filled:
+                continue  # rare (a quantity refused): the intent path records it
+            entry.request, entry.result = request, result
+        entries.append(entry)
+    saved = _tally_copy(tally)
+    try:
+        # The positions and equity points in the fills' transaction: one commit (a disk
+        # flush) for the batch instead of three, and no moment where a fill is in without
+        # its position.
+        with transaction.atomic():
+            written, filled = paper_fills(entries=entries, tally=tally)
+            opened = {
+                e.subscription.pk: e.subscription for e in entries if e.subscription.pk in filled
+            }
+            positions_settle(
+                subscriptions=opened,
+                symbol=ctx.execution.strategy.symbol,
+                filled=filled,
+                tally=tally,
+            )
+    except TRANSIENT:
+        raise  # the task retries; nothing was written
+    except Exception:
+        # A bug: nothing was written. The intent path takes the batch, and should it fail the
+        # same way, it leaves the reason on the trades (``_record_batch_failure``).
+        logger.exception("paper entries in one step failed for execution %s", ctx.execution.pk)
+        _tally_restore(tally, saved)
+        return list(subs)
+    return [s for s in subs if s.pk not in written]
+
+
+def _tally_copy(tally: Tally) -> Tally:
+    return Tally(tally.opened, tally.closed, tally.failed, dict(tally.tripped))
+
+
+def _tally_restore(tally: Tally, saved: Tally) -> None:
+    """Undo what a rolled-back step counted."""
+    tally.opened, tally.closed, tally.failed = saved.opened, saved.closed, saved.failed
+    tally.tripped = saved.tripped
 
 
 def _entry_batch(
@@ -408,7 +495,13 @@ def _exit(
             reduce_only=True,
         )
         specs.append((trade, purpose, request))
-    bulk_write(claimed, ["exit_client_order_id", "metadata"])
+    if bulk_fast():
+        specs = _paper_exit(
+            execution, specs, waiting=waiting, reason=reason, reasons=reasons, tally=tally
+        )
+        if not specs:
+            return
+    bulk_write([trade for trade, _, _ in specs], ["exit_client_order_id", "metadata"])
     intents = order_intents(execution, specs)
     legs = []
     for trade, purpose, request in specs:
@@ -420,6 +513,50 @@ def _exit(
     go = [leg for leg in legs if leg.trade.pk not in waiting]
     if go:
         orders_settle(go, tally, symbol=claimed[0].symbol)
+
+
+ExitSpec = tuple[Trade, OrderPurpose, OrderRequest]
+
+
+def _paper_exit(
+    execution: StrategyExecution,
+    specs: Sequence[ExitSpec],
+    *,
+    waiting: set[int],
+    reason: str,
+    reasons: dict[int, str] | None,
+    tally: Tally,
+) -> list[ExitSpec]:
+    """Close the claimed paper trades in one step, each filled in process by the paper broker
+    as ``orders_send`` would, then written already filled (``paper_exits``). Returns the
+    exits left for the intent path: live ones, and those whose intent existed (a redelivery)."""
+    broker = paper_broker()
+    exits: list[PaperExit] = []
+    for trade, _, request in specs:
+        sub = trade.subscription
+        if sub.mode == StrategySubscription.Mode.LIVE or trade.pk in waiting:
+            continue
+        result = broker.place_market_order(request)
+        if result.filled and result.average_price is not None:
+            why = (reasons or {}).get(trade.pk, reason)
+            exits.append(PaperExit(sub, trade, request, result, why))
+    if not exits:
+        return list(specs)
+    saved = _tally_copy(tally)
+    try:
+        with transaction.atomic():  # one commit with the positions, as for the entries
+            closed, filled = paper_exits(execution=execution, exits=exits, tally=tally)
+            subs = {e.subscription.pk: e.subscription for e in exits if e.trade.pk in closed}
+            positions_settle(
+                subscriptions=subs, symbol=specs[0][0].symbol, filled=filled, tally=tally
+            )
+    except TRANSIENT:
+        raise
+    except Exception:  # a bug: nothing was written, the intent path takes them (as entries)
+        logger.exception("paper exits in one step failed for execution %s", execution.pk)
+        _tally_restore(tally, saved)
+        return list(specs)
+    return [spec for spec in specs if spec[0].pk not in closed]
 
 
 EXIT_HELD = "held: protective order state unknown; sent once it is known cancelled"
@@ -621,7 +758,9 @@ def _fanout_batch(execution: StrategyExecution, subscription_ids: list[int]) -> 
             _enter(ctx, subs, tally)
         elif signal.type.is_exit:
             held = Trade.objects.filter(
-                subscription__in=subs, status=Trade.Status.OPEN, side=EXIT_SIDE[signal.type]
+                subscription_id__in=_ids(subs),
+                status=Trade.Status.OPEN,
+                side=EXIT_SIDE[signal.type],
             ).select_related("subscription__credential")
             _exit(execution, list(held), reason=EXIT_SIGNAL, tally=tally)
         _close_tripped(tally)

@@ -22,7 +22,8 @@ def test_an_exit_signals_last_trade_recorded_is_read_from_the_trades_it_closed()
     exit_execution = order.execution
     signal = exit_execution.finished_at
     exit_execution.fanout_dispatched_at = signal + timedelta(seconds=0.1)
-    exit_execution.save(update_fields=["fanout_dispatched_at"])
+    exit_execution.last_order_at = signal + timedelta(seconds=2)  # its last batch finished
+    exit_execution.save(update_fields=["fanout_dispatched_at", "last_order_at"])
     Order.objects.filter(pk=order.pk).update(acknowledged_at=signal + timedelta(seconds=1))
     Trade.objects.filter(pk=trade.pk).update(
         exit_execution=exit_execution, updated_at=signal + timedelta(seconds=1.5)
@@ -37,6 +38,7 @@ def test_an_exit_signals_last_trade_recorded_is_read_from_the_trades_it_closed()
     assert figures.execution_s == pytest.approx(exit_execution.duration_ms / 1000)
     assert figures.total_s == pytest.approx(1.0)
     assert figures.recorded_s == pytest.approx(1.5)
+    assert figures.finished_s == pytest.approx(2.0)
 
 
 def test_the_restarted_workers_warm_up_lines_are_read_from_its_log(tmp_path):

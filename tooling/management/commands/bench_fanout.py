@@ -92,8 +92,8 @@ class Command(BaseCommand):
                 )
             else:
                 self.stdout.write(
-                    f"paper: signal → last trade recorded {warm.recorded_s:.3f} s "
-                    f"(target <= 2 s at 1,000 subscribers)"
+                    f"paper: signal → last trade recorded {warm.recorded_s:.3f} s, last batch "
+                    f"finished {warm.finished_s:.3f} s (target <= 2 s at 10,000 subscribers)"
                 )
         except (TimeoutError, RuntimeError) as exc:
             raise CommandError(f"bench failed: {exc}") from exc
